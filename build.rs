@@ -1,0 +1,15 @@
+// Generates the gRPC service and messages from proto/ into OUT_DIR with a vendored protoc, so a
+// build needs no system protobuf and nothing generated is committed.
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let protoc = protoc_bin_vendored::protoc_bin_path()?;
+    // SAFETY: build scripts are single-threaded; prost-build reads PROTOC from the environment.
+    unsafe { std::env::set_var("PROTOC", protoc) };
+    println!("cargo:rerun-if-changed=proto");
+    tonic_prost_build::configure()
+        // Tensor payloads as `Bytes`: decoded without a copy, sliced without one.
+        .bytes(".")
+        .build_client(true)
+        .build_server(true)
+        .compile_protos(&["proto/inference.proto"], &["proto"])?;
+    Ok(())
+}

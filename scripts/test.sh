@@ -1,0 +1,83 @@
+#!/usr/bin/env bash
+# THE test command for ferroserve (README and .ci/run call exactly this).
+#
+# Stages, failing fast:
+#   1. cargo fmt --check
+#   2. cargo clippy --release --all-targets -- -D warnings
+#   3. scripts/setup-test-env.sh   (libb64-0d, .venv with tritonclient + perf_analyzer)
+#   4. cargo build --release
+#   5. cargo nextest run --release  (cargo test --release when nextest is missing)
+#   6. pytest tests/python against target/release/ferroserve
+# Everything uses the release profile, so the dependency graph compiles once.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+
+LOCKED=()
+[ -f Cargo.lock ] && LOCKED=(--locked)
+
+STAGE_NAMES=()
+STAGE_SECS=()
+CURRENT_STAGE=""
+START_ALL=$(date +%s)
+
+stage() {
+    local name="$1"
+    shift
+    echo
+    echo "==================================================================="
+    echo "==> ${name}"
+    echo "==>   \$ $*"
+    echo "==================================================================="
+    local t0 t1
+    CURRENT_STAGE="$name"
+    STAGE_T0=$(date +%s)
+    t0=$STAGE_T0
+    "$@"
+    t1=$(date +%s)
+    CURRENT_STAGE=""
+    STAGE_NAMES+=("$name")
+    STAGE_SECS+=($((t1 - t0)))
+    echo "==> ${name}: done in $((t1 - t0)) s"
+}
+
+summary() {
+    local rc=$?
+    echo
+    echo "==================================================================="
+    local i
+    for i in "${!STAGE_NAMES[@]}"; do
+        printf '==> %-56s %6s s\n' "${STAGE_NAMES[$i]}" "${STAGE_SECS[$i]}"
+    done
+    if [ "$rc" -eq 0 ]; then
+        echo "==> all stages passed in $(($(date +%s) - START_ALL)) s"
+    else
+        if [ -n "$CURRENT_STAGE" ]; then
+            printf '==> %-56s %6s s  FAILED\n' "$CURRENT_STAGE" "$(($(date +%s) - STAGE_T0))"
+        fi
+        echo "==> FAILED (exit $rc) after $(($(date +%s) - START_ALL)) s"
+    fi
+}
+trap summary EXIT
+
+run_rust_tests() {
+    if cargo nextest --version >/dev/null 2>&1; then
+        cargo nextest run --release "${LOCKED[@]}"
+    else
+        echo "cargo-nextest not installed; falling back to cargo test"
+        cargo test --release "${LOCKED[@]}"
+    fi
+}
+
+run_python_tests() {
+    FERROSERVE_BIN="$ROOT/target/release/ferroserve" \
+        "$ROOT/.venv/bin/python" -m pytest tests/python -q
+}
+
+stage "cargo fmt --check" cargo fmt --all --check
+stage "cargo clippy (release, -D warnings)" cargo clippy --release "${LOCKED[@]}" --all-targets -- -D warnings
+stage "python test environment" "$ROOT/scripts/setup-test-env.sh"
+stage "cargo build --release" cargo build --release "${LOCKED[@]}"
+stage "rust tests" run_rust_tests
+stage "python end-to-end tests (tritonclient, perf_analyzer)" run_python_tests

@@ -1,0 +1,91 @@
+//! The one table from domain errors to HTTP status and gRPC code, so both transports answer a
+//! failure the same way.
+
+use axum::http::StatusCode;
+
+use crate::routing::InferError;
+
+/// Everything a transport can answer with, besides success.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error(transparent)]
+    Infer(#[from] InferError),
+    /// The request could not be decoded (malformed JSON, bad binary header, bad tensor data).
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("{0}")]
+    PayloadTooLarge(String),
+    #[error("{0}")]
+    Unimplemented(String),
+}
+
+impl ApiError {
+    pub fn http_status(&self) -> StatusCode {
+        match self {
+            ApiError::Infer(e) => match e {
+                InferError::ModelNotFound(_) | InferError::VersionNotFound { .. } => StatusCode::NOT_FOUND,
+                InferError::InvalidInput(_) => StatusCode::BAD_REQUEST,
+                InferError::NotReady { .. } | InferError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+                InferError::Overloaded { .. } => StatusCode::TOO_MANY_REQUESTS,
+                InferError::DeadlineExceeded(_) => StatusCode::GATEWAY_TIMEOUT,
+                // nginx's "client closed request": nobody reads it, but logs show why.
+                InferError::Cancelled => StatusCode::from_u16(499).unwrap_or(StatusCode::BAD_REQUEST),
+                InferError::Internal { .. } => StatusCode::INTERNAL_SERVER_ERROR,
+            },
+            ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::Unimplemented(_) => StatusCode::NOT_IMPLEMENTED,
+        }
+    }
+
+    pub fn grpc_code(&self) -> tonic::Code {
+        match self {
+            ApiError::Infer(e) => match e {
+                InferError::ModelNotFound(_) | InferError::VersionNotFound { .. } => tonic::Code::NotFound,
+                InferError::InvalidInput(_) => tonic::Code::InvalidArgument,
+                InferError::NotReady { .. } | InferError::Unavailable(_) => tonic::Code::Unavailable,
+                InferError::Overloaded { .. } => tonic::Code::ResourceExhausted,
+                InferError::DeadlineExceeded(_) => tonic::Code::DeadlineExceeded,
+                InferError::Cancelled => tonic::Code::Cancelled,
+                InferError::Internal { .. } => tonic::Code::Internal,
+            },
+            ApiError::BadRequest(_) => tonic::Code::InvalidArgument,
+            ApiError::PayloadTooLarge(_) => tonic::Code::ResourceExhausted,
+            ApiError::Unimplemented(_) => tonic::Code::Unimplemented,
+        }
+    }
+}
+
+impl From<ApiError> for tonic::Status {
+    fn from(e: ApiError) -> tonic::Status {
+        tonic::Status::new(e.grpc_code(), e.to_string())
+    }
+}
+
+impl axum::response::IntoResponse for ApiError {
+    fn into_response(self) -> axum::response::Response {
+        let body = serde_json::json!({ "error": self.to_string() });
+        (self.http_status(), axum::Json(body)).into_response()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn both_transports_map_each_error_consistently() {
+        let cases = [
+            (ApiError::from(InferError::ModelNotFound("m".into())), 404, tonic::Code::NotFound),
+            (InferError::InvalidInput("x".into()).into(), 400, tonic::Code::InvalidArgument),
+            (InferError::Overloaded { model: "m".into(), reason: "r".into() }.into(), 429, tonic::Code::ResourceExhausted),
+            (InferError::DeadlineExceeded("m".into()).into(), 504, tonic::Code::DeadlineExceeded),
+            (ApiError::PayloadTooLarge("big".into()), 413, tonic::Code::ResourceExhausted),
+            (ApiError::BadRequest("json".into()), 400, tonic::Code::InvalidArgument),
+        ];
+        for (err, status, code) in cases {
+            assert_eq!(err.http_status().as_u16(), status, "{err}");
+            assert_eq!(err.grpc_code(), code, "{err}");
+        }
+    }
+}

@@ -1,0 +1,371 @@
+//! The HTTP/REST inference body: JSON tensors (flat or nested `data`) and the binary tensor data
+//! extension (a JSON header of `Inference-Header-Content-Length` bytes, then raw tensors).
+
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use serde::ser::{SerializeSeq, Serializer};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use crate::api::error::ApiError;
+use crate::metrics::Protocol;
+use crate::routing::{InferRequest, InferResponse, NamedTensor};
+use crate::tensor::{shape_from_wire, DataType, Element, Tensor};
+
+#[derive(Deserialize)]
+struct JsonRequest {
+    #[serde(default)]
+    id: Option<String>,
+    #[serde(default)]
+    parameters: Map<String, Value>,
+    inputs: Vec<JsonInput>,
+    #[serde(default)]
+    outputs: Vec<JsonOutput>,
+}
+
+#[derive(Deserialize)]
+struct JsonInput {
+    name: String,
+    shape: Vec<i64>,
+    datatype: String,
+    #[serde(default)]
+    parameters: Map<String, Value>,
+    #[serde(default)]
+    data: Option<Value>,
+}
+
+#[derive(Deserialize)]
+struct JsonOutput {
+    name: String,
+    #[serde(default)]
+    parameters: Map<String, Value>,
+}
+
+/// A decoded request plus what the response encoder must know: which outputs go binary.
+pub struct Decoded {
+    pub request: InferRequest,
+    /// (output name, binary) for explicitly requested outputs.
+    pub output_binary: Vec<(String, bool)>,
+    /// `binary_data_output`: the default for outputs not listed.
+    pub binary_default: bool,
+}
+
+fn bad(msg: impl Into<String>) -> ApiError {
+    ApiError::BadRequest(msg.into())
+}
+
+fn param_bool(params: &Map<String, Value>, key: &str) -> Result<Option<bool>, ApiError> {
+    match params.get(key) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Bool(b)) => Ok(Some(*b)),
+        Some(v) => Err(bad(format!("parameter {key:?} must be a boolean, got {v}"))),
+    }
+}
+
+fn param_u64(params: &Map<String, Value>, key: &str) -> Result<Option<u64>, ApiError> {
+    match params.get(key) {
+        None | Some(Value::Null) => Ok(None),
+        Some(v) => v.as_u64().map(Some).ok_or_else(|| bad(format!("parameter {key:?} must be a non-negative integer, got {v}"))),
+    }
+}
+
+/// Decodes an infer body; `header_len` is the `Inference-Header-Content-Length` value, if sent.
+pub fn decode(model: &str, version: Option<&str>, body: Bytes, header_len: Option<usize>) -> Result<Decoded, ApiError> {
+    let json_len = header_len.unwrap_or(body.len());
+    if json_len > body.len() {
+        return Err(bad(format!(
+            "Inference-Header-Content-Length {json_len} is larger than the body ({} bytes)",
+            body.len()
+        )));
+    }
+    let req: JsonRequest =
+        serde_json::from_slice(&body[..json_len]).map_err(|e| bad(format!("malformed inference request JSON: {e}")))?;
+    let mut binary = body.slice(json_len..);
+
+    let mut inputs = Vec::with_capacity(req.inputs.len());
+    for input in req.inputs {
+        let dtype = DataType::parse(&input.datatype)
+            .filter(|_| !input.datatype.starts_with("TYPE_"))
+            .ok_or_else(|| bad(format!("input {:?}: unknown datatype {:?}", input.name, input.datatype)))?;
+        let shape = shape_from_wire(&input.shape).map_err(|e| bad(format!("input {:?}: {e}", input.name)))?;
+        let tensor = match param_u64(&input.parameters, "binary_data_size")? {
+            Some(size) => {
+                if input.data.is_some() {
+                    return Err(bad(format!("input {:?} has both binary_data_size and data", input.name)));
+                }
+                let size = usize::try_from(size).unwrap_or(usize::MAX);
+                if size > binary.len() {
+                    return Err(bad(format!(
+                        "input {:?}: binary_data_size {size} exceeds the {} binary bytes left in the body",
+                        input.name,
+                        binary.len()
+                    )));
+                }
+                Tensor::new(dtype, shape, binary.split_to(size))
+            }
+            None => {
+                let data = input.data.ok_or_else(|| bad(format!("input {:?} has no data", input.name)))?;
+                json_tensor(dtype, shape, &data).map_err(|e| bad(format!("input {:?}: {e}", input.name)))?
+            }
+        }
+        .map_err(|e| bad(format!("input {:?}: {e}", input.name)))?;
+        inputs.push(NamedTensor { name: input.name, tensor });
+    }
+    if !binary.is_empty() {
+        return Err(bad(format!("{} bytes of binary data are not claimed by any input's binary_data_size", binary.len())));
+    }
+    let mut output_binary = Vec::with_capacity(req.outputs.len());
+    for o in &req.outputs {
+        if o.parameters.get("classification").is_some_and(|v| !v.is_null()) {
+            return Err(ApiError::Unimplemented("the classification extension is not supported".into()));
+        }
+        output_binary.push((o.name.clone(), param_bool(&o.parameters, "binary_data")?.unwrap_or(false)));
+    }
+    let binary_default = param_bool(&req.parameters, "binary_data_output")?.unwrap_or(false);
+    // tritonclient's `timeout` parameter is in microseconds.
+    let timeout = param_u64(&req.parameters, "timeout")?.filter(|&us| us > 0).map(Duration::from_micros);
+    Ok(Decoded {
+        request: InferRequest {
+            model: model.to_owned(),
+            version: version.map(str::to_owned),
+            id: req.id.unwrap_or_default(),
+            inputs,
+            outputs: req.outputs.into_iter().map(|o| o.name).collect(),
+            timeout,
+            protocol: Protocol::Http,
+        },
+        output_binary,
+        binary_default,
+    })
+}
+
+/// Flattens nested arrays (row-major) into their leaves.
+fn flatten<'a>(v: &'a Value, out: &mut Vec<&'a Value>) {
+    match v {
+        Value::Array(items) => items.iter().for_each(|i| flatten(i, out)),
+        leaf => out.push(leaf),
+    }
+}
+
+fn json_tensor(dtype: DataType, shape: Vec<usize>, data: &Value) -> Result<Result<Tensor, crate::tensor::TensorError>, String> {
+    let mut leaves = Vec::new();
+    flatten(data, &mut leaves);
+    let expected = crate::tensor::element_count(&shape).ok_or_else(|| format!("shape {shape:?} is too large"))?;
+    if leaves.len() != expected {
+        return Err(format!("shape {shape:?} needs {expected} elements, data has {}", leaves.len()));
+    }
+    fn ints<T: Element + TryFrom<i64> + TryFrom<u64>>(leaves: &[&Value], shape: Vec<usize>) -> Result<Result<Tensor, crate::tensor::TensorError>, String> {
+        let values = leaves
+            .iter()
+            .map(|v| {
+                let parsed = match (v.as_i64(), v.as_u64()) {
+                    (Some(i), _) => T::try_from(i).ok(),
+                    (None, Some(u)) => T::try_from(u).ok(),
+                    _ => None,
+                };
+                parsed.ok_or_else(|| format!("{v} is not a valid {}", T::DTYPE))
+            })
+            .collect::<Result<Vec<T>, _>>()?;
+        Ok(Tensor::from_values(shape, &values))
+    }
+    fn floats<T: Element>(leaves: &[&Value], shape: Vec<usize>, conv: fn(f64) -> T) -> Result<Result<Tensor, crate::tensor::TensorError>, String> {
+        let values = leaves
+            .iter()
+            .map(|v| v.as_f64().map(conv).ok_or_else(|| format!("{v} is not a number")))
+            .collect::<Result<Vec<T>, _>>()?;
+        Ok(Tensor::from_values(shape, &values))
+    }
+    match dtype {
+        DataType::Bool => {
+            let values = leaves
+                .iter()
+                .map(|v| v.as_bool().ok_or_else(|| format!("{v} is not a boolean")))
+                .collect::<Result<Vec<bool>, _>>()?;
+            Ok(Tensor::from_values(shape, &values))
+        }
+        DataType::U8 => ints::<u8>(&leaves, shape),
+        DataType::U16 => ints::<u16>(&leaves, shape),
+        DataType::U32 => ints::<u32>(&leaves, shape),
+        DataType::U64 => ints::<u64>(&leaves, shape),
+        DataType::I8 => ints::<i8>(&leaves, shape),
+        DataType::I16 => ints::<i16>(&leaves, shape),
+        DataType::I32 => ints::<i32>(&leaves, shape),
+        DataType::I64 => ints::<i64>(&leaves, shape),
+        DataType::F16 => floats(&leaves, shape, half::f16::from_f64),
+        DataType::F32 => floats(&leaves, shape, |f| f as f32),
+        DataType::F64 => floats(&leaves, shape, |f| f),
+        DataType::Bytes => {
+            let items = leaves
+                .iter()
+                .map(|v| v.as_str().map(str::as_bytes).ok_or_else(|| format!("{v} is not a string")))
+                .collect::<Result<Vec<&[u8]>, _>>()?;
+            Ok(Tensor::from_byte_strings(shape, &items))
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct JsonResponse<'a> {
+    model_name: &'a str,
+    model_version: &'a str,
+    #[serde(skip_serializing_if = "str::is_empty")]
+    id: &'a str,
+    outputs: Vec<JsonOutputTensor<'a>>,
+}
+
+#[derive(Serialize)]
+struct JsonOutputTensor<'a> {
+    name: &'a str,
+    datatype: &'static str,
+    shape: &'a [usize],
+    #[serde(skip_serializing_if = "Option::is_none")]
+    parameters: Option<BinarySize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    data: Option<JsonData<'a>>,
+}
+
+#[derive(Serialize)]
+struct BinarySize {
+    binary_data_size: usize,
+}
+
+/// Serialises tensor elements as a flat JSON array in their own type (f32 stays f32).
+struct JsonData<'a>(&'a Tensor);
+
+impl Serialize for JsonData<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let t = self.0;
+        let mut seq = s.serialize_seq(Some(t.element_count()))?;
+        macro_rules! each {
+            ($ty:ty) => {
+                for v in t.to_vec::<$ty>().unwrap_or_default() {
+                    seq.serialize_element(&v)?;
+                }
+            };
+        }
+        match t.dtype() {
+            DataType::Bool => each!(bool),
+            DataType::U8 => each!(u8),
+            DataType::U16 => each!(u16),
+            DataType::U32 => each!(u32),
+            DataType::U64 => each!(u64),
+            DataType::I8 => each!(i8),
+            DataType::I16 => each!(i16),
+            DataType::I32 => each!(i32),
+            DataType::I64 => each!(i64),
+            DataType::F16 => {
+                for v in t.to_vec::<half::f16>().unwrap_or_default() {
+                    seq.serialize_element(&v.to_f32())?;
+                }
+            }
+            DataType::F32 => each!(f32),
+            DataType::F64 => each!(f64),
+            DataType::Bytes => {
+                for b in t.byte_strings().unwrap_or_default() {
+                    seq.serialize_element(&String::from_utf8_lossy(b))?;
+                }
+            }
+        }
+        seq.end()
+    }
+}
+
+/// Encodes a response; returns the body and, when binary outputs follow the JSON, its length.
+pub fn encode(resp: &InferResponse, output_binary: &[(String, bool)], binary_default: bool) -> Result<(Bytes, Option<usize>), ApiError> {
+    let binary_of = |name: &str| {
+        output_binary.iter().find(|(n, _)| n == name).map(|(_, b)| *b).unwrap_or(binary_default)
+    };
+    let mut blobs: Vec<&Bytes> = Vec::new();
+    let outputs = resp
+        .outputs
+        .iter()
+        .map(|o| {
+            let binary = binary_of(&o.name);
+            if binary {
+                blobs.push(o.tensor.data());
+            }
+            JsonOutputTensor {
+                name: &o.name,
+                datatype: o.tensor.dtype().as_str(),
+                shape: o.tensor.shape(),
+                parameters: binary.then(|| BinarySize { binary_data_size: o.tensor.data().len() }),
+                data: (!binary).then_some(JsonData(&o.tensor)),
+            }
+        })
+        .collect();
+    let body = JsonResponse { model_name: &resp.model, model_version: &resp.version, id: &resp.id, outputs };
+    let json = serde_json::to_vec(&body).map_err(|e| ApiError::BadRequest(format!("cannot encode response: {e}")))?;
+    if blobs.is_empty() {
+        return Ok((Bytes::from(json), None));
+    }
+    let json_len = json.len();
+    let mut buf = BytesMut::with_capacity(json_len + blobs.iter().map(|b| b.len()).sum::<usize>());
+    buf.extend_from_slice(&json);
+    for b in blobs {
+        buf.extend_from_slice(b);
+    }
+    Ok((buf.freeze(), Some(json_len)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nested_and_flat_json_data_decode_the_same() {
+        let flat = br#"{"inputs":[{"name":"x","shape":[2,2],"datatype":"FP32","data":[1,2,3,4]}]}"#;
+        let nested = br#"{"inputs":[{"name":"x","shape":[2,2],"datatype":"FP32","data":[[1,2],[3,4]]}]}"#;
+        let a = decode("m", None, Bytes::from_static(flat), None).unwrap();
+        let b = decode("m", None, Bytes::from_static(nested), None).unwrap();
+        assert_eq!(a.request.inputs, b.request.inputs);
+        assert_eq!(a.request.inputs[0].tensor.to_vec::<f32>().unwrap(), vec![1., 2., 3., 4.]);
+    }
+
+    #[test]
+    fn binary_inputs_are_cut_from_the_body_in_order() {
+        let header = br#"{"inputs":[{"name":"x","shape":[1,2],"datatype":"INT32","parameters":{"binary_data_size":8}}]}"#;
+        let mut body = header.to_vec();
+        body.extend_from_slice(&1i32.to_le_bytes());
+        body.extend_from_slice(&(-2i32).to_le_bytes());
+        let d = decode("m", None, Bytes::from(body), Some(header.len())).unwrap();
+        assert_eq!(d.request.inputs[0].tensor.to_vec::<i32>().unwrap(), vec![1, -2]);
+    }
+
+    #[test]
+    fn malformed_bodies_are_bad_requests_with_reasons() {
+        let cases: [(&[u8], Option<usize>, &str); 6] = [
+            (b"{not json", None, "malformed"),
+            (br#"{"inputs":[{"name":"x","shape":[-1],"datatype":"FP32","data":[1]}]}"#, None, "negative"),
+            (br#"{"inputs":[{"name":"x","shape":[2],"datatype":"FP32","data":[1]}]}"#, None, "needs 2 elements"),
+            (br#"{"inputs":[{"name":"x","shape":[1],"datatype":"FP32","data":["a"]}]}"#, None, "not a number"),
+            (br#"{"inputs":[{"name":"x","shape":[1],"datatype":"INT8","data":[300]}]}"#, None, "not a valid INT8"),
+            (b"{}", Some(10), "larger than the body"),
+        ];
+        for (body, header, want) in cases {
+            let err = decode("m", None, Bytes::copy_from_slice(body), header).err().unwrap();
+            assert!(matches!(err, ApiError::BadRequest(_)), "{err}");
+            assert!(err.to_string().contains(want), "{err} should contain {want}");
+        }
+    }
+
+    #[test]
+    fn encode_puts_binary_outputs_after_the_json() {
+        let t = Tensor::from_values(vec![2], &[1.5f32, 2.5]).unwrap();
+        let resp = InferResponse {
+            model: "m".into(),
+            version: "1".into(),
+            id: String::new(),
+            outputs: vec![NamedTensor { name: "y".into(), tensor: t }],
+        };
+        let (body, len) = encode(&resp, &[], true).unwrap();
+        let len = len.unwrap();
+        let json: Value = serde_json::from_slice(&body[..len]).unwrap();
+        assert_eq!(json["outputs"][0]["parameters"]["binary_data_size"], 8);
+        assert_eq!(&body[len..], &[0, 0, 0xc0, 0x3f, 0, 0, 0x20, 0x40]);
+        let (body, len) = encode(&resp, &[("y".into(), false)], true).unwrap();
+        assert!(len.is_none());
+        let json: Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(json["outputs"][0]["data"], serde_json::json!([1.5, 2.5]));
+    }
+}

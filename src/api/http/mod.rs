@@ -1,0 +1,250 @@
+//! HTTP/REST front end (axum): the Open Inference Protocol routes plus Triton's model
+//! configuration and statistics routes. Handlers translate and call `Router`; nothing more.
+
+mod codec;
+
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router as AxumRouter};
+use serde_json::{json, Value};
+
+use super::error::ApiError;
+use super::{server_extensions, SERVER_NAME};
+use crate::registry::{ModelVersion, TensorSpec};
+use crate::routing::{Router, VersionStatistics};
+
+pub const HEADER_CONTENT_LENGTH: &str = "inference-header-content-length";
+
+#[derive(Clone)]
+struct AppState {
+    router: Arc<Router>,
+}
+
+/// The axum app for the inference port.
+pub fn app(router: Arc<Router>, max_request_bytes: usize) -> AxumRouter {
+    AxumRouter::new()
+        .route("/v2", get(server_metadata))
+        .route("/v2/health/live", get(live))
+        .route("/v2/health/ready", get(ready))
+        .route("/v2/models/stats", get(all_stats))
+        .route("/v2/models/{model}", get(model_metadata))
+        .route("/v2/models/{model}/versions/{version}", get(version_metadata))
+        .route("/v2/models/{model}/ready", get(model_ready))
+        .route("/v2/models/{model}/versions/{version}/ready", get(version_ready))
+        .route("/v2/models/{model}/config", get(model_config))
+        .route("/v2/models/{model}/versions/{version}/config", get(version_config))
+        .route("/v2/models/{model}/stats", get(model_stats))
+        .route("/v2/models/{model}/versions/{version}/stats", get(version_stats))
+        .route("/v2/models/{model}/infer", post(model_infer))
+        .route("/v2/models/{model}/versions/{version}/infer", post(version_infer))
+        .fallback(not_found)
+        .layer(DefaultBodyLimit::max(max_request_bytes))
+        .with_state(AppState { router })
+}
+
+async fn not_found() -> Response {
+    (StatusCode::NOT_FOUND, Json(json!({"error": "no such route"}))).into_response()
+}
+
+async fn live() -> StatusCode {
+    StatusCode::OK
+}
+
+async fn ready(State(s): State<AppState>) -> StatusCode {
+    if s.router.server_ready() {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    }
+}
+
+async fn server_metadata() -> Json<Value> {
+    Json(json!({
+        "name": SERVER_NAME,
+        "version": env!("CARGO_PKG_VERSION"),
+        "extensions": server_extensions(),
+    }))
+}
+
+fn ready_status(router: &Router, model: &str, version: Option<&str>) -> Result<StatusCode, ApiError> {
+    Ok(if router.model_ready(model, version)? { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE })
+}
+
+async fn model_ready(State(s): State<AppState>, Path(model): Path<String>) -> Result<StatusCode, ApiError> {
+    ready_status(&s.router, &model, None)
+}
+
+async fn version_ready(
+    State(s): State<AppState>,
+    Path((model, version)): Path<(String, String)>,
+) -> Result<StatusCode, ApiError> {
+    ready_status(&s.router, &model, Some(&version))
+}
+
+fn metadata_json(router: &Router, model: &str, version: Option<&str>) -> Result<Json<Value>, ApiError> {
+    let m = router.metadata(model, version)?;
+    let tensors = |list: &[(String, crate::tensor::DataType, Vec<i64>)]| -> Vec<Value> {
+        list.iter().map(|(n, d, s)| json!({"name": n, "datatype": d.as_str(), "shape": s})).collect()
+    };
+    Ok(Json(json!({
+        "name": m.name,
+        "versions": m.versions,
+        "platform": m.platform,
+        "inputs": tensors(&m.inputs),
+        "outputs": tensors(&m.outputs),
+    })))
+}
+
+async fn model_metadata(State(s): State<AppState>, Path(model): Path<String>) -> Result<Json<Value>, ApiError> {
+    metadata_json(&s.router, &model, None)
+}
+
+async fn version_metadata(
+    State(s): State<AppState>,
+    Path((model, version)): Path<(String, String)>,
+) -> Result<Json<Value>, ApiError> {
+    metadata_json(&s.router, &model, Some(&version))
+}
+
+/// Triton's model configuration, as the JSON form of its protobuf (what perf_analyzer reads).
+fn config_json(mv: &Arc<ModelVersion>) -> Value {
+    let tensor = |t: &TensorSpec| json!({"name": t.name, "data_type": t.dtype.config_name(), "dims": t.dims});
+    let cfg = &mv.config;
+    let mut v = json!({
+        "name": mv.name,
+        "platform": cfg.backend.platform(),
+        "backend": cfg.backend.as_str(),
+        "version_policy": {"latest": {"num_versions": 1}},
+        "max_batch_size": mv.signature.max_batch_size,
+        "input": mv.signature.inputs.iter().map(tensor).collect::<Vec<_>>(),
+        "output": mv.signature.outputs.iter().map(tensor).collect::<Vec<_>>(),
+        "instance_group": [{"name": mv.name, "kind": "KIND_CPU", "count": cfg.instance_count, "gpus": []}],
+        "model_transaction_policy": {"decoupled": false},
+        "parameters": {},
+    });
+    if let Some(b) = &cfg.dynamic_batching {
+        v["dynamic_batching"] = json!({
+            "preferred_batch_size": b.preferred_batch_sizes,
+            "max_queue_delay_microseconds": b.max_queue_delay_us,
+            "default_queue_policy": {"max_queue_size": cfg.max_queue_size},
+        });
+    }
+    v
+}
+
+async fn model_config(State(s): State<AppState>, Path(model): Path<String>) -> Result<Json<Value>, ApiError> {
+    Ok(Json(config_json(&s.router.version(&model, None)?)))
+}
+
+async fn version_config(
+    State(s): State<AppState>,
+    Path((model, version)): Path<(String, String)>,
+) -> Result<Json<Value>, ApiError> {
+    Ok(Json(config_json(&s.router.version(&model, Some(&version))?)))
+}
+
+fn stats_json(stats: Vec<VersionStatistics>) -> Json<Value> {
+    let d = |(count, ns): (u64, u64)| json!({"count": count, "ns": ns});
+    let list: Vec<Value> = stats
+        .into_iter()
+        .map(|s| {
+            json!({
+                "name": s.name,
+                "version": s.version,
+                "last_inference": s.last_inference_ms,
+                "inference_count": s.inference_count,
+                "execution_count": s.execution_count,
+                "inference_stats": {
+                    "success": d(s.success),
+                    "fail": d(s.fail),
+                    "queue": d(s.queue),
+                    "compute_input": d((s.compute_infer.0, 0)),
+                    "compute_infer": d(s.compute_infer),
+                    "compute_output": d((s.compute_infer.0, 0)),
+                    "cache_hit": d((0, 0)),
+                    "cache_miss": d((0, 0)),
+                },
+                "batch_stats": [],
+            })
+        })
+        .collect();
+    Json(json!({ "model_stats": list }))
+}
+
+async fn all_stats(State(s): State<AppState>) -> Result<Json<Value>, ApiError> {
+    Ok(stats_json(s.router.statistics(None, None)?))
+}
+
+async fn model_stats(State(s): State<AppState>, Path(model): Path<String>) -> Result<Json<Value>, ApiError> {
+    Ok(stats_json(s.router.statistics(Some(&model), None)?))
+}
+
+async fn version_stats(
+    State(s): State<AppState>,
+    Path((model, version)): Path<(String, String)>,
+) -> Result<Json<Value>, ApiError> {
+    Ok(stats_json(s.router.statistics(Some(&model), Some(&version))?))
+}
+
+async fn model_infer(
+    State(s): State<AppState>,
+    Path(model): Path<String>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    infer(&s.router, &model, None, &headers, body).await
+}
+
+async fn version_infer(
+    State(s): State<AppState>,
+    Path((model, version)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    infer(&s.router, &model, Some(&version), &headers, body).await
+}
+
+async fn infer(
+    router: &Router,
+    model: &str,
+    version: Option<&str>,
+    headers: &HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let body = body.map_err(|e| match e.status() {
+        StatusCode::PAYLOAD_TOO_LARGE => ApiError::PayloadTooLarge(format!("request body is too large: {}", e.body_text())),
+        _ => ApiError::BadRequest(e.body_text()),
+    })?;
+    if let Some(enc) = headers.get(header::CONTENT_ENCODING) {
+        if enc.as_bytes() != b"identity" {
+            return Err(ApiError::BadRequest(format!("unsupported Content-Encoding {enc:?}")));
+        }
+    }
+    let header_len = match headers.get(HEADER_CONTENT_LENGTH) {
+        None => None,
+        Some(v) => Some(v.to_str().ok().and_then(|s| s.trim().parse::<usize>().ok()).ok_or_else(|| {
+            ApiError::BadRequest(format!("Inference-Header-Content-Length {v:?} is not a byte count"))
+        })?),
+    };
+    let decoded = codec::decode(model, version, body, header_len)?;
+    let response = router.infer(decoded.request).await?;
+    let (body, json_len) = codec::encode(&response, &decoded.output_binary, decoded.binary_default)?;
+    let mut resp = body.into_response();
+    let h = resp.headers_mut();
+    match json_len {
+        Some(len) => {
+            h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/octet-stream"));
+            h.insert(HEADER_CONTENT_LENGTH, HeaderValue::from(len));
+        }
+        None => {
+            h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        }
+    }
+    Ok(resp)
+}

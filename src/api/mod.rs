@@ -1,0 +1,12 @@
+//! Transports: each translates its wire format to the core's types and calls `routing::Router`.
+
+pub mod error;
+pub mod grpc;
+pub mod http;
+
+pub const SERVER_NAME: &str = "ferroserve";
+
+/// Protocol extensions both front ends support, as listed in server metadata.
+pub fn server_extensions() -> Vec<&'static str> {
+    vec!["binary_tensor_data", "model_configuration", "parameters", "statistics"]
+}

@@ -1,0 +1,315 @@
+//! Typed configuration: the server's (file < `FERROSERVE_*` env < flags) and each model's
+//! `config.toml`, validated once at start-up with messages that name the bad field.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::tensor::DataType;
+
+/// Request bodies above this are refused (HTTP 413 / gRPC RESOURCE_EXHAUSTED) unless configured.
+pub const DEFAULT_MAX_REQUEST_BYTES: usize = 64 * 1024 * 1024;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("configuration: {0}")]
+    Source(#[from] config::ConfigError),
+    #[error("configuration: {0}")]
+    Invalid(String),
+    #[error("{path}: {message}")]
+    Model { path: PathBuf, message: String },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+/// Everything the server process is configured with.
+#[derive(Debug, Clone, Deserialize)]
+pub struct ServerConfig {
+    pub host: String,
+    pub http_port: u16,
+    pub grpc_port: u16,
+    pub metrics_port: u16,
+    pub model_repository: PathBuf,
+    /// Largest accepted request body (HTTP) or message (gRPC), in bytes.
+    pub max_request_bytes: usize,
+    /// Triton's strict readiness: the server is ready only when every model in the repository is.
+    pub strict_readiness: bool,
+    pub log_format: LogFormat,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            host: "0.0.0.0".into(),
+            http_port: 8000,
+            grpc_port: 8001,
+            metrics_port: 8002,
+            model_repository: PathBuf::from("models"),
+            max_request_bytes: DEFAULT_MAX_REQUEST_BYTES,
+            strict_readiness: true,
+            log_format: LogFormat::Text,
+        }
+    }
+}
+
+impl ServerConfig {
+    /// Layers the optional TOML file, then `FERROSERVE_*` variables, then `overrides` (flags).
+    pub fn load(file: Option<&Path>, overrides: &[(&str, String)]) -> Result<ServerConfig, ConfigError> {
+        let d = ServerConfig::default();
+        let mut builder = config::Config::builder()
+            .set_default("host", d.host)?
+            .set_default("http_port", d.http_port)?
+            .set_default("grpc_port", d.grpc_port)?
+            .set_default("metrics_port", d.metrics_port)?
+            .set_default("model_repository", d.model_repository.to_string_lossy().into_owned())?
+            .set_default("max_request_bytes", d.max_request_bytes as u64)?
+            .set_default("strict_readiness", d.strict_readiness)?
+            .set_default("log_format", "text")?;
+        if let Some(file) = file {
+            builder = builder.add_source(config::File::from(file).format(config::FileFormat::Toml).required(true));
+        }
+        builder = builder.add_source(
+            config::Environment::with_prefix("FERROSERVE")
+                .prefix_separator("_")
+                .separator("__")
+                .try_parsing(true),
+        );
+        for (key, value) in overrides {
+            builder = builder.set_override(*key, value.as_str())?;
+        }
+        let cfg: ServerConfig = builder.build()?.try_deserialize()?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.max_request_bytes == 0 {
+            return Err(ConfigError::Invalid("max_request_bytes must be positive".into()));
+        }
+        if self.host.trim().is_empty() {
+            return Err(ConfigError::Invalid("host must not be empty".into()));
+        }
+        Ok(())
+    }
+}
+
+/// Which engine runs a model.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum BackendKind {
+    #[default]
+    Tract,
+}
+
+impl BackendKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BackendKind::Tract => "tract",
+        }
+    }
+
+    /// The KServe/Triton `platform` string reported in metadata and config.
+    pub fn platform(self) -> &'static str {
+        match self {
+            BackendKind::Tract => "tract_onnx",
+        }
+    }
+}
+
+/// One declared input or output, as in Triton's config: `dims` excludes the batch dimension
+/// when the model batches, and -1 marks a variable dimension.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TensorConfig {
+    pub name: String,
+    pub dtype: DataType,
+    pub dims: Vec<i64>,
+}
+
+/// `[dynamic_batching]`: present means requests may be combined into one backend call.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct BatchingConfig {
+    #[serde(default)]
+    pub preferred_batch_sizes: Vec<usize>,
+    #[serde(default)]
+    pub max_queue_delay_us: u64,
+}
+
+/// A model's `config.toml`, validated.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ModelConfig {
+    pub backend: BackendKind,
+    /// 0: the model does not batch and shapes are taken as given.
+    pub max_batch_size: usize,
+    /// Declared tensors; empty means "read them from the graph".
+    pub inputs: Vec<TensorConfig>,
+    pub outputs: Vec<TensorConfig>,
+    pub instance_count: usize,
+    pub dynamic_batching: Option<BatchingConfig>,
+    /// Requests queued per version beyond which new ones are refused at once.
+    pub max_queue_size: usize,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTensorConfig {
+    name: String,
+    #[serde(alias = "data_type")]
+    datatype: String,
+    #[serde(default)]
+    dims: Vec<i64>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawModelConfig {
+    name: Option<String>,
+    #[serde(default)]
+    backend: BackendKind,
+    #[serde(default)]
+    max_batch_size: usize,
+    #[serde(default, alias = "inputs")]
+    input: Vec<RawTensorConfig>,
+    #[serde(default, alias = "outputs")]
+    output: Vec<RawTensorConfig>,
+    #[serde(default = "one")]
+    instance_count: usize,
+    dynamic_batching: Option<BatchingConfig>,
+    #[serde(default = "default_queue")]
+    max_queue_size: usize,
+    /// Free-form annotations, ignored by the server.
+    #[serde(default)]
+    #[allow(dead_code)]
+    parameters: HashMap<String, String>,
+}
+
+fn one() -> usize {
+    1
+}
+
+fn default_queue() -> usize {
+    1024
+}
+
+/// Largest batch we accept in a model config; bigger is almost surely a typo.
+const MAX_BATCH_LIMIT: usize = 1 << 16;
+
+impl ModelConfig {
+    /// Reads and validates `<model dir>/config.toml`; `name` is the directory's name.
+    pub fn from_file(path: &Path, name: &str) -> Result<ModelConfig, ConfigError> {
+        let err = |message: String| ConfigError::Model { path: path.to_path_buf(), message };
+        let text = std::fs::read_to_string(path).map_err(|e| err(format!("cannot read: {e}")))?;
+        ModelConfig::parse(&text, name).map_err(err)
+    }
+
+    pub fn parse(text: &str, name: &str) -> Result<ModelConfig, String> {
+        let raw: RawModelConfig = toml::from_str(text).map_err(|e| e.to_string())?;
+        if let Some(n) = &raw.name {
+            if n != name {
+                return Err(format!("name {n:?} does not match the model directory {name:?}"));
+            }
+        }
+        if raw.max_batch_size > MAX_BATCH_LIMIT {
+            return Err(format!("max_batch_size {} is above the limit {MAX_BATCH_LIMIT}", raw.max_batch_size));
+        }
+        if raw.instance_count == 0 || raw.instance_count > 64 {
+            return Err(format!("instance_count must be 1..=64, got {}", raw.instance_count));
+        }
+        if raw.max_queue_size == 0 {
+            return Err("max_queue_size must be positive".into());
+        }
+        if let Some(b) = &raw.dynamic_batching {
+            if raw.max_batch_size == 0 {
+                return Err("dynamic_batching needs max_batch_size > 0".into());
+            }
+            if let Some(p) = b.preferred_batch_sizes.iter().find(|&&p| p == 0 || p > raw.max_batch_size) {
+                return Err(format!("preferred batch size {p} is outside 1..={}", raw.max_batch_size));
+            }
+        }
+        let tensors = |list: Vec<RawTensorConfig>, what: &str| -> Result<Vec<TensorConfig>, String> {
+            let mut out: Vec<TensorConfig> = Vec::with_capacity(list.len());
+            for t in list {
+                let dtype = DataType::parse(&t.datatype)
+                    .ok_or_else(|| format!("{what} {:?}: unknown datatype {:?}", t.name, t.datatype))?;
+                if let Some(d) = t.dims.iter().find(|&&d| d < -1 || d == 0) {
+                    return Err(format!("{what} {:?}: dimension {d} must be positive or -1", t.name));
+                }
+                if out.iter().any(|o| o.name == t.name) {
+                    return Err(format!("{what} {:?} is declared twice", t.name));
+                }
+                out.push(TensorConfig { name: t.name, dtype, dims: t.dims });
+            }
+            Ok(out)
+        };
+        Ok(ModelConfig {
+            backend: raw.backend,
+            max_batch_size: raw.max_batch_size,
+            inputs: tensors(raw.input, "input")?,
+            outputs: tensors(raw.output, "output")?,
+            instance_count: raw.instance_count,
+            dynamic_batching: raw.dynamic_batching,
+            max_queue_size: raw.max_queue_size,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn model_config_parses_triton_like_fields() {
+        let cfg = ModelConfig::parse(
+            r#"
+            backend = "tract"
+            max_batch_size = 8
+            [[input]]
+            name = "x"
+            datatype = "FP32"
+            dims = [4]
+            [[output]]
+            name = "y"
+            datatype = "TYPE_INT64"
+            "#,
+            "m",
+        )
+        .unwrap();
+        assert_eq!(cfg.max_batch_size, 8);
+        assert_eq!(cfg.inputs[0], TensorConfig { name: "x".into(), dtype: DataType::F32, dims: vec![4] });
+        assert_eq!(cfg.outputs[0].dtype, DataType::I64);
+        assert_eq!(cfg.instance_count, 1);
+    }
+
+    #[test]
+    fn model_config_rejects_unknown_fields_and_bad_dims() {
+        assert!(ModelConfig::parse("max_batch = 3", "m").unwrap_err().contains("unknown field"));
+        let err = ModelConfig::parse("[[input]]\nname='x'\ndatatype='FP32'\ndims=[0]", "m").unwrap_err();
+        assert!(err.contains("dimension 0"), "{err}");
+        let err = ModelConfig::parse("[[input]]\nname='x'\ndatatype='FP99'", "m").unwrap_err();
+        assert!(err.contains("unknown datatype"), "{err}");
+        let err = ModelConfig::parse("name = 'other'", "m").unwrap_err();
+        assert!(err.contains("does not match"), "{err}");
+    }
+
+    #[test]
+    fn server_config_flags_win_over_env_and_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("server.toml");
+        std::fs::write(&file, "http_port = 1000\ngrpc_port = 1001\nmetrics_port = 1002\n").unwrap();
+        // Only this test sets this variable.
+        std::env::set_var("FERROSERVE_GRPC_PORT", "2001");
+        std::env::set_var("FERROSERVE_METRICS_PORT", "2002");
+        let cfg = ServerConfig::load(Some(&file), &[("metrics_port", "3002".into())]).unwrap();
+        std::env::remove_var("FERROSERVE_GRPC_PORT");
+        std::env::remove_var("FERROSERVE_METRICS_PORT");
+        assert_eq!((cfg.http_port, cfg.grpc_port, cfg.metrics_port), (1000, 2001, 3002));
+        assert_eq!(cfg.max_request_bytes, DEFAULT_MAX_REQUEST_BYTES);
+    }
+}

@@ -1,0 +1,21 @@
+//! ferroserve: a low-latency model-serving runtime speaking the Open Inference Protocol.
+//!
+//! Map of the crate (data path first, then the control path):
+//! - [`api`]: transports. `api::http` (axum, JSON + binary tensors), `api::grpc` (tonic,
+//!   `inference.GRPCInferenceService`), `api::error` (the one error → status/code table).
+//! - [`routing`]: per-request logic shared by both transports: resolve, validate, submit.
+//! - [`batching`]: per-version queue, batch assembly, hand-off to free instances.
+//! - [`backend`]: the `Backend` trait, the tract engine, instance threads.
+//! - [`registry`]: the atomically swapped model table, the repository scan and the loader.
+//! - [`tensor`]: datatype, shape and bytes; concatenation and split along the batch dimension.
+//! - [`config`], [`metrics`], [`server`]: configuration, Prometheus metrics, wiring and shutdown.
+
+pub mod api;
+pub mod backend;
+pub mod batching;
+pub mod config;
+pub mod metrics;
+pub mod registry;
+pub mod routing;
+pub mod server;
+pub mod tensor;

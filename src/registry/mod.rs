@@ -1,0 +1,155 @@
+//! The table of models and their versions, swapped atomically: readers take a snapshot without a
+//! lock, writers publish a new table. A version is in the table as `Ready` only after warm-up.
+
+pub mod loader;
+pub mod repository;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+
+use crate::batching::Batcher;
+use crate::config::ModelConfig;
+use crate::metrics::VersionStats;
+use crate::tensor::DataType;
+
+/// A tensor of the served signature; `dims` excludes the batch dimension when the model batches.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TensorSpec {
+    pub name: String,
+    pub dtype: DataType,
+    pub dims: Vec<i64>,
+}
+
+/// What clients must send and will get back, in the graph's order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Signature {
+    pub max_batch_size: usize,
+    pub inputs: Vec<TensorSpec>,
+    pub outputs: Vec<TensorSpec>,
+}
+
+impl Signature {
+    /// The shape clients see in metadata: a leading -1 when the model batches.
+    pub fn public_shape(&self, spec: &TensorSpec) -> Vec<i64> {
+        let mut shape = Vec::with_capacity(spec.dims.len() + 1);
+        if self.max_batch_size > 0 {
+            shape.push(-1);
+        }
+        shape.extend_from_slice(&spec.dims);
+        shape
+    }
+}
+
+/// One loaded, warmed-up version: routable.
+pub struct ModelVersion {
+    pub name: String,
+    pub version: u64,
+    pub version_label: String,
+    pub config: ModelConfig,
+    pub signature: Signature,
+    pub batcher: Batcher,
+    pub stats: Arc<VersionStats>,
+    pub load_time: Duration,
+}
+
+#[derive(Clone)]
+pub enum VersionState {
+    Loading,
+    Ready(Arc<ModelVersion>),
+    Unavailable(String),
+}
+
+impl VersionState {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            VersionState::Loading => "LOADING",
+            VersionState::Ready(_) => "READY",
+            VersionState::Unavailable(_) => "UNAVAILABLE",
+        }
+    }
+}
+
+/// A model of the repository: its versions, or why it has none.
+#[derive(Clone)]
+pub struct ModelEntry {
+    pub name: String,
+    pub versions: BTreeMap<u64, VersionState>,
+    /// A model-level failure (unreadable config, no versions) that applies to every version.
+    pub error: Option<String>,
+}
+
+impl ModelEntry {
+    /// The version served when a request names none: the highest ready one.
+    pub fn default_version(&self) -> Option<&Arc<ModelVersion>> {
+        self.versions.values().rev().find_map(|s| match s {
+            VersionState::Ready(v) => Some(v),
+            _ => None,
+        })
+    }
+
+    /// Every version it is meant to serve is ready.
+    pub fn is_ready(&self) -> bool {
+        self.error.is_none()
+            && !self.versions.is_empty()
+            && self.versions.values().all(|s| matches!(s, VersionState::Ready(_)))
+    }
+
+    /// Why the model is not ready, for logs and the API.
+    pub fn reason(&self) -> Option<String> {
+        if let Some(e) = &self.error {
+            return Some(e.clone());
+        }
+        self.versions.iter().find_map(|(v, s)| match s {
+            VersionState::Loading => Some(format!("version {v} is loading")),
+            VersionState::Unavailable(r) => Some(format!("version {v}: {r}")),
+            VersionState::Ready(_) => None,
+        })
+    }
+}
+
+#[derive(Clone, Default)]
+pub struct ModelTable {
+    pub models: BTreeMap<String, ModelEntry>,
+}
+
+pub struct Registry {
+    table: ArcSwap<ModelTable>,
+}
+
+impl Default for Registry {
+    fn default() -> Self {
+        Registry { table: ArcSwap::from_pointee(ModelTable::default()) }
+    }
+}
+
+impl Registry {
+    pub fn snapshot(&self) -> Arc<ModelTable> {
+        self.table.load_full()
+    }
+
+    /// Applies `change` to the current table and swaps the result in atomically (retrying if
+    /// another writer published in between).
+    pub fn publish(&self, change: impl Fn(&mut ModelTable)) {
+        self.table.rcu(|current| {
+            let mut next = ModelTable::clone(current);
+            change(&mut next);
+            next
+        });
+    }
+
+    /// Every model is ready (Triton's strict readiness) and none is loading.
+    pub fn all_ready(&self) -> bool {
+        self.snapshot().models.values().all(ModelEntry::is_ready)
+    }
+
+    /// No model is still loading (non-strict readiness).
+    pub fn settled(&self) -> bool {
+        self.snapshot()
+            .models
+            .values()
+            .all(|m| !m.versions.values().any(|s| matches!(s, VersionState::Loading)))
+    }
+}

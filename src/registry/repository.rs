@@ -1,0 +1,136 @@
+//! Reads the model repository (Triton's layout): `<root>/<model>/config.toml` and
+//! `<root>/<model>/<version>/model.onnx`. Nothing is read from outside the root.
+
+use std::path::{Path, PathBuf};
+
+use crate::config::ModelConfig;
+
+pub const CONFIG_FILE: &str = "config.toml";
+pub const MODEL_FILE: &str = "model.onnx";
+
+/// A model directory as found on disk.
+#[derive(Debug)]
+pub struct ModelDir {
+    pub name: String,
+    pub path: PathBuf,
+    /// The parsed config, or why it could not be read.
+    pub config: Result<ModelConfig, String>,
+    /// Version numbers with their model file, ascending.
+    pub versions: Vec<(u64, PathBuf)>,
+}
+
+impl ModelDir {
+    /// The versions to serve: for now the highest one.
+    pub fn served_versions(&self) -> Vec<(u64, PathBuf)> {
+        self.versions.last().cloned().into_iter().collect()
+    }
+}
+
+/// Names are used in URLs, metric labels and paths: keep them to a safe alphabet.
+pub fn valid_model_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 128
+        && !name.starts_with('.')
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
+}
+
+/// A version directory name: a positive integer without sign or leading zeros.
+pub fn parse_version(name: &str) -> Option<u64> {
+    if name.starts_with('0') || !name.chars().all(|c| c.is_ascii_digit()) {
+        return None;
+    }
+    name.parse().ok().filter(|&v| v > 0)
+}
+
+/// Lists the models under `root`, sorted by name. Entries that are not model directories
+/// (files, hidden or oddly named folders) are skipped.
+pub fn scan(root: &Path) -> std::io::Result<Vec<ModelDir>> {
+    let root = root.canonicalize()?;
+    let mut models = Vec::new();
+    for entry in std::fs::read_dir(&root)? {
+        let entry = entry?;
+        let Some(name) = entry.file_name().to_str().map(str::to_owned) else { continue };
+        if !valid_model_name(&name) || !entry.path().is_dir() {
+            continue;
+        }
+        models.push(read_model_dir(&root, &name));
+    }
+    models.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(models)
+}
+
+fn read_model_dir(root: &Path, name: &str) -> ModelDir {
+    let path = root.join(name);
+    let inside = |p: &Path| -> Result<PathBuf, String> {
+        let real = p.canonicalize().map_err(|e| format!("{}: {e}", p.display()))?;
+        if real.starts_with(root) {
+            Ok(real)
+        } else {
+            Err(format!("{} resolves outside the model repository", p.display()))
+        }
+    };
+    let config = inside(&path.join(CONFIG_FILE))
+        .and_then(|p| ModelConfig::from_file(&p, name).map_err(|e| e.to_string()));
+    let mut versions = Vec::new();
+    if let Ok(entries) = std::fs::read_dir(&path) {
+        for entry in entries.flatten() {
+            let Some(v) = entry.file_name().to_str().and_then(parse_version) else { continue };
+            let file = entry.path().join(MODEL_FILE);
+            // A version whose file is missing or escapes the root is still listed, so the
+            // failure shows; loading it reports the reason.
+            versions.push((v, inside(&file).unwrap_or(file)));
+        }
+    }
+    versions.sort_by_key(|(v, _)| *v);
+    ModelDir { name: name.to_owned(), path, config, versions }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn version_names_are_positive_integers() {
+        assert_eq!(parse_version("3"), Some(3));
+        for bad in ["0", "01", "-1", "+2", "1a", ""] {
+            assert_eq!(parse_version(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn model_names_are_restricted() {
+        assert!(valid_model_name("resnet-50_v1.2"));
+        for bad in ["", ".hidden", "a/b", "a b", "..", "ü"] {
+            assert!(!valid_model_name(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn scan_lists_versions_and_skips_non_models() {
+        let dir = tempfile::tempdir().unwrap();
+        let m = dir.path().join("m");
+        std::fs::create_dir_all(m.join("1")).unwrap();
+        std::fs::create_dir_all(m.join("10")).unwrap();
+        std::fs::create_dir_all(m.join("notes")).unwrap();
+        std::fs::write(m.join("config.toml"), "max_batch_size = 4").unwrap();
+        std::fs::write(dir.path().join("README.md"), "hi").unwrap();
+        let models = scan(dir.path()).unwrap();
+        assert_eq!(models.len(), 1);
+        assert_eq!(models[0].versions.iter().map(|v| v.0).collect::<Vec<_>>(), vec![1, 10]);
+        assert_eq!(models[0].served_versions()[0].0, 10);
+        assert_eq!(models[0].config.as_ref().unwrap().max_batch_size, 4);
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn symlinks_out_of_the_repository_are_refused() {
+        let outside = tempfile::tempdir().unwrap();
+        std::fs::write(outside.path().join("config.toml"), "").unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let m = dir.path().join("m");
+        std::fs::create_dir_all(&m).unwrap();
+        std::os::unix::fs::symlink(outside.path().join("config.toml"), m.join("config.toml")).unwrap();
+        let models = scan(dir.path()).unwrap();
+        assert!(models[0].config.as_ref().unwrap_err().contains("outside"));
+    }
+}

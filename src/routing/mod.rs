@@ -1,0 +1,288 @@
+//! The per-request logic both transports share: resolve the model and version from a registry
+//! snapshot, validate the inputs against the served signature, submit to the batcher, filter the
+//! outputs, and record metrics. Transports only translate to and from these types.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::batching::BatchError;
+use crate::metrics::{Metrics, Protocol};
+use crate::registry::{ModelEntry, ModelVersion, Registry, VersionState};
+use crate::tensor::{DataType, Tensor};
+
+/// A tensor with its name, as it travels between transports and the core.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NamedTensor {
+    pub name: String,
+    pub tensor: Tensor,
+}
+
+#[derive(Debug, Clone)]
+pub struct InferRequest {
+    pub model: String,
+    /// `None` or empty: the model's default version.
+    pub version: Option<String>,
+    pub id: String,
+    pub inputs: Vec<NamedTensor>,
+    /// Outputs wanted, in the order wanted; empty means all, in model order.
+    pub outputs: Vec<String>,
+    pub timeout: Option<Duration>,
+    pub protocol: Protocol,
+}
+
+#[derive(Debug, Clone)]
+pub struct InferResponse {
+    pub model: String,
+    pub version: String,
+    pub id: String,
+    pub outputs: Vec<NamedTensor>,
+}
+
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+pub enum InferError {
+    #[error("unknown model {0:?}")]
+    ModelNotFound(String),
+    #[error("unknown version {version:?} of model {model:?}")]
+    VersionNotFound { model: String, version: String },
+    #[error("model {model:?} is not ready: {reason}")]
+    NotReady { model: String, reason: String },
+    #[error("{0}")]
+    InvalidInput(String),
+    #[error("model {model:?} is overloaded: {reason}")]
+    Overloaded { model: String, reason: String },
+    #[error("deadline exceeded before model {0:?} computed the request")]
+    DeadlineExceeded(String),
+    #[error("request cancelled")]
+    Cancelled,
+    #[error("model {0:?} is shutting down")]
+    Unavailable(String),
+    #[error("model {model:?} failed: {reason}")]
+    Internal { model: String, reason: String },
+}
+
+impl InferError {
+    /// Short outcome name for metric labels.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            InferError::ModelNotFound(_) | InferError::VersionNotFound { .. } => "not_found",
+            InferError::NotReady { .. } | InferError::Unavailable(_) => "unavailable",
+            InferError::InvalidInput(_) => "invalid_argument",
+            InferError::Overloaded { .. } => "overloaded",
+            InferError::DeadlineExceeded(_) => "deadline_exceeded",
+            InferError::Cancelled => "cancelled",
+            InferError::Internal { .. } => "internal",
+        }
+    }
+}
+
+/// What the metadata endpoints of both transports report.
+#[derive(Debug, Clone)]
+pub struct ModelMetadata {
+    pub name: String,
+    pub versions: Vec<String>,
+    pub platform: String,
+    /// (name, datatype, shape with -1 for variable dims and the batch dimension)
+    pub inputs: Vec<(String, DataType, Vec<i64>)>,
+    pub outputs: Vec<(String, DataType, Vec<i64>)>,
+}
+
+/// Cumulative statistics of one version (Triton's statistics extension), transport-free.
+#[derive(Debug, Clone, Default)]
+pub struct VersionStatistics {
+    pub name: String,
+    pub version: String,
+    pub last_inference_ms: u64,
+    pub inference_count: u64,
+    pub execution_count: u64,
+    /// (count, total nanoseconds) each.
+    pub success: (u64, u64),
+    pub fail: (u64, u64),
+    pub queue: (u64, u64),
+    pub compute_infer: (u64, u64),
+}
+
+pub struct Router {
+    registry: Arc<Registry>,
+    metrics: Arc<Metrics>,
+    strict_readiness: bool,
+}
+
+impl Router {
+    pub fn new(registry: Arc<Registry>, metrics: Arc<Metrics>, strict_readiness: bool) -> Router {
+        Router { registry, metrics, strict_readiness }
+    }
+
+    pub fn registry(&self) -> &Arc<Registry> {
+        &self.registry
+    }
+
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
+    pub fn server_ready(&self) -> bool {
+        if self.strict_readiness {
+            self.registry.all_ready()
+        } else {
+            self.registry.settled()
+        }
+    }
+
+    /// The model's entry, or NOT_FOUND.
+    pub fn entry(&self, model: &str) -> Result<ModelEntry, InferError> {
+        self.registry
+            .snapshot()
+            .models
+            .get(model)
+            .cloned()
+            .ok_or_else(|| InferError::ModelNotFound(model.to_owned()))
+    }
+
+    /// The version a request names, or the model's default; errors say which part is missing.
+    pub fn version(&self, model: &str, version: Option<&str>) -> Result<Arc<ModelVersion>, InferError> {
+        let entry = self.entry(model)?;
+        let not_ready = |reason: String| InferError::NotReady { model: model.to_owned(), reason };
+        match version.filter(|v| !v.is_empty()) {
+            None => entry
+                .default_version()
+                .cloned()
+                .ok_or_else(|| not_ready(entry.reason().unwrap_or_else(|| "no version is loaded".into()))),
+            Some(v) => {
+                let unknown = || InferError::VersionNotFound { model: model.to_owned(), version: v.to_owned() };
+                let number: u64 = v.parse().map_err(|_| unknown())?;
+                match entry.versions.get(&number) {
+                    Some(VersionState::Ready(mv)) => Ok(mv.clone()),
+                    Some(VersionState::Loading) => Err(not_ready(format!("version {v} is loading"))),
+                    Some(VersionState::Unavailable(r)) => Err(not_ready(format!("version {v}: {r}"))),
+                    None => Err(unknown()),
+                }
+            }
+        }
+    }
+
+    /// Readiness of a model (default version) or of one version. Unknown names are errors.
+    pub fn model_ready(&self, model: &str, version: Option<&str>) -> Result<bool, InferError> {
+        match self.version(model, version) {
+            Ok(_) => Ok(true),
+            Err(InferError::NotReady { .. }) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    pub fn metadata(&self, model: &str, version: Option<&str>) -> Result<ModelMetadata, InferError> {
+        let entry = self.entry(model)?;
+        let mv = self.version(model, version)?;
+        let sig = &mv.signature;
+        let list = |specs: &[crate::registry::TensorSpec]| {
+            specs.iter().map(|s| (s.name.clone(), s.dtype, sig.public_shape(s))).collect()
+        };
+        Ok(ModelMetadata {
+            name: mv.name.clone(),
+            versions: entry
+                .versions
+                .iter()
+                .filter(|(_, s)| matches!(s, VersionState::Ready(_)))
+                .map(|(v, _)| v.to_string())
+                .collect(),
+            platform: mv.config.backend.platform().to_owned(),
+            inputs: list(&sig.inputs),
+            outputs: list(&sig.outputs),
+        })
+    }
+
+    /// Statistics of every ready version, of one model's, or of one version.
+    pub fn statistics(&self, model: Option<&str>, version: Option<&str>) -> Result<Vec<VersionStatistics>, InferError> {
+        let versions: Vec<Arc<ModelVersion>> = match (model, version.filter(|v| !v.is_empty())) {
+            (Some(m), Some(v)) => vec![self.version(m, Some(v))?],
+            (Some(m), None) => ready_versions(&self.entry(m)?).collect(),
+            (None, _) => self.registry.snapshot().models.values().flat_map(ready_versions).collect(),
+        };
+        Ok(versions
+            .iter()
+            .map(|mv| {
+                let s = &mv.stats;
+                VersionStatistics {
+                    name: mv.name.clone(),
+                    version: mv.version_label.clone(),
+                    last_inference_ms: s.last_inference_ms.load(Ordering::Relaxed),
+                    inference_count: s.inference_count.load(Ordering::Relaxed),
+                    execution_count: s.execution_count.load(Ordering::Relaxed),
+                    success: s.success.get(),
+                    fail: s.fail.get(),
+                    queue: s.queue.get(),
+                    compute_infer: s.compute_infer.get(),
+                }
+            })
+            .collect())
+    }
+
+    /// Runs one inference request end to end.
+    pub async fn infer(&self, request: InferRequest) -> Result<InferResponse, InferError> {
+        let start = Instant::now();
+        let protocol = request.protocol;
+        let mv = match self.version(&request.model, request.version.as_deref()) {
+            Ok(mv) => mv,
+            Err(e) => {
+                // Unknown names stay out of the labels: clients must not create time series.
+                let model = if matches!(e, InferError::ModelNotFound(_)) { "" } else { request.model.as_str() };
+                self.metrics.requests.with_label_values(&[model, "", protocol.as_str(), e.kind()]).inc();
+                return Err(e);
+            }
+        };
+        let result = self.infer_on(&mv, request, start).await;
+        let elapsed = start.elapsed();
+        let outcome = match &result {
+            Ok(_) => {
+                mv.stats.success.record(elapsed);
+                "success"
+            }
+            Err(e) => {
+                mv.stats.fail.record(elapsed);
+                e.kind()
+            }
+        };
+        mv.stats.touch();
+        let labels = [mv.name.as_str(), mv.version_label.as_str(), protocol.as_str()];
+        self.metrics
+            .requests
+            .with_label_values(&[labels[0], labels[1], labels[2], outcome])
+            .inc();
+        self.metrics.request_duration.with_label_values(&labels).observe(elapsed.as_secs_f64());
+        result
+    }
+
+    async fn infer_on(&self, mv: &ModelVersion, request: InferRequest, start: Instant) -> Result<InferResponse, InferError> {
+        let (inputs, rows) = validate::inputs(mv, request.inputs)?;
+        let wanted = validate::outputs(mv, &request.outputs)?;
+        let deadline = request.timeout.map(|t| start + t);
+        let outputs = mv.batcher.submit(inputs, rows, deadline).await.map_err(|e| {
+            let model = mv.name.clone();
+            match e {
+                BatchError::QueueFull(n) => InferError::Overloaded { model, reason: format!("{n} requests queued") },
+                BatchError::Closed => InferError::Unavailable(model),
+                BatchError::DeadlineExceeded => InferError::DeadlineExceeded(model),
+                BatchError::Cancelled => InferError::Cancelled,
+                BatchError::Backend(reason) => InferError::Internal { model, reason },
+            }
+        })?;
+        let mut outputs: Vec<Option<Tensor>> = outputs.into_iter().map(Some).collect();
+        let outputs = wanted
+            .into_iter()
+            .filter_map(|ix| {
+                let tensor = outputs.get_mut(ix)?.take()?;
+                Some(NamedTensor { name: mv.signature.outputs[ix].name.clone(), tensor })
+            })
+            .collect();
+        Ok(InferResponse { model: mv.name.clone(), version: mv.version_label.clone(), id: request.id, outputs })
+    }
+}
+
+fn ready_versions(entry: &ModelEntry) -> impl Iterator<Item = Arc<ModelVersion>> + '_ {
+    entry.versions.values().filter_map(|s| match s {
+        VersionState::Ready(mv) => Some(mv.clone()),
+        _ => None,
+    })
+}
+
+mod validate;

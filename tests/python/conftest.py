@@ -1,0 +1,199 @@
+"""Fixtures for the end-to-end suite: one ferroserve process for the whole session.
+
+The server is started from the repository root on ephemeral ports (`--*-port 0`); the bound
+addresses are read back from its start-up log line (`http_addr=... grpc_addr=... metrics_addr=...`),
+so there is no port-picking race. Its stdout/stderr go to a temp file that is shown when start-up
+fails or a test fails, and that must not contain "panicked" when the session ends.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+DATA_DIR = REPO_ROOT / "tests" / "data"
+MODELS = ("iris", "digits", "mlp")
+
+START_TIMEOUT_S = 60.0
+STOP_TIMEOUT_S = 10.0
+
+_ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+_ADDR = r'"?(\d{1,3}(?:\.\d{1,3}){3}:\d+)"?'
+_ADDRS = {key: re.compile(rf"\b{key}={_ADDR}") for key in ("http_addr", "grpc_addr", "metrics_addr")}
+
+# The log of the running server, for the failure report hook below.
+_SERVER_LOG: Path | None = None
+
+
+@dataclass
+class Server:
+    http_url: str  # "127.0.0.1:PORT", the form tritonclient wants
+    grpc_url: str
+    metrics_url: str
+    log_path: Path
+    process: subprocess.Popen
+
+    def log(self) -> str:
+        return read_log(self.log_path)
+
+
+def read_log(path: Path) -> str:
+    try:
+        return _ANSI.sub("", path.read_text(encoding="utf-8", errors="replace"))
+    except FileNotFoundError:
+        return ""
+
+
+def _tail(text: str, lines: int = 80) -> str:
+    return "\n".join(text.splitlines()[-lines:])
+
+
+def _server_binary() -> Path:
+    raw = os.environ.get("FERROSERVE_BIN", str(REPO_ROOT / "target" / "release" / "ferroserve"))
+    path = Path(raw)
+    if not path.is_absolute():
+        path = REPO_ROOT / path
+    return path
+
+
+def _http_status(url: str) -> int | None:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as resp:
+            return resp.status
+    except urllib.error.HTTPError as err:
+        return err.code
+    except (urllib.error.URLError, OSError):
+        return None
+
+
+def _stop(process: subprocess.Popen) -> None:
+    if process.poll() is not None:
+        return
+    process.send_signal(signal.SIGTERM)
+    try:
+        process.wait(timeout=STOP_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(timeout=STOP_TIMEOUT_S)
+
+
+@pytest.fixture(scope="session")
+def server():
+    global _SERVER_LOG
+
+    binary = _server_binary()
+    if not binary.is_file():
+        pytest.fail(f"ferroserve binary not found at {binary} (build it with cargo build --release)")
+
+    log_dir = Path(tempfile.mkdtemp(prefix="ferroserve-e2e-"))
+    log_path = log_dir / "server.log"
+    cmd = [
+        str(binary),
+        "serve",
+        "--model-repository",
+        "models",
+        "--host",
+        "127.0.0.1",
+        "--http-port",
+        "0",
+        "--grpc-port",
+        "0",
+        "--metrics-port",
+        "0",
+    ]
+    env = dict(os.environ)
+    env.setdefault("NO_COLOR", "1")
+    env.setdefault("RUST_BACKTRACE", "1")
+    with open(log_path, "wb") as log_file:
+        process = subprocess.Popen(
+            cmd,
+            cwd=REPO_ROOT,
+            stdin=subprocess.DEVNULL,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            env=env,
+        )
+    _SERVER_LOG = log_path
+
+    def fail_start(why: str) -> None:
+        _stop(process)
+        log = read_log(log_path)
+        print(f"---- ferroserve output ({log_path}) ----\n{log}\n---- end ----")
+        pytest.fail(f"ferroserve did not start: {why}\ncommand: {' '.join(cmd)}\n{_tail(log)}")
+
+    deadline = time.monotonic() + START_TIMEOUT_S
+    addrs: dict[str, str] = {}
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            fail_start(f"exited with code {process.returncode} before logging its addresses")
+        log = read_log(log_path)
+        for line in log.splitlines():
+            found = {key: rx.search(line) for key, rx in _ADDRS.items()}
+            if all(found.values()):
+                addrs = {key: m.group(1) for key, m in found.items()}
+                break
+        if addrs:
+            break
+        time.sleep(0.05)
+    else:
+        fail_start(f"no line with http_addr=, grpc_addr= and metrics_addr= within {START_TIMEOUT_S:.0f} s")
+
+    ready_url = f"http://{addrs['http_addr']}/v2/health/ready"
+    while True:
+        if process.poll() is not None:
+            fail_start(f"exited with code {process.returncode} before becoming ready")
+        if _http_status(ready_url) == 200:
+            break
+        if time.monotonic() > deadline:
+            fail_start(f"GET {ready_url} did not return 200 within {START_TIMEOUT_S:.0f} s")
+        time.sleep(0.1)
+
+    srv = Server(
+        http_url=addrs["http_addr"],
+        grpc_url=addrs["grpc_addr"],
+        metrics_url=addrs["metrics_addr"],
+        log_path=log_path,
+        process=process,
+    )
+    try:
+        yield srv
+    finally:
+        _stop(process)
+        log = read_log(log_path)
+        _SERVER_LOG = None
+        assert "panicked" not in log, f"ferroserve panicked during the session:\n{log}"
+        if process.returncode not in (0, -signal.SIGTERM):
+            print(f"note: ferroserve exited with {process.returncode} after SIGTERM")
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    report = outcome.get_result()
+    if report.failed and _SERVER_LOG is not None:
+        report.sections.append(("ferroserve log (tail)", _tail(read_log(_SERVER_LOG), 60)))
+
+
+def load_reference(model: str) -> dict:
+    """tests/data/<model>.json: {"model", "inputs": {name: {datatype, shape, data}}, "outputs": {...}}."""
+    with open(DATA_DIR / f"{model}.json", encoding="utf-8") as f:
+        ref = json.load(f)
+    assert ref.get("model", model) == model
+    return ref
+
+
+@pytest.fixture(scope="session")
+def references() -> dict[str, dict]:
+    return {model: load_reference(model) for model in MODELS}
