@@ -61,19 +61,29 @@ impl Default for ServerConfig {
 
 impl ServerConfig {
     /// Layers the optional TOML file, then `FERROSERVE_*` variables, then `overrides` (flags).
-    pub fn load(file: Option<&Path>, overrides: &[(&str, String)]) -> Result<ServerConfig, ConfigError> {
+    pub fn load(
+        file: Option<&Path>,
+        overrides: &[(&str, String)],
+    ) -> Result<ServerConfig, ConfigError> {
         let d = ServerConfig::default();
         let mut builder = config::Config::builder()
             .set_default("host", d.host)?
             .set_default("http_port", d.http_port)?
             .set_default("grpc_port", d.grpc_port)?
             .set_default("metrics_port", d.metrics_port)?
-            .set_default("model_repository", d.model_repository.to_string_lossy().into_owned())?
+            .set_default(
+                "model_repository",
+                d.model_repository.to_string_lossy().into_owned(),
+            )?
             .set_default("max_request_bytes", d.max_request_bytes as u64)?
             .set_default("strict_readiness", d.strict_readiness)?
             .set_default("log_format", "text")?;
         if let Some(file) = file {
-            builder = builder.add_source(config::File::from(file).format(config::FileFormat::Toml).required(true));
+            builder = builder.add_source(
+                config::File::from(file)
+                    .format(config::FileFormat::Toml)
+                    .required(true),
+            );
         }
         builder = builder.add_source(
             config::Environment::with_prefix("FERROSERVE")
@@ -91,7 +101,9 @@ impl ServerConfig {
 
     pub fn validate(&self) -> Result<(), ConfigError> {
         if self.max_request_bytes == 0 {
-            return Err(ConfigError::Invalid("max_request_bytes must be positive".into()));
+            return Err(ConfigError::Invalid(
+                "max_request_bytes must be positive".into(),
+            ));
         }
         if self.host.trim().is_empty() {
             return Err(ConfigError::Invalid("host must not be empty".into()));
@@ -204,7 +216,10 @@ const MAX_BATCH_LIMIT: usize = 1 << 16;
 impl ModelConfig {
     /// Reads and validates `<model dir>/config.toml`; `name` is the directory's name.
     pub fn from_file(path: &Path, name: &str) -> Result<ModelConfig, ConfigError> {
-        let err = |message: String| ConfigError::Model { path: path.to_path_buf(), message };
+        let err = |message: String| ConfigError::Model {
+            path: path.to_path_buf(),
+            message,
+        };
         let text = std::fs::read_to_string(path).map_err(|e| err(format!("cannot read: {e}")))?;
         ModelConfig::parse(&text, name).map_err(err)
     }
@@ -213,14 +228,22 @@ impl ModelConfig {
         let raw: RawModelConfig = toml::from_str(text).map_err(|e| e.to_string())?;
         if let Some(n) = &raw.name {
             if n != name {
-                return Err(format!("name {n:?} does not match the model directory {name:?}"));
+                return Err(format!(
+                    "name {n:?} does not match the model directory {name:?}"
+                ));
             }
         }
         if raw.max_batch_size > MAX_BATCH_LIMIT {
-            return Err(format!("max_batch_size {} is above the limit {MAX_BATCH_LIMIT}", raw.max_batch_size));
+            return Err(format!(
+                "max_batch_size {} is above the limit {MAX_BATCH_LIMIT}",
+                raw.max_batch_size
+            ));
         }
         if raw.instance_count == 0 || raw.instance_count > 64 {
-            return Err(format!("instance_count must be 1..=64, got {}", raw.instance_count));
+            return Err(format!(
+                "instance_count must be 1..=64, got {}",
+                raw.instance_count
+            ));
         }
         if raw.max_queue_size == 0 {
             return Err("max_queue_size must be positive".into());
@@ -229,25 +252,41 @@ impl ModelConfig {
             if raw.max_batch_size == 0 {
                 return Err("dynamic_batching needs max_batch_size > 0".into());
             }
-            if let Some(p) = b.preferred_batch_sizes.iter().find(|&&p| p == 0 || p > raw.max_batch_size) {
-                return Err(format!("preferred batch size {p} is outside 1..={}", raw.max_batch_size));
+            if let Some(p) = b
+                .preferred_batch_sizes
+                .iter()
+                .find(|&&p| p == 0 || p > raw.max_batch_size)
+            {
+                return Err(format!(
+                    "preferred batch size {p} is outside 1..={}",
+                    raw.max_batch_size
+                ));
             }
         }
-        let tensors = |list: Vec<RawTensorConfig>, what: &str| -> Result<Vec<TensorConfig>, String> {
-            let mut out: Vec<TensorConfig> = Vec::with_capacity(list.len());
-            for t in list {
-                let dtype = DataType::parse(&t.datatype)
-                    .ok_or_else(|| format!("{what} {:?}: unknown datatype {:?}", t.name, t.datatype))?;
-                if let Some(d) = t.dims.iter().find(|&&d| d < -1 || d == 0) {
-                    return Err(format!("{what} {:?}: dimension {d} must be positive or -1", t.name));
+        let tensors =
+            |list: Vec<RawTensorConfig>, what: &str| -> Result<Vec<TensorConfig>, String> {
+                let mut out: Vec<TensorConfig> = Vec::with_capacity(list.len());
+                for t in list {
+                    let dtype = DataType::parse(&t.datatype).ok_or_else(|| {
+                        format!("{what} {:?}: unknown datatype {:?}", t.name, t.datatype)
+                    })?;
+                    if let Some(d) = t.dims.iter().find(|&&d| d < -1 || d == 0) {
+                        return Err(format!(
+                            "{what} {:?}: dimension {d} must be positive or -1",
+                            t.name
+                        ));
+                    }
+                    if out.iter().any(|o| o.name == t.name) {
+                        return Err(format!("{what} {:?} is declared twice", t.name));
+                    }
+                    out.push(TensorConfig {
+                        name: t.name,
+                        dtype,
+                        dims: t.dims,
+                    });
                 }
-                if out.iter().any(|o| o.name == t.name) {
-                    return Err(format!("{what} {:?} is declared twice", t.name));
-                }
-                out.push(TensorConfig { name: t.name, dtype, dims: t.dims });
-            }
-            Ok(out)
-        };
+                Ok(out)
+            };
         Ok(ModelConfig {
             backend: raw.backend,
             max_batch_size: raw.max_batch_size,
@@ -282,15 +321,25 @@ mod tests {
         )
         .unwrap();
         assert_eq!(cfg.max_batch_size, 8);
-        assert_eq!(cfg.inputs[0], TensorConfig { name: "x".into(), dtype: DataType::F32, dims: vec![4] });
+        assert_eq!(
+            cfg.inputs[0],
+            TensorConfig {
+                name: "x".into(),
+                dtype: DataType::F32,
+                dims: vec![4]
+            }
+        );
         assert_eq!(cfg.outputs[0].dtype, DataType::I64);
         assert_eq!(cfg.instance_count, 1);
     }
 
     #[test]
     fn model_config_rejects_unknown_fields_and_bad_dims() {
-        assert!(ModelConfig::parse("max_batch = 3", "m").unwrap_err().contains("unknown field"));
-        let err = ModelConfig::parse("[[input]]\nname='x'\ndatatype='FP32'\ndims=[0]", "m").unwrap_err();
+        assert!(ModelConfig::parse("max_batch = 3", "m")
+            .unwrap_err()
+            .contains("unknown field"));
+        let err =
+            ModelConfig::parse("[[input]]\nname='x'\ndatatype='FP32'\ndims=[0]", "m").unwrap_err();
         assert!(err.contains("dimension 0"), "{err}");
         let err = ModelConfig::parse("[[input]]\nname='x'\ndatatype='FP99'", "m").unwrap_err();
         assert!(err.contains("unknown datatype"), "{err}");
@@ -302,14 +351,21 @@ mod tests {
     fn server_config_flags_win_over_env_and_file() {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("server.toml");
-        std::fs::write(&file, "http_port = 1000\ngrpc_port = 1001\nmetrics_port = 1002\n").unwrap();
+        std::fs::write(
+            &file,
+            "http_port = 1000\ngrpc_port = 1001\nmetrics_port = 1002\n",
+        )
+        .unwrap();
         // Only this test sets this variable.
         std::env::set_var("FERROSERVE_GRPC_PORT", "2001");
         std::env::set_var("FERROSERVE_METRICS_PORT", "2002");
         let cfg = ServerConfig::load(Some(&file), &[("metrics_port", "3002".into())]).unwrap();
         std::env::remove_var("FERROSERVE_GRPC_PORT");
         std::env::remove_var("FERROSERVE_METRICS_PORT");
-        assert_eq!((cfg.http_port, cfg.grpc_port, cfg.metrics_port), (1000, 2001, 3002));
+        assert_eq!(
+            (cfg.http_port, cfg.grpc_port, cfg.metrics_port),
+            (1000, 2001, 3002)
+        );
         assert_eq!(cfg.max_request_bytes, DEFAULT_MAX_REQUEST_BYTES);
     }
 }

@@ -8,7 +8,11 @@ use ferroserve::config::{LogFormat, ServerConfig};
 use ferroserve::server::{self, Listeners};
 
 #[derive(Parser)]
-#[command(name = "ferroserve", version, about = "Low-latency ONNX model serving over the Open Inference Protocol")]
+#[command(
+    name = "ferroserve",
+    version,
+    about = "Low-latency ONNX model serving over the Open Inference Protocol"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -57,13 +61,24 @@ impl ServeArgs {
                 o.push((k, v));
             }
         };
-        set("model_repository", self.model_repository.as_ref().map(|p| p.to_string_lossy().into_owned()));
+        set(
+            "model_repository",
+            self.model_repository
+                .as_ref()
+                .map(|p| p.to_string_lossy().into_owned()),
+        );
         set("host", self.host.clone());
         set("http_port", self.http_port.map(|p| p.to_string()));
         set("grpc_port", self.grpc_port.map(|p| p.to_string()));
         set("metrics_port", self.metrics_port.map(|p| p.to_string()));
-        set("max_request_bytes", self.max_request_bytes.map(|p| p.to_string()));
-        set("strict_readiness", self.strict_readiness.map(|p| p.to_string()));
+        set(
+            "max_request_bytes",
+            self.max_request_bytes.map(|p| p.to_string()),
+        );
+        set(
+            "strict_readiness",
+            self.strict_readiness.map(|p| p.to_string()),
+        );
         set("log_format", self.log_format.clone());
         o
     }
@@ -73,7 +88,10 @@ fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_ansi(ansi).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(ansi)
+        .with_writer(std::io::stderr);
     match format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().init(),

@@ -4,7 +4,9 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use prometheus::{Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder};
+use prometheus::{
+    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder,
+};
 
 pub const PREFIX: &str = "ferroserve";
 pub const REQUESTS_TOTAL: &str = "requests_total";
@@ -16,8 +18,8 @@ pub const MODEL_READY: &str = "model_ready";
 
 /// Latency buckets from 25 µs to 10 s: small models answer in microseconds, big ones in seconds.
 const LATENCY_BUCKETS: &[f64] = &[
-    0.000_025, 0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
-    1.0, 2.5, 5.0, 10.0,
+    0.000_025, 0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1,
+    0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 ];
 const BATCH_BUCKETS: &[f64] = &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0];
 
@@ -51,11 +53,17 @@ impl Metrics {
     pub fn new() -> Result<Metrics, prometheus::Error> {
         let registry = Registry::new_custom(Some(PREFIX.into()), None)?;
         let histogram = |name: &str, help: &str, labels: &[&str], buckets: &[f64]| {
-            HistogramVec::new(HistogramOpts::new(name, help).buckets(buckets.to_vec()), labels)
+            HistogramVec::new(
+                HistogramOpts::new(name, help).buckets(buckets.to_vec()),
+                labels,
+            )
         };
         let m = Metrics {
             requests: IntCounterVec::new(
-                Opts::new(REQUESTS_TOTAL, "Inference requests by model, version, protocol and outcome."),
+                Opts::new(
+                    REQUESTS_TOTAL,
+                    "Inference requests by model, version, protocol and outcome.",
+                ),
                 &["model", "version", "protocol", "outcome"],
             )?,
             request_duration: histogram(
@@ -76,7 +84,12 @@ impl Metrics {
                 &["model", "version"],
                 LATENCY_BUCKETS,
             )?,
-            batch_size: histogram(BATCH_SIZE, "Rows per backend call.", &["model", "version"], BATCH_BUCKETS)?,
+            batch_size: histogram(
+                BATCH_SIZE,
+                "Rows per backend call.",
+                &["model", "version"],
+                BATCH_BUCKETS,
+            )?,
             model_ready: IntGaugeVec::new(
                 Opts::new(MODEL_READY, "1 when the model version serves, else 0."),
                 &["model", "version"],
@@ -115,12 +128,18 @@ impl Duration64 {
 
     pub fn record_n(&self, n: u64, d: Duration) {
         self.count.fetch_add(n, Ordering::Relaxed);
-        self.ns.fetch_add(u64::try_from(d.as_nanos()).unwrap_or(u64::MAX), Ordering::Relaxed);
+        self.ns.fetch_add(
+            u64::try_from(d.as_nanos()).unwrap_or(u64::MAX),
+            Ordering::Relaxed,
+        );
     }
 
     /// (count, total nanoseconds)
     pub fn get(&self) -> (u64, u64) {
-        (self.count.load(Ordering::Relaxed), self.ns.load(Ordering::Relaxed))
+        (
+            self.count.load(Ordering::Relaxed),
+            self.ns.load(Ordering::Relaxed),
+        )
     }
 }
 
@@ -140,7 +159,10 @@ pub struct VersionStats {
 
 impl VersionStats {
     pub fn touch(&self) {
-        let ms = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0);
+        let ms = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0);
         self.last_inference_ms.store(ms, Ordering::Relaxed);
     }
 }
@@ -152,7 +174,9 @@ mod tests {
     #[test]
     fn render_uses_the_prefix_and_labels() {
         let m = Metrics::new().unwrap();
-        m.requests.with_label_values(&["mlp", "1", "http", "success"]).inc();
+        m.requests
+            .with_label_values(&["mlp", "1", "http", "success"])
+            .inc();
         let text = m.render();
         assert!(
             text.contains(r#"ferroserve_requests_total{model="mlp",outcome="success",protocol="http",version="1"} 1"#),

@@ -40,7 +40,11 @@ impl Listeners {
     }
 
     pub fn addrs(&self) -> std::io::Result<(SocketAddr, SocketAddr, SocketAddr)> {
-        Ok((self.http.local_addr()?, self.grpc.local_addr()?, self.metrics.local_addr()?))
+        Ok((
+            self.http.local_addr()?,
+            self.grpc.local_addr()?,
+            self.metrics.local_addr()?,
+        ))
     }
 }
 
@@ -54,7 +58,11 @@ pub async fn run(
     let (http_addr, grpc_addr, metrics_addr) = listeners.addrs()?;
     let metrics = Arc::new(Metrics::new().context("metrics registry")?);
     let registry = Arc::new(Registry::default());
-    let router = Arc::new(Router::new(registry.clone(), metrics.clone(), config.strict_readiness));
+    let router = Arc::new(Router::new(
+        registry.clone(),
+        metrics.clone(),
+        config.strict_readiness,
+    ));
 
     let repo = &config.model_repository;
     let models = repository::scan(repo)
@@ -73,7 +81,11 @@ pub async fn run(
     let http_listener = listeners.http.tap_io(|tcp| {
         let _ = tcp.set_nodelay(true);
     });
-    let http = tokio::spawn(axum::serve(http_listener, http_app).with_graceful_shutdown(stopped()).into_future());
+    let http = tokio::spawn(
+        axum::serve(http_listener, http_app)
+            .with_graceful_shutdown(stopped())
+            .into_future(),
+    );
 
     let grpc_incoming = TcpListenerStream::new(listeners.grpc).map(|s| {
         if let Ok(tcp) = &s {
@@ -93,12 +105,21 @@ pub async fn run(
         axum::routing::get({
             let metrics = metrics.clone();
             move || async move {
-                ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], metrics.render())
+                (
+                    [(
+                        axum::http::header::CONTENT_TYPE,
+                        "text/plain; version=0.0.4",
+                    )],
+                    metrics.render(),
+                )
             }
         }),
     );
-    let metrics_server =
-        tokio::spawn(axum::serve(listeners.metrics, metrics_app).with_graceful_shutdown(stopped()).into_future());
+    let metrics_server = tokio::spawn(
+        axum::serve(listeners.metrics, metrics_app)
+            .with_graceful_shutdown(stopped())
+            .into_future(),
+    );
 
     load_repository(&registry, &metrics, models).await;
     log_summary(&registry, http_addr, grpc_addr, metrics_addr, started);
@@ -115,10 +136,18 @@ pub async fn run(
 }
 
 /// Publishes every model as loading, then loads them concurrently and publishes each result.
-async fn load_repository(registry: &Registry, metrics: &Arc<Metrics>, models: Vec<repository::ModelDir>) {
+async fn load_repository(
+    registry: &Registry,
+    metrics: &Arc<Metrics>,
+    models: Vec<repository::ModelDir>,
+) {
     registry.publish(|table| {
         for m in &models {
-            let mut entry = ModelEntry { name: m.name.clone(), versions: Default::default(), error: None };
+            let mut entry = ModelEntry {
+                name: m.name.clone(),
+                versions: Default::default(),
+                error: None,
+            };
             match &m.config {
                 Err(e) => entry.error = Some(e.clone()),
                 Ok(_) if m.versions.is_empty() => {
@@ -171,7 +200,13 @@ async fn load_repository(registry: &Registry, metrics: &Arc<Metrics>, models: Ve
     join_all(loads).await;
 }
 
-fn log_summary(registry: &Registry, http: SocketAddr, grpc: SocketAddr, metrics: SocketAddr, started: Instant) {
+fn log_summary(
+    registry: &Registry,
+    http: SocketAddr,
+    grpc: SocketAddr,
+    metrics: SocketAddr,
+    started: Instant,
+) {
     let table = registry.snapshot();
     let models: Vec<String> = table
         .models
@@ -182,7 +217,11 @@ fn log_summary(registry: &Registry, http: SocketAddr, grpc: SocketAddr, metrics:
                 .iter()
                 .map(|(v, s)| match s {
                     VersionState::Ready(mv) => {
-                        format!("v{v}:{}:{}ms", mv.config.backend.as_str(), mv.load_time.as_millis())
+                        format!(
+                            "v{v}:{}:{}ms",
+                            mv.config.backend.as_str(),
+                            mv.load_time.as_millis()
+                        )
                     }
                     other => format!("v{v}:{}", other.as_str()),
                 })

@@ -111,9 +111,18 @@ pub enum TensorError {
     #[error("shape {shape:?} has too many elements")]
     Overflow { shape: Vec<usize> },
     #[error("{dtype} tensor of shape {shape:?} needs {expected} bytes, got {actual}")]
-    ByteSize { dtype: DataType, shape: Vec<usize>, expected: usize, actual: usize },
+    ByteSize {
+        dtype: DataType,
+        shape: Vec<usize>,
+        expected: usize,
+        actual: usize,
+    },
     #[error("BYTES tensor of shape {shape:?} needs {expected} elements, got {actual}")]
-    ElementCount { shape: Vec<usize>, expected: usize, actual: usize },
+    ElementCount {
+        shape: Vec<usize>,
+        expected: usize,
+        actual: usize,
+    },
     #[error("BYTES tensor data is malformed: {0}")]
     MalformedBytes(&'static str),
     #[error("cannot combine tensors: {0}")]
@@ -132,7 +141,9 @@ pub struct Tensor {
 pub fn shape_from_wire(shape: &[i64]) -> Result<Vec<usize>, String> {
     shape
         .iter()
-        .map(|&d| usize::try_from(d).map_err(|_| format!("dimension {d} in shape {shape:?} is negative")))
+        .map(|&d| {
+            usize::try_from(d).map_err(|_| format!("dimension {d} in shape {shape:?} is negative"))
+        })
         .collect()
 }
 
@@ -144,20 +155,33 @@ pub fn element_count(shape: &[usize]) -> Option<usize> {
 impl Tensor {
     /// Builds a tensor, checking that `data` holds exactly the elements `shape` calls for.
     pub fn new(dtype: DataType, shape: Vec<usize>, data: Bytes) -> Result<Tensor, TensorError> {
-        let count = element_count(&shape).ok_or_else(|| TensorError::Overflow { shape: shape.clone() })?;
+        let count = element_count(&shape).ok_or_else(|| TensorError::Overflow {
+            shape: shape.clone(),
+        })?;
         match dtype.size() {
             Some(size) => {
                 let expected = count
                     .checked_mul(size)
-                    .ok_or_else(|| TensorError::Overflow { shape: shape.clone() })?;
+                    .ok_or_else(|| TensorError::Overflow {
+                        shape: shape.clone(),
+                    })?;
                 if data.len() != expected {
-                    return Err(TensorError::ByteSize { dtype, shape, expected, actual: data.len() });
+                    return Err(TensorError::ByteSize {
+                        dtype,
+                        shape,
+                        expected,
+                        actual: data.len(),
+                    });
                 }
             }
             None => {
                 let actual = count_bytes_elements(&data)?;
                 if actual != count {
-                    return Err(TensorError::ElementCount { shape, expected: count, actual });
+                    return Err(TensorError::ElementCount {
+                        shape,
+                        expected: count,
+                        actual,
+                    });
                 }
             }
         }
@@ -174,11 +198,15 @@ impl Tensor {
     }
 
     /// Builds a BYTES tensor from its elements.
-    pub fn from_byte_strings<S: AsRef<[u8]>>(shape: Vec<usize>, items: &[S]) -> Result<Tensor, TensorError> {
+    pub fn from_byte_strings<S: AsRef<[u8]>>(
+        shape: Vec<usize>,
+        items: &[S],
+    ) -> Result<Tensor, TensorError> {
         let mut buf = BytesMut::new();
         for item in items {
             let item = item.as_ref();
-            let len = u32::try_from(item.len()).map_err(|_| TensorError::MalformedBytes("element over 4 GiB"))?;
+            let len = u32::try_from(item.len())
+                .map_err(|_| TensorError::MalformedBytes("element over 4 GiB"))?;
             buf.extend_from_slice(&len.to_le_bytes());
             buf.extend_from_slice(item);
         }
@@ -233,14 +261,19 @@ impl Tensor {
 
     /// Concatenates tensors of one datatype and equal trailing dims along dimension 0.
     pub fn concat(parts: &[Tensor]) -> Result<Tensor, TensorError> {
-        let first = parts.first().ok_or_else(|| TensorError::Incompatible("nothing to concatenate".into()))?;
+        let first = parts
+            .first()
+            .ok_or_else(|| TensorError::Incompatible("nothing to concatenate".into()))?;
         if parts.len() == 1 {
             return Ok(first.clone());
         }
         let mut rows = 0usize;
         let mut len = 0usize;
         for p in parts {
-            if p.dtype != first.dtype || p.shape.len() != first.shape.len() || p.shape.get(1..) != first.shape.get(1..) {
+            if p.dtype != first.dtype
+                || p.shape.len() != first.shape.len()
+                || p.shape.get(1..) != first.shape.get(1..)
+            {
                 return Err(TensorError::Incompatible(format!(
                     "{} {:?} and {} {:?}",
                     first.dtype, first.shape, p.dtype, p.shape
@@ -280,7 +313,11 @@ impl Tensor {
                 Some(size) => r * row_elems * size,
                 None => bytes_prefix_len(rest, r * row_elems)?,
             };
-            out.push(Tensor { dtype: self.dtype, shape, data: self.data.slice(offset..offset + len) });
+            out.push(Tensor {
+                dtype: self.dtype,
+                shape,
+                data: self.data.slice(offset..offset + len),
+            });
             offset += len;
             rest = &rest[len..];
         }
@@ -375,7 +412,12 @@ mod tests {
         let err = Tensor::new(DataType::F32, vec![2, 2], Bytes::from(vec![0u8; 12])).unwrap_err();
         assert_eq!(
             err,
-            TensorError::ByteSize { dtype: DataType::F32, shape: vec![2, 2], expected: 16, actual: 12 }
+            TensorError::ByteSize {
+                dtype: DataType::F32,
+                shape: vec![2, 2],
+                expected: 16,
+                actual: 12
+            }
         );
     }
 
@@ -408,7 +450,12 @@ mod tests {
         let parts = t.split(&[2, 1]).unwrap();
         assert_eq!(parts[1].byte_strings().unwrap(), vec![&b""[..]]);
         assert!(Tensor::from_byte_strings(vec![2], &["a"]).is_err());
-        assert!(Tensor::new(DataType::Bytes, vec![1], Bytes::from_static(&[5, 0, 0, 0, 1])).is_err());
+        assert!(Tensor::new(
+            DataType::Bytes,
+            vec![1],
+            Bytes::from_static(&[5, 0, 0, 0, 1])
+        )
+        .is_err());
     }
 
     #[test]

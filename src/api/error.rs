@@ -23,13 +23,19 @@ impl ApiError {
     pub fn http_status(&self) -> StatusCode {
         match self {
             ApiError::Infer(e) => match e {
-                InferError::ModelNotFound(_) | InferError::VersionNotFound { .. } => StatusCode::NOT_FOUND,
+                InferError::ModelNotFound(_) | InferError::VersionNotFound { .. } => {
+                    StatusCode::NOT_FOUND
+                }
                 InferError::InvalidInput(_) => StatusCode::BAD_REQUEST,
-                InferError::NotReady { .. } | InferError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+                InferError::NotReady { .. } | InferError::Unavailable(_) => {
+                    StatusCode::SERVICE_UNAVAILABLE
+                }
                 InferError::Overloaded { .. } => StatusCode::TOO_MANY_REQUESTS,
                 InferError::DeadlineExceeded(_) => StatusCode::GATEWAY_TIMEOUT,
                 // nginx's "client closed request": nobody reads it, but logs show why.
-                InferError::Cancelled => StatusCode::from_u16(499).unwrap_or(StatusCode::BAD_REQUEST),
+                InferError::Cancelled => {
+                    StatusCode::from_u16(499).unwrap_or(StatusCode::BAD_REQUEST)
+                }
                 InferError::Internal { .. } => StatusCode::INTERNAL_SERVER_ERROR,
             },
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
@@ -41,9 +47,13 @@ impl ApiError {
     pub fn grpc_code(&self) -> tonic::Code {
         match self {
             ApiError::Infer(e) => match e {
-                InferError::ModelNotFound(_) | InferError::VersionNotFound { .. } => tonic::Code::NotFound,
+                InferError::ModelNotFound(_) | InferError::VersionNotFound { .. } => {
+                    tonic::Code::NotFound
+                }
                 InferError::InvalidInput(_) => tonic::Code::InvalidArgument,
-                InferError::NotReady { .. } | InferError::Unavailable(_) => tonic::Code::Unavailable,
+                InferError::NotReady { .. } | InferError::Unavailable(_) => {
+                    tonic::Code::Unavailable
+                }
                 InferError::Overloaded { .. } => tonic::Code::ResourceExhausted,
                 InferError::DeadlineExceeded(_) => tonic::Code::DeadlineExceeded,
                 InferError::Cancelled => tonic::Code::Cancelled,
@@ -76,12 +86,40 @@ mod tests {
     #[test]
     fn both_transports_map_each_error_consistently() {
         let cases = [
-            (ApiError::from(InferError::ModelNotFound("m".into())), 404, tonic::Code::NotFound),
-            (InferError::InvalidInput("x".into()).into(), 400, tonic::Code::InvalidArgument),
-            (InferError::Overloaded { model: "m".into(), reason: "r".into() }.into(), 429, tonic::Code::ResourceExhausted),
-            (InferError::DeadlineExceeded("m".into()).into(), 504, tonic::Code::DeadlineExceeded),
-            (ApiError::PayloadTooLarge("big".into()), 413, tonic::Code::ResourceExhausted),
-            (ApiError::BadRequest("json".into()), 400, tonic::Code::InvalidArgument),
+            (
+                ApiError::from(InferError::ModelNotFound("m".into())),
+                404,
+                tonic::Code::NotFound,
+            ),
+            (
+                InferError::InvalidInput("x".into()).into(),
+                400,
+                tonic::Code::InvalidArgument,
+            ),
+            (
+                InferError::Overloaded {
+                    model: "m".into(),
+                    reason: "r".into(),
+                }
+                .into(),
+                429,
+                tonic::Code::ResourceExhausted,
+            ),
+            (
+                InferError::DeadlineExceeded("m".into()).into(),
+                504,
+                tonic::Code::DeadlineExceeded,
+            ),
+            (
+                ApiError::PayloadTooLarge("big".into()),
+                413,
+                tonic::Code::ResourceExhausted,
+            ),
+            (
+                ApiError::BadRequest("json".into()),
+                400,
+                tonic::Code::InvalidArgument,
+            ),
         ];
         for (err, status, code) in cases {
             assert_eq!(err.http_status().as_u16(), status, "{err}");

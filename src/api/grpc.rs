@@ -28,7 +28,10 @@ pub struct InferenceService {
 }
 
 /// The tonic service, with message limits set to the configured request size.
-pub fn service(router: Arc<Router>, max_request_bytes: usize) -> GrpcInferenceServiceServer<InferenceService> {
+pub fn service(
+    router: Arc<Router>,
+    max_request_bytes: usize,
+) -> GrpcInferenceServiceServer<InferenceService> {
     GrpcInferenceServiceServer::new(InferenceService { router })
         .max_decoding_message_size(max_request_bytes)
         .max_encoding_message_size(usize::MAX)
@@ -38,13 +41,17 @@ pub fn service(router: Arc<Router>, max_request_bytes: usize) -> GrpcInferenceSe
 /// RESOURCE_EXHAUSTED, so rewrite that one status on the way out.
 pub fn map_oversize<B>(mut resp: axum::http::Response<B>) -> axum::http::Response<B> {
     let oversize = resp.headers().get("grpc-status").is_some_and(|v| v == "11")
-        && resp
-            .headers()
-            .get("grpc-message")
-            .is_some_and(|m| m.to_str().unwrap_or("").contains("message%20length%20too%20large")
-                || m.to_str().unwrap_or("").contains("message length too large"));
+        && resp.headers().get("grpc-message").is_some_and(|m| {
+            m.to_str()
+                .unwrap_or("")
+                .contains("message%20length%20too%20large")
+                || m.to_str()
+                    .unwrap_or("")
+                    .contains("message length too large")
+        });
     if oversize {
-        resp.headers_mut().insert("grpc-status", axum::http::HeaderValue::from_static("8"));
+        resp.headers_mut()
+            .insert("grpc-status", axum::http::HeaderValue::from_static("8"));
     }
     resp
 }
@@ -69,7 +76,9 @@ fn grpc_timeout(req: &tonic::metadata::MetadataMap) -> Option<Duration> {
     })
 }
 
-fn param_timeout(params: &std::collections::HashMap<String, pb::InferParameter>) -> Option<Duration> {
+fn param_timeout(
+    params: &std::collections::HashMap<String, pb::InferParameter>,
+) -> Option<Duration> {
     use pb::infer_parameter::ParameterChoice;
     match params.get("timeout")?.parameter_choice.as_ref()? {
         ParameterChoice::Int64Param(us) if *us > 0 => Some(Duration::from_micros(*us as u64)),
@@ -78,15 +87,23 @@ fn param_timeout(params: &std::collections::HashMap<String, pb::InferParameter>)
     }
 }
 
-fn contents_tensor(dtype: DataType, shape: Vec<usize>, c: &pb::InferTensorContents) -> Result<Tensor, String> {
-    fn narrow<S: Copy + std::fmt::Display, T: Element + TryFrom<S>>(shape: Vec<usize>, v: &[S]) -> Result<Tensor, String> {
+fn contents_tensor(
+    dtype: DataType,
+    shape: Vec<usize>,
+    c: &pb::InferTensorContents,
+) -> Result<Tensor, String> {
+    fn narrow<S: Copy + std::fmt::Display, T: Element + TryFrom<S>>(
+        shape: Vec<usize>,
+        v: &[S],
+    ) -> Result<Tensor, String> {
         let values = v
             .iter()
             .map(|&x| T::try_from(x).map_err(|_| format!("{x} does not fit {}", T::DTYPE)))
             .collect::<Result<Vec<T>, _>>()?;
         Tensor::from_values(shape, &values).map_err(|e| e.to_string())
     }
-    let count = crate::tensor::element_count(&shape).ok_or_else(|| format!("shape {shape:?} is too large"))?;
+    let count = crate::tensor::element_count(&shape)
+        .ok_or_else(|| format!("shape {shape:?} is too large"))?;
     let given = match dtype {
         DataType::Bool => c.bool_contents.len(),
         DataType::I8 | DataType::I16 | DataType::I32 => c.int_contents.len(),
@@ -99,7 +116,9 @@ fn contents_tensor(dtype: DataType, shape: Vec<usize>, c: &pb::InferTensorConten
         DataType::F16 => return Err("FP16 data must be sent in raw_input_contents".into()),
     };
     if given != count {
-        return Err(format!("shape {shape:?} needs {count} elements, contents have {given}"));
+        return Err(format!(
+            "shape {shape:?} needs {count} elements, contents have {given}"
+        ));
     }
     match dtype {
         DataType::Bool => Tensor::from_values(shape, &c.bool_contents).map_err(|e| e.to_string()),
@@ -113,7 +132,9 @@ fn contents_tensor(dtype: DataType, shape: Vec<usize>, c: &pb::InferTensorConten
         DataType::U64 => narrow::<u64, u64>(shape, &c.uint64_contents),
         DataType::F32 => narrow::<f32, f32>(shape, &c.fp32_contents),
         DataType::F64 => narrow::<f64, f64>(shape, &c.fp64_contents),
-        DataType::Bytes => Tensor::from_byte_strings(shape, &c.bytes_contents).map_err(|e| e.to_string()),
+        DataType::Bytes => {
+            Tensor::from_byte_strings(shape, &c.bytes_contents).map_err(|e| e.to_string())
+        }
         DataType::F16 => Err("FP16 data must be sent in raw_input_contents".into()),
     }
 }
@@ -134,10 +155,18 @@ fn decode(req: Request<pb::ModelInferRequest>) -> Result<InferRequest, ApiError>
         let name = input.name;
         let dtype = DataType::parse(&input.datatype)
             .filter(|_| !input.datatype.starts_with("TYPE_"))
-            .ok_or_else(|| bad(format!("input {name:?}: unknown datatype {:?}", input.datatype)))?;
-        let shape = shape_from_wire(&input.shape).map_err(|e| bad(format!("input {name:?}: {e}")))?;
+            .ok_or_else(|| {
+                bad(format!(
+                    "input {name:?}: unknown datatype {:?}",
+                    input.datatype
+                ))
+            })?;
+        let shape =
+            shape_from_wire(&input.shape).map_err(|e| bad(format!("input {name:?}: {e}")))?;
         let tensor = match (raw.get(ix), &input.contents) {
-            (Some(bytes), _) => Tensor::new(dtype, shape, Bytes::clone(bytes)).map_err(|e| e.to_string()),
+            (Some(bytes), _) => {
+                Tensor::new(dtype, shape, Bytes::clone(bytes)).map_err(|e| e.to_string())
+            }
             (None, Some(contents)) => contents_tensor(dtype, shape, contents),
             (None, None) => Err("no data: set contents or raw_input_contents".into()),
         }
@@ -156,9 +185,21 @@ fn decode(req: Request<pb::ModelInferRequest>) -> Result<InferRequest, ApiError>
 }
 
 fn config_proto(mv: &ModelVersion) -> pb::ModelConfig {
-    let dtype = |d: DataType| pb::DataType::from_str_name(d.config_name()).unwrap_or(pb::DataType::TypeInvalid) as i32;
-    let input = |t: &TensorSpec| pb::ModelInput { name: t.name.clone(), data_type: dtype(t.dtype), dims: t.dims.clone(), ..Default::default() };
-    let output = |t: &TensorSpec| pb::ModelOutput { name: t.name.clone(), data_type: dtype(t.dtype), dims: t.dims.clone(), ..Default::default() };
+    let dtype = |d: DataType| {
+        pb::DataType::from_str_name(d.config_name()).unwrap_or(pb::DataType::TypeInvalid) as i32
+    };
+    let input = |t: &TensorSpec| pb::ModelInput {
+        name: t.name.clone(),
+        data_type: dtype(t.dtype),
+        dims: t.dims.clone(),
+        ..Default::default()
+    };
+    let output = |t: &TensorSpec| pb::ModelOutput {
+        name: t.name.clone(),
+        data_type: dtype(t.dtype),
+        dims: t.dims.clone(),
+        ..Default::default()
+    };
     let cfg = &mv.config;
     pb::ModelConfig {
         name: mv.name.clone(),
@@ -174,9 +215,9 @@ fn config_proto(mv: &ModelVersion) -> pb::ModelConfig {
             ..Default::default()
         }],
         version_policy: Some(pb::ModelVersionPolicy {
-            policy_choice: Some(pb::model_version_policy::PolicyChoice::Latest(pb::model_version_policy::Latest {
-                num_versions: 1,
-            })),
+            policy_choice: Some(pb::model_version_policy::PolicyChoice::Latest(
+                pb::model_version_policy::Latest { num_versions: 1 },
+            )),
         }),
         scheduling_choice: cfg.dynamic_batching.as_ref().map(|b| {
             pb::model_config::SchedulingChoice::DynamicBatching(pb::ModelDynamicBatching {
@@ -223,21 +264,38 @@ fn unimplemented<T>(what: &str) -> GrpcResult<T> {
 
 #[tonic::async_trait]
 impl GrpcInferenceService for InferenceService {
-    async fn server_live(&self, _: Request<pb::ServerLiveRequest>) -> GrpcResult<pb::ServerLiveResponse> {
+    async fn server_live(
+        &self,
+        _: Request<pb::ServerLiveRequest>,
+    ) -> GrpcResult<pb::ServerLiveResponse> {
         Ok(Response::new(pb::ServerLiveResponse { live: true }))
     }
 
-    async fn server_ready(&self, _: Request<pb::ServerReadyRequest>) -> GrpcResult<pb::ServerReadyResponse> {
-        Ok(Response::new(pb::ServerReadyResponse { ready: self.router.server_ready() }))
+    async fn server_ready(
+        &self,
+        _: Request<pb::ServerReadyRequest>,
+    ) -> GrpcResult<pb::ServerReadyResponse> {
+        Ok(Response::new(pb::ServerReadyResponse {
+            ready: self.router.server_ready(),
+        }))
     }
 
-    async fn model_ready(&self, req: Request<pb::ModelReadyRequest>) -> GrpcResult<pb::ModelReadyResponse> {
+    async fn model_ready(
+        &self,
+        req: Request<pb::ModelReadyRequest>,
+    ) -> GrpcResult<pb::ModelReadyResponse> {
         let r = req.into_inner();
-        let ready = self.router.model_ready(&r.name, Some(&r.version)).map_err(ApiError::from)?;
+        let ready = self
+            .router
+            .model_ready(&r.name, Some(&r.version))
+            .map_err(ApiError::from)?;
         Ok(Response::new(pb::ModelReadyResponse { ready }))
     }
 
-    async fn server_metadata(&self, _: Request<pb::ServerMetadataRequest>) -> GrpcResult<pb::ServerMetadataResponse> {
+    async fn server_metadata(
+        &self,
+        _: Request<pb::ServerMetadataRequest>,
+    ) -> GrpcResult<pb::ServerMetadataResponse> {
         Ok(Response::new(pb::ServerMetadataResponse {
             name: SERVER_NAME.into(),
             version: env!("CARGO_PKG_VERSION").into(),
@@ -245,16 +303,24 @@ impl GrpcInferenceService for InferenceService {
         }))
     }
 
-    async fn model_metadata(&self, req: Request<pb::ModelMetadataRequest>) -> GrpcResult<pb::ModelMetadataResponse> {
+    async fn model_metadata(
+        &self,
+        req: Request<pb::ModelMetadataRequest>,
+    ) -> GrpcResult<pb::ModelMetadataResponse> {
         let r = req.into_inner();
-        let m = self.router.metadata(&r.name, Some(&r.version)).map_err(ApiError::from)?;
+        let m = self
+            .router
+            .metadata(&r.name, Some(&r.version))
+            .map_err(ApiError::from)?;
         let tensors = |list: Vec<(String, DataType, Vec<i64>)>| {
             list.into_iter()
-                .map(|(name, d, shape)| pb::model_metadata_response::TensorMetadata {
-                    name,
-                    datatype: d.as_str().into(),
-                    shape,
-                })
+                .map(
+                    |(name, d, shape)| pb::model_metadata_response::TensorMetadata {
+                        name,
+                        datatype: d.as_str().into(),
+                        shape,
+                    },
+                )
                 .collect()
         };
         Ok(Response::new(pb::ModelMetadataResponse {
@@ -266,7 +332,10 @@ impl GrpcInferenceService for InferenceService {
         }))
     }
 
-    async fn model_infer(&self, req: Request<pb::ModelInferRequest>) -> GrpcResult<pb::ModelInferResponse> {
+    async fn model_infer(
+        &self,
+        req: Request<pb::ModelInferRequest>,
+    ) -> GrpcResult<pb::ModelInferResponse> {
         let request = decode(req)?;
         let resp = self.router.infer(request).await.map_err(ApiError::from)?;
         let mut outputs = Vec::with_capacity(resp.outputs.len());
@@ -290,7 +359,8 @@ impl GrpcInferenceService for InferenceService {
         }))
     }
 
-    type ModelStreamInferStream = Pin<Box<dyn Stream<Item = Result<pb::ModelStreamInferResponse, Status>> + Send>>;
+    type ModelStreamInferStream =
+        Pin<Box<dyn Stream<Item = Result<pb::ModelStreamInferResponse, Status>> + Send>>;
 
     async fn model_stream_infer(
         &self,
@@ -299,10 +369,18 @@ impl GrpcInferenceService for InferenceService {
         unimplemented("streaming inference (ModelStreamInfer)")
     }
 
-    async fn model_config(&self, req: Request<pb::ModelConfigRequest>) -> GrpcResult<pb::ModelConfigResponse> {
+    async fn model_config(
+        &self,
+        req: Request<pb::ModelConfigRequest>,
+    ) -> GrpcResult<pb::ModelConfigResponse> {
         let r = req.into_inner();
-        let mv = self.router.version(&r.name, Some(&r.version)).map_err(ApiError::from)?;
-        Ok(Response::new(pb::ModelConfigResponse { config: Some(config_proto(&mv)) }))
+        let mv = self
+            .router
+            .version(&r.name, Some(&r.version))
+            .map_err(ApiError::from)?;
+        Ok(Response::new(pb::ModelConfigResponse {
+            config: Some(config_proto(&mv)),
+        }))
     }
 
     async fn model_statistics(
@@ -311,11 +389,19 @@ impl GrpcInferenceService for InferenceService {
     ) -> GrpcResult<pb::ModelStatisticsResponse> {
         let r = req.into_inner();
         let model = Some(r.name.as_str()).filter(|n| !n.is_empty());
-        let stats = self.router.statistics(model, Some(&r.version)).map_err(ApiError::from)?;
-        Ok(Response::new(pb::ModelStatisticsResponse { model_stats: stats.into_iter().map(stats_proto).collect() }))
+        let stats = self
+            .router
+            .statistics(model, Some(&r.version))
+            .map_err(ApiError::from)?;
+        Ok(Response::new(pb::ModelStatisticsResponse {
+            model_stats: stats.into_iter().map(stats_proto).collect(),
+        }))
     }
 
-    async fn repository_index(&self, _: Request<pb::RepositoryIndexRequest>) -> GrpcResult<pb::RepositoryIndexResponse> {
+    async fn repository_index(
+        &self,
+        _: Request<pb::RepositoryIndexRequest>,
+    ) -> GrpcResult<pb::RepositoryIndexResponse> {
         unimplemented("the model repository extension")
     }
 
@@ -375,11 +461,17 @@ impl GrpcInferenceService for InferenceService {
         unimplemented("CUDA shared memory")
     }
 
-    async fn trace_setting(&self, _: Request<pb::TraceSettingRequest>) -> GrpcResult<pb::TraceSettingResponse> {
+    async fn trace_setting(
+        &self,
+        _: Request<pb::TraceSettingRequest>,
+    ) -> GrpcResult<pb::TraceSettingResponse> {
         unimplemented("trace settings")
     }
 
-    async fn log_settings(&self, _: Request<pb::LogSettingsRequest>) -> GrpcResult<pb::LogSettingsResponse> {
+    async fn log_settings(
+        &self,
+        _: Request<pb::LogSettingsRequest>,
+    ) -> GrpcResult<pb::LogSettingsResponse> {
         unimplemented("log settings")
     }
 }
@@ -401,9 +493,22 @@ mod tests {
 
     #[test]
     fn contents_are_checked_for_count_and_range() {
-        let c = pb::InferTensorContents { int_contents: vec![1, 300], ..Default::default() };
-        assert!(contents_tensor(DataType::I8, vec![2], &c).unwrap_err().contains("does not fit"));
-        assert!(contents_tensor(DataType::I32, vec![3], &c).unwrap_err().contains("needs 3 elements"));
-        assert_eq!(contents_tensor(DataType::I16, vec![2], &c).unwrap().to_vec::<i16>().unwrap(), vec![1, 300]);
+        let c = pb::InferTensorContents {
+            int_contents: vec![1, 300],
+            ..Default::default()
+        };
+        assert!(contents_tensor(DataType::I8, vec![2], &c)
+            .unwrap_err()
+            .contains("does not fit"));
+        assert!(contents_tensor(DataType::I32, vec![3], &c)
+            .unwrap_err()
+            .contains("needs 3 elements"));
+        assert_eq!(
+            contents_tensor(DataType::I16, vec![2], &c)
+                .unwrap()
+                .to_vec::<i16>()
+                .unwrap(),
+            vec![1, 300]
+        );
     }
 }

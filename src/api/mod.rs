@@ -8,5 +8,10 @@ pub const SERVER_NAME: &str = "ferroserve";
 
 /// Protocol extensions both front ends support, as listed in server metadata.
 pub fn server_extensions() -> Vec<&'static str> {
-    vec!["binary_tensor_data", "model_configuration", "parameters", "statistics"]
+    vec![
+        "binary_tensor_data",
+        "model_configuration",
+        "parameters",
+        "statistics",
+    ]
 }

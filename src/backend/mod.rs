@@ -53,7 +53,11 @@ pub struct LoadedModel {
 }
 
 /// Loads `path` with the chosen engine. Blocking: call it off the async runtime.
-pub fn load(kind: BackendKind, path: &Path, options: &LoadOptions) -> Result<LoadedModel, BackendError> {
+pub fn load(
+    kind: BackendKind,
+    path: &Path,
+    options: &LoadOptions,
+) -> Result<LoadedModel, BackendError> {
     match kind {
         BackendKind::Tract => tract::load(path, options),
     }

@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use tract_onnx::prelude::{
-    self as tp, DatumType, IntoTensor, Framework, InferenceModelExt, IntoRunnable, TDim, TValue,
+    self as tp, DatumType, Framework, InferenceModelExt, IntoRunnable, IntoTensor, TDim, TValue,
     TVec, TypedModel, TypedRunnableModel,
 };
 use tract_onnx::tract_hir::infer::Factoid;
@@ -31,8 +31,13 @@ struct Graph {
 }
 
 pub fn load(path: &Path, options: &LoadOptions) -> Result<LoadedModel, BackendError> {
-    let fail = |reason: String| BackendError::Load { path: path.display().to_string(), reason };
-    let model = tract_onnx::onnx().model_for_path(path).map_err(|e| fail(format!("{e:#}")))?;
+    let fail = |reason: String| BackendError::Load {
+        path: path.display().to_string(),
+        reason,
+    };
+    let model = tract_onnx::onnx()
+        .model_for_path(path)
+        .map_err(|e| fail(format!("{e:#}")))?;
 
     let mut output_dtypes = Vec::new();
     for ix in 0..model.outputs.len() {
@@ -45,21 +50,43 @@ pub fn load(path: &Path, options: &LoadOptions) -> Result<LoadedModel, BackendEr
         .map_err(|e| fail(format!("{e:#}")))?;
 
     let mut signature = GraphSignature::default();
-    for (ix, outlet) in typed.input_outlets().map_err(|e| fail(e.to_string()))?.iter().enumerate() {
+    for (ix, outlet) in typed
+        .input_outlets()
+        .map_err(|e| fail(e.to_string()))?
+        .iter()
+        .enumerate()
+    {
         let fact = typed.input_fact(ix).map_err(|e| fail(e.to_string()))?;
         let name = typed.node(outlet.node).name.clone();
-        signature.inputs.push(graph_tensor(name, fact.datum_type, fact.shape.dims()).map_err(&fail)?);
+        signature
+            .inputs
+            .push(graph_tensor(name, fact.datum_type, fact.shape.dims()).map_err(&fail)?);
     }
     let mut declared = Vec::new();
-    for (ix, outlet) in typed.output_outlets().map_err(|e| fail(e.to_string()))?.iter().enumerate() {
+    for (ix, outlet) in typed
+        .output_outlets()
+        .map_err(|e| fail(e.to_string()))?
+        .iter()
+        .enumerate()
+    {
         let fact = typed.output_fact(ix).map_err(|e| fail(e.to_string()))?;
         let name = typed
             .outlet_label(*outlet)
             .map(str::to_owned)
             .unwrap_or_else(|| typed.node(outlet.node).name.clone());
-        let dt = output_dtypes.get(ix).copied().flatten().unwrap_or(fact.datum_type);
-        let dt = if dt == DatumType::TDim { DatumType::I64 } else { dt };
-        signature.outputs.push(graph_tensor(name, dt, fact.shape.dims()).map_err(&fail)?);
+        let dt = output_dtypes
+            .get(ix)
+            .copied()
+            .flatten()
+            .unwrap_or(fact.datum_type);
+        let dt = if dt == DatumType::TDim {
+            DatumType::I64
+        } else {
+            dt
+        };
+        signature
+            .outputs
+            .push(graph_tensor(name, dt, fact.shape.dims()).map_err(&fail)?);
         declared.push(dt);
     }
 
@@ -88,14 +115,25 @@ pub fn load(path: &Path, options: &LoadOptions) -> Result<LoadedModel, BackendEr
         max_plans: options.max_batch_size + 1,
     });
     let instances = (0..options.instance_count)
-        .map(|_| Box::new(TractInstance { graph: graph.clone() }) as Box<dyn Backend>)
+        .map(|_| {
+            Box::new(TractInstance {
+                graph: graph.clone(),
+            }) as Box<dyn Backend>
+        })
         .collect();
-    Ok(LoadedModel { signature, instances })
+    Ok(LoadedModel {
+        signature,
+        instances,
+    })
 }
 
 fn graph_tensor(name: String, dt: DatumType, dims: &[TDim]) -> Result<GraphTensor, String> {
-    let dtype = from_datum(dt).ok_or_else(|| format!("tensor {name:?} has unsupported datatype {dt:?}"))?;
-    let shape = dims.iter().map(|d| d.as_i64().and_then(|v| usize::try_from(v).ok())).collect();
+    let dtype =
+        from_datum(dt).ok_or_else(|| format!("tensor {name:?} has unsupported datatype {dt:?}"))?;
+    let shape = dims
+        .iter()
+        .map(|d| d.as_i64().and_then(|v| usize::try_from(v).ok()))
+        .collect();
     Ok(GraphTensor { name, dtype, shape })
 }
 
@@ -141,13 +179,21 @@ impl Graph {
     fn plan(&self, batch: usize) -> tp::TractResult<Plan> {
         let key = if self.batch.is_some() { batch } else { 0 };
         // A poisoned lock only means another instance panicked mid-insert; the map is still valid.
-        if let Some(plan) = self.plans.lock().unwrap_or_else(|p| p.into_inner()).get(&key) {
+        if let Some(plan) = self
+            .plans
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&key)
+        {
             return Ok(plan.clone());
         }
         let plan = match &self.batch {
             Some(sym) if key > 0 => {
                 let subs = HashMap::from([(sym.clone(), TDim::Val(key as i64))]);
-                self.typed.set_symbols(&subs)?.into_optimized()?.into_runnable()?
+                self.typed
+                    .set_symbols(&subs)?
+                    .into_optimized()?
+                    .into_runnable()?
             }
             _ => self.typed.clone().into_optimized()?.into_runnable()?,
         };
@@ -166,9 +212,17 @@ struct TractInstance {
 impl Backend for TractInstance {
     fn infer(&mut self, inputs: &[Tensor]) -> Result<Vec<Tensor>, BackendError> {
         let batch = inputs.first().map(Tensor::rows).unwrap_or(1);
-        let plan = self.graph.plan(batch).map_err(|e| BackendError::Run(format!("{e:#}")))?;
-        let values = inputs.iter().map(to_tract).collect::<Result<TVec<TValue>, _>>()?;
-        let outputs = plan.run(values).map_err(|e| BackendError::Run(format!("{e:#}")))?;
+        let plan = self
+            .graph
+            .plan(batch)
+            .map_err(|e| BackendError::Run(format!("{e:#}")))?;
+        let values = inputs
+            .iter()
+            .map(to_tract)
+            .collect::<Result<TVec<TValue>, _>>()?;
+        let outputs = plan
+            .run(values)
+            .map_err(|e| BackendError::Run(format!("{e:#}")))?;
         outputs
             .into_iter()
             .zip(&self.graph.output_dtypes)
@@ -201,13 +255,19 @@ fn to_tract(t: &Tensor) -> Result<TValue, BackendError> {
         // `from_raw_dt` checks the byte length against the shape before copying.
         dt => unsafe { tp::Tensor::from_raw_dt(to_datum(dt), shape, t.data()) },
     };
-    tensor.map(TValue::from).map_err(|e| BackendError::Run(format!("input tensor: {e:#}")))
+    tensor
+        .map(TValue::from)
+        .map_err(|e| BackendError::Run(format!("input tensor: {e:#}")))
 }
 
 fn from_tract(value: TValue, declared: DatumType) -> Result<Tensor, BackendError> {
     let run = |e: tp::TractError| BackendError::Run(format!("output tensor: {e:#}"));
     let tensor = value.into_tensor();
-    let tensor = if tensor.datum_type() == declared { tensor } else { tensor.cast_to_dt(declared).map_err(run)?.into_owned() };
+    let tensor = if tensor.datum_type() == declared {
+        tensor
+    } else {
+        tensor.cast_to_dt(declared).map_err(run)?.into_owned()
+    };
     let shape = tensor.shape().to_vec();
     let dtype = from_datum(declared)
         .ok_or_else(|| BackendError::Unsupported(format!("output datatype {declared:?}")))?;

@@ -14,20 +14,29 @@ pub struct WorkerPool<J> {
 
 impl<J: Send + 'static> WorkerPool<J> {
     /// Starts one thread per instance; `run` executes a job on the instance it was sent to.
-    pub fn spawn<F>(name: &str, instances: Vec<Box<dyn Backend>>, run: F) -> std::io::Result<WorkerPool<J>>
+    pub fn spawn<F>(
+        name: &str,
+        instances: Vec<Box<dyn Backend>>,
+        run: F,
+    ) -> std::io::Result<WorkerPool<J>>
     where
         F: Fn(usize, &mut dyn Backend, J) + Send + Clone + 'static,
     {
-        let mut pool = WorkerPool { senders: Vec::new(), handles: Vec::new() };
+        let mut pool = WorkerPool {
+            senders: Vec::new(),
+            handles: Vec::new(),
+        };
         for (ix, mut backend) in instances.into_iter().enumerate() {
             // Capacity 1: the batcher only sends to an idle instance, so a send never waits.
             let (tx, rx) = sync_channel::<J>(1);
             let run = run.clone();
-            let handle = std::thread::Builder::new().name(format!("{name}#{ix}")).spawn(move || {
-                while let Ok(job) = rx.recv() {
-                    run(ix, backend.as_mut(), job);
-                }
-            })?;
+            let handle = std::thread::Builder::new()
+                .name(format!("{name}#{ix}"))
+                .spawn(move || {
+                    while let Ok(job) = rx.recv() {
+                        run(ix, backend.as_mut(), job);
+                    }
+                })?;
             pool.senders.push(tx);
             pool.handles.push(handle);
         }

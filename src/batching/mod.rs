@@ -68,17 +68,30 @@ impl Batcher {
         let queued = Arc::new(AtomicUsize::new(0));
         let (tx, rx) = mpsc::channel(config.max_queue_size);
         let (idle_tx, idle_rx) = mpsc::channel(instances.len().max(1));
-        let shared = Arc::new(Shared { config: config.clone(), stats, metrics, queued: queued.clone() });
+        let shared = Arc::new(Shared {
+            config: config.clone(),
+            stats,
+            metrics,
+            queued: queued.clone(),
+        });
         let run_shared = shared.clone();
         let name = format!("{}-v{}", config.model, config.version);
-        let pool = WorkerPool::spawn(&name, instances, move |ix, backend: &mut dyn Backend, batch: Vec<Pending>| {
-            execute(&run_shared, backend, batch);
-            // The loop may be gone at shutdown; then nobody needs to know we are idle.
-            let _ = idle_tx.blocking_send(ix);
-        })?;
+        let pool = WorkerPool::spawn(
+            &name,
+            instances,
+            move |ix, backend: &mut dyn Backend, batch: Vec<Pending>| {
+                execute(&run_shared, backend, batch);
+                // The loop may be gone at shutdown; then nobody needs to know we are idle.
+                let _ = idle_tx.blocking_send(ix);
+            },
+        )?;
         let queue = BatchQueue::new(config.max_batch_size, config.combine);
         tokio::spawn(run_loop(rx, idle_rx, pool, queue, shared));
-        Ok(Batcher { tx, queued, max_queue_size: config.max_queue_size })
+        Ok(Batcher {
+            tx,
+            queued,
+            max_queue_size: config.max_queue_size,
+        })
     }
 
     /// Queues `inputs` (model order, `rows` rows) and waits for the outputs (model order).
@@ -94,7 +107,13 @@ impl Batcher {
             return Err(BatchError::QueueFull(waiting));
         }
         let (reply, answer) = oneshot::channel();
-        let pending = Pending { inputs, rows, enqueued: Instant::now(), deadline, reply };
+        let pending = Pending {
+            inputs,
+            rows,
+            enqueued: Instant::now(),
+            deadline,
+            reply,
+        };
         if let Err(e) = self.tx.try_send(pending) {
             self.queued.fetch_sub(1, Ordering::AcqRel);
             return Err(match e {
@@ -126,7 +145,9 @@ async fn run_loop(
         }
         if !idle.is_empty() && !queue.is_empty() {
             let (batch, dropped) = queue.pop_batch(Instant::now());
-            shared.queued.fetch_sub(batch.len() + dropped, Ordering::AcqRel);
+            shared
+                .queued
+                .fetch_sub(batch.len() + dropped, Ordering::AcqRel);
             if !batch.is_empty() {
                 if let Some(ix) = idle.pop() {
                     if let Err(batch) = pool.try_send(ix, batch) {
@@ -162,7 +183,8 @@ fn fail_all(batch: Vec<Pending>, error: BatchError) {
 fn execute(shared: &Shared, backend: &mut dyn Backend, batch: Vec<Pending>) {
     let start = Instant::now();
     // Last look before compute: skip work nobody waits for.
-    let (live, dead): (Vec<Pending>, Vec<Pending>) = batch.into_iter().partition(|p| p.check_live(start).is_ok());
+    let (live, dead): (Vec<Pending>, Vec<Pending>) =
+        batch.into_iter().partition(|p| p.check_live(start).is_ok());
     for p in dead {
         let e = p.check_live(start).err().unwrap_or(BatchError::Cancelled);
         let _ = p.reply.send(Err(e));
@@ -174,18 +196,36 @@ fn execute(shared: &Shared, backend: &mut dyn Backend, batch: Vec<Pending>) {
     for p in &live {
         let waited = start.saturating_duration_since(p.enqueued);
         shared.stats.queue.record(waited);
-        shared.metrics.queue_duration.with_label_values(&labels).observe(waited.as_secs_f64());
+        shared
+            .metrics
+            .queue_duration
+            .with_label_values(&labels)
+            .observe(waited.as_secs_f64());
     }
     let rows: Vec<usize> = live.iter().map(|p| p.rows).collect();
     let total_rows: usize = rows.iter().sum();
 
     let result = run_batch(backend, &live, &rows);
     let elapsed = start.elapsed();
-    shared.stats.compute_infer.record_n(live.len() as u64, elapsed);
+    shared
+        .stats
+        .compute_infer
+        .record_n(live.len() as u64, elapsed);
     shared.stats.execution_count.fetch_add(1, Ordering::Relaxed);
-    shared.stats.inference_count.fetch_add(total_rows as u64, Ordering::Relaxed);
-    shared.metrics.compute_duration.with_label_values(&labels).observe(elapsed.as_secs_f64());
-    shared.metrics.batch_size.with_label_values(&labels).observe(total_rows as f64);
+    shared
+        .stats
+        .inference_count
+        .fetch_add(total_rows as u64, Ordering::Relaxed);
+    shared
+        .metrics
+        .compute_duration
+        .with_label_values(&labels)
+        .observe(elapsed.as_secs_f64());
+    shared
+        .metrics
+        .batch_size
+        .with_label_values(&labels)
+        .observe(total_rows as f64);
 
     match result {
         Ok(per_request) => {
@@ -198,7 +238,11 @@ fn execute(shared: &Shared, backend: &mut dyn Backend, batch: Vec<Pending>) {
 }
 
 /// Concatenates, runs and splits; a panic inside the engine becomes an error for this batch only.
-fn run_batch(backend: &mut dyn Backend, live: &[Pending], rows: &[usize]) -> Result<Vec<Vec<Tensor>>, BatchError> {
+fn run_batch(
+    backend: &mut dyn Backend,
+    live: &[Pending],
+    rows: &[usize],
+) -> Result<Vec<Vec<Tensor>>, BatchError> {
     let backend_err = |e: String| BatchError::Backend(e);
     if let [single] = live {
         let out = catch_unwind(AssertUnwindSafe(|| backend.infer(&single.inputs)))
@@ -216,7 +260,10 @@ fn run_batch(backend: &mut dyn Backend, live: &[Pending], rows: &[usize]) -> Res
         .map_err(|e| backend_err(e.to_string()))?;
     let mut per_request: Vec<Vec<Tensor>> = vec![Vec::with_capacity(outputs.len()); live.len()];
     for out in outputs {
-        for (slot, piece) in per_request.iter_mut().zip(out.split(rows).map_err(|e| backend_err(e.to_string()))?) {
+        for (slot, piece) in per_request
+            .iter_mut()
+            .zip(out.split(rows).map_err(|e| backend_err(e.to_string()))?)
+        {
             slot.push(piece);
         }
     }

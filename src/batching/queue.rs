@@ -25,7 +25,9 @@ impl Pending {
     fn compatible(&self, other: &Pending) -> bool {
         self.inputs.len() == other.inputs.len()
             && self.inputs.iter().zip(&other.inputs).all(|(a, b)| {
-                a.dtype() == b.dtype() && a.dtype() != DataType::Bytes && a.shape().get(1..) == b.shape().get(1..)
+                a.dtype() == b.dtype()
+                    && a.dtype() != DataType::Bytes
+                    && a.shape().get(1..) == b.shape().get(1..)
             })
     }
 
@@ -52,7 +54,11 @@ pub struct BatchQueue {
 
 impl BatchQueue {
     pub fn new(max_rows: usize, combine: bool) -> BatchQueue {
-        BatchQueue { items: VecDeque::new(), max_rows, combine: combine && max_rows > 0 }
+        BatchQueue {
+            items: VecDeque::new(),
+            max_rows,
+            combine: combine && max_rows > 0,
+        }
     }
 
     pub fn push(&mut self, p: Pending) {
@@ -73,7 +79,9 @@ impl BatchQueue {
     pub fn pop_batch(&mut self, now: Instant) -> (Vec<Pending>, usize) {
         let mut dropped = 0;
         let first = loop {
-            let Some(p) = self.items.pop_front() else { return (Vec::new(), dropped) };
+            let Some(p) = self.items.pop_front() else {
+                return (Vec::new(), dropped);
+            };
             match p.check_live(now) {
                 Ok(()) => break p,
                 Err(e) => {
@@ -117,10 +125,22 @@ mod tests {
 
     use super::*;
 
-    fn pending(rows: usize, width: usize) -> (Pending, oneshot::Receiver<Result<Vec<Tensor>, BatchError>>) {
+    fn pending(
+        rows: usize,
+        width: usize,
+    ) -> (Pending, oneshot::Receiver<Result<Vec<Tensor>, BatchError>>) {
         let (tx, rx) = oneshot::channel();
         let t = Tensor::from_values(vec![rows, width], &vec![0f32; rows * width]).unwrap();
-        (Pending { inputs: vec![t], rows, enqueued: Instant::now(), deadline: None, reply: tx }, rx)
+        (
+            Pending {
+                inputs: vec![t],
+                rows,
+                enqueued: Instant::now(),
+                deadline: None,
+                reply: tx,
+            },
+            rx,
+        )
     }
 
     #[test]
@@ -144,7 +164,10 @@ mod tests {
             q.push(p);
         }
         let (batch, _) = q.pop_batch(Instant::now());
-        assert_eq!(batch.iter().map(|p| p.rows).collect::<Vec<_>>(), vec![2, 1, 1]);
+        assert_eq!(
+            batch.iter().map(|p| p.rows).collect::<Vec<_>>(),
+            vec![2, 1, 1]
+        );
         assert_eq!(q.len(), 1);
     }
 
@@ -175,6 +198,9 @@ mod tests {
         q.push(live);
         let (batch, dropped) = q.pop_batch(Instant::now());
         assert_eq!((batch.len(), dropped), (1, 2));
-        assert!(matches!(rx_expired.try_recv(), Ok(Err(BatchError::DeadlineExceeded))));
+        assert!(matches!(
+            rx_expired.try_recv(),
+            Ok(Err(BatchError::DeadlineExceeded))
+        ));
     }
 }

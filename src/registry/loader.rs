@@ -62,17 +62,27 @@ pub async fn load_version(
 
 fn build(file: &Path, config: &ModelConfig) -> Result<(Signature, Vec<Box<dyn Backend>>), String> {
     let warmup = warmup_sizes(config);
-    let options = LoadOptions { max_batch_size: config.max_batch_size, instance_count: config.instance_count };
+    let options = LoadOptions {
+        max_batch_size: config.max_batch_size,
+        instance_count: config.instance_count,
+    };
     let mut loaded = backend::load(config.backend, file, &options).map_err(|e| e.to_string())?;
     let batched = config.max_batch_size > 0;
     let signature = Signature {
         max_batch_size: config.max_batch_size,
         inputs: reconcile("input", &loaded.signature.inputs, &config.inputs, batched)?,
-        outputs: reconcile("output", &loaded.signature.outputs, &config.outputs, batched)?,
+        outputs: reconcile(
+            "output",
+            &loaded.signature.outputs,
+            &config.outputs,
+            batched,
+        )?,
     };
     for instance in &mut loaded.instances {
         for &rows in &warmup {
-            let Some(inputs) = zero_inputs(&signature, rows) else { break };
+            let Some(inputs) = zero_inputs(&signature, rows) else {
+                break;
+            };
             let outputs = instance
                 .infer(&inputs)
                 .map_err(|e| format!("warm-up at batch size {rows} failed: {e}"))?;
@@ -97,28 +107,49 @@ fn warmup_sizes(config: &ModelConfig) -> Vec<usize> {
 
 /// The served signature: the graph's tensors (in graph order), checked against what the config
 /// declares. With an empty declaration the graph's own tensors are served.
-fn reconcile(what: &str, graph: &[GraphTensor], declared: &[TensorConfig], batched: bool) -> Result<Vec<TensorSpec>, String> {
+fn reconcile(
+    what: &str,
+    graph: &[GraphTensor],
+    declared: &[TensorConfig],
+    batched: bool,
+) -> Result<Vec<TensorSpec>, String> {
     let graph_dims = |t: &GraphTensor| -> Result<Vec<Option<usize>>, String> {
         if !batched {
             return Ok(t.shape.clone());
         }
         match t.shape.split_first() {
             Some((_, rest)) => Ok(rest.to_vec()),
-            None => Err(format!("{what} {:?} is a scalar, but max_batch_size > 0 needs a batch dimension", t.name)),
+            None => Err(format!(
+                "{what} {:?} is a scalar, but max_batch_size > 0 needs a batch dimension",
+                t.name
+            )),
         }
     };
     if declared.is_empty() {
         return graph
             .iter()
             .map(|t| {
-                let dims = graph_dims(t)?.iter().map(|d| d.map_or(-1, |v| v as i64)).collect();
-                Ok(TensorSpec { name: t.name.clone(), dtype: t.dtype, dims })
+                let dims = graph_dims(t)?
+                    .iter()
+                    .map(|d| d.map_or(-1, |v| v as i64))
+                    .collect();
+                Ok(TensorSpec {
+                    name: t.name.clone(),
+                    dtype: t.dtype,
+                    dims,
+                })
             })
             .collect();
     }
-    if let Some(extra) = declared.iter().find(|d| !graph.iter().any(|g| g.name == d.name)) {
+    if let Some(extra) = declared
+        .iter()
+        .find(|d| !graph.iter().any(|g| g.name == d.name))
+    {
         let names: Vec<&str> = graph.iter().map(|g| g.name.as_str()).collect();
-        return Err(format!("config declares {what} {:?}, but the graph's {what}s are {names:?}", extra.name));
+        return Err(format!(
+            "config declares {what} {:?}, but the graph's {what}s are {names:?}",
+            extra.name
+        ));
     }
     graph
         .iter()
@@ -128,7 +159,10 @@ fn reconcile(what: &str, graph: &[GraphTensor], declared: &[TensorConfig], batch
                 .find(|d| d.name == g.name)
                 .ok_or_else(|| format!("graph {what} {:?} is missing from the config", g.name))?;
             if d.dtype != g.dtype {
-                return Err(format!("{what} {:?}: config says {}, the graph has {}", g.name, d.dtype, g.dtype));
+                return Err(format!(
+                    "{what} {:?}: config says {}, the graph has {}",
+                    g.name, d.dtype, g.dtype
+                ));
             }
             let dims = graph_dims(g)?;
             let fits = dims.len() == d.dims.len()
@@ -142,12 +176,24 @@ fn reconcile(what: &str, graph: &[GraphTensor], declared: &[TensorConfig], batch
                     "{what} {:?}: config dims {:?} do not match the graph's {shown:?}{}",
                     g.name,
                     d.dims,
-                    if batched { " (batch dimension excluded)" } else { "" }
+                    if batched {
+                        " (batch dimension excluded)"
+                    } else {
+                        ""
+                    }
                 ));
             }
             // Where the graph is fixed and the config says -1, the graph wins.
-            let dims = dims.iter().zip(&d.dims).map(|(g, &c)| g.map_or(c, |v| v as i64)).collect();
-            Ok(TensorSpec { name: g.name.clone(), dtype: g.dtype, dims })
+            let dims = dims
+                .iter()
+                .zip(&d.dims)
+                .map(|(g, &c)| g.map_or(c, |v| v as i64))
+                .collect();
+            Ok(TensorSpec {
+                name: g.name.clone(),
+                dtype: g.dtype,
+                dims,
+            })
         })
         .collect()
 }
@@ -163,7 +209,11 @@ fn zero_inputs(signature: &Signature, rows: usize) -> Option<Vec<Tensor>> {
             if signature.max_batch_size > 0 {
                 shape.push(rows);
             }
-            shape.extend(spec.dims.iter().map(|&d| if d < 0 { 1 } else { d as usize }));
+            shape.extend(
+                spec.dims
+                    .iter()
+                    .map(|&d| if d < 0 { 1 } else { d as usize }),
+            );
             let count: usize = shape.iter().product();
             Tensor::new(spec.dtype, shape, Bytes::from(vec![0u8; count * size])).ok()
         })
@@ -173,14 +223,29 @@ fn zero_inputs(signature: &Signature, rows: usize) -> Option<Vec<Tensor>> {
 /// The outputs a backend returned agree with the served signature.
 fn check_outputs(signature: &Signature, outputs: &[Tensor], rows: usize) -> Result<(), String> {
     if outputs.len() != signature.outputs.len() {
-        return Err(format!("{} outputs, expected {}", outputs.len(), signature.outputs.len()));
+        return Err(format!(
+            "{} outputs, expected {}",
+            outputs.len(),
+            signature.outputs.len()
+        ));
     }
     for (spec, t) in signature.outputs.iter().zip(outputs) {
-        if t.dtype() != spec.dtype && !(spec.dtype == DataType::Bytes && t.dtype() == DataType::Bytes) {
-            return Err(format!("output {:?} is {}, expected {}", spec.name, t.dtype(), spec.dtype));
+        if t.dtype() != spec.dtype
+            && !(spec.dtype == DataType::Bytes && t.dtype() == DataType::Bytes)
+        {
+            return Err(format!(
+                "output {:?} is {}, expected {}",
+                spec.name,
+                t.dtype(),
+                spec.dtype
+            ));
         }
         if signature.max_batch_size > 0 && t.shape().first() != Some(&rows) {
-            return Err(format!("output {:?} has shape {:?}, expected {rows} rows first", spec.name, t.shape()));
+            return Err(format!(
+                "output {:?} has shape {:?}, expected {rows} rows first",
+                spec.name,
+                t.shape()
+            ));
         }
     }
     Ok(())
@@ -191,19 +256,42 @@ mod tests {
     use super::*;
 
     fn g(name: &str, dtype: DataType, shape: &[Option<usize>]) -> GraphTensor {
-        GraphTensor { name: name.into(), dtype, shape: shape.to_vec() }
+        GraphTensor {
+            name: name.into(),
+            dtype,
+            shape: shape.to_vec(),
+        }
     }
 
     #[test]
     fn reconcile_reads_the_graph_when_nothing_is_declared() {
-        let specs = reconcile("input", &[g("x", DataType::F32, &[None, Some(4)])], &[], true).unwrap();
-        assert_eq!(specs, vec![TensorSpec { name: "x".into(), dtype: DataType::F32, dims: vec![4] }]);
+        let specs = reconcile(
+            "input",
+            &[g("x", DataType::F32, &[None, Some(4)])],
+            &[],
+            true,
+        )
+        .unwrap();
+        assert_eq!(
+            specs,
+            vec![TensorSpec {
+                name: "x".into(),
+                dtype: DataType::F32,
+                dims: vec![4]
+            }]
+        );
     }
 
     #[test]
     fn reconcile_rejects_declarations_that_disagree_with_the_graph() {
         let graph = [g("x", DataType::F32, &[None, Some(4)])];
-        let decl = |name: &str, dtype, dims: Vec<i64>| vec![TensorConfig { name: name.into(), dtype, dims }];
+        let decl = |name: &str, dtype, dims: Vec<i64>| {
+            vec![TensorConfig {
+                name: name.into(),
+                dtype,
+                dims,
+            }]
+        };
         let err = reconcile("input", &graph, &decl("y", DataType::F32, vec![4]), true).unwrap_err();
         assert!(err.contains("declares input \"y\""), "{err}");
         let err = reconcile("input", &graph, &decl("x", DataType::I64, vec![4]), true).unwrap_err();

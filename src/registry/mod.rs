@@ -94,7 +94,10 @@ impl ModelEntry {
     pub fn is_ready(&self) -> bool {
         self.error.is_none()
             && !self.versions.is_empty()
-            && self.versions.values().all(|s| matches!(s, VersionState::Ready(_)))
+            && self
+                .versions
+                .values()
+                .all(|s| matches!(s, VersionState::Ready(_)))
     }
 
     /// Why the model is not ready, for logs and the API.
@@ -121,7 +124,9 @@ pub struct Registry {
 
 impl Default for Registry {
     fn default() -> Self {
-        Registry { table: ArcSwap::from_pointee(ModelTable::default()) }
+        Registry {
+            table: ArcSwap::from_pointee(ModelTable::default()),
+        }
     }
 }
 
@@ -147,9 +152,10 @@ impl Registry {
 
     /// No model is still loading (non-strict readiness).
     pub fn settled(&self) -> bool {
-        self.snapshot()
-            .models
-            .values()
-            .all(|m| !m.versions.values().any(|s| matches!(s, VersionState::Loading)))
+        self.snapshot().models.values().all(|m| {
+            !m.versions
+                .values()
+                .any(|s| matches!(s, VersionState::Loading))
+        })
     }
 }

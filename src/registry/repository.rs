@@ -31,7 +31,9 @@ pub fn valid_model_name(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= 128
         && !name.starts_with('.')
-        && name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
 }
 
 /// A version directory name: a positive integer without sign or leading zeros.
@@ -49,7 +51,9 @@ pub fn scan(root: &Path) -> std::io::Result<Vec<ModelDir>> {
     let mut models = Vec::new();
     for entry in std::fs::read_dir(&root)? {
         let entry = entry?;
-        let Some(name) = entry.file_name().to_str().map(str::to_owned) else { continue };
+        let Some(name) = entry.file_name().to_str().map(str::to_owned) else {
+            continue;
+        };
         if !valid_model_name(&name) || !entry.path().is_dir() {
             continue;
         }
@@ -62,11 +66,16 @@ pub fn scan(root: &Path) -> std::io::Result<Vec<ModelDir>> {
 fn read_model_dir(root: &Path, name: &str) -> ModelDir {
     let path = root.join(name);
     let inside = |p: &Path| -> Result<PathBuf, String> {
-        let real = p.canonicalize().map_err(|e| format!("{}: {e}", p.display()))?;
+        let real = p
+            .canonicalize()
+            .map_err(|e| format!("{}: {e}", p.display()))?;
         if real.starts_with(root) {
             Ok(real)
         } else {
-            Err(format!("{} resolves outside the model repository", p.display()))
+            Err(format!(
+                "{} resolves outside the model repository",
+                p.display()
+            ))
         }
     };
     let config = inside(&path.join(CONFIG_FILE))
@@ -74,7 +83,9 @@ fn read_model_dir(root: &Path, name: &str) -> ModelDir {
     let mut versions = Vec::new();
     if let Ok(entries) = std::fs::read_dir(&path) {
         for entry in entries.flatten() {
-            let Some(v) = entry.file_name().to_str().and_then(parse_version) else { continue };
+            let Some(v) = entry.file_name().to_str().and_then(parse_version) else {
+                continue;
+            };
             let file = entry.path().join(MODEL_FILE);
             // A version whose file is missing or escapes the root is still listed, so the
             // failure shows; loading it reports the reason.
@@ -82,7 +93,12 @@ fn read_model_dir(root: &Path, name: &str) -> ModelDir {
         }
     }
     versions.sort_by_key(|(v, _)| *v);
-    ModelDir { name: name.to_owned(), path, config, versions }
+    ModelDir {
+        name: name.to_owned(),
+        path,
+        config,
+        versions,
+    }
 }
 
 #[cfg(test)]
@@ -116,7 +132,10 @@ mod tests {
         std::fs::write(dir.path().join("README.md"), "hi").unwrap();
         let models = scan(dir.path()).unwrap();
         assert_eq!(models.len(), 1);
-        assert_eq!(models[0].versions.iter().map(|v| v.0).collect::<Vec<_>>(), vec![1, 10]);
+        assert_eq!(
+            models[0].versions.iter().map(|v| v.0).collect::<Vec<_>>(),
+            vec![1, 10]
+        );
         assert_eq!(models[0].served_versions()[0].0, 10);
         assert_eq!(models[0].config.as_ref().unwrap().max_batch_size, 4);
     }
@@ -129,7 +148,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let m = dir.path().join("m");
         std::fs::create_dir_all(&m).unwrap();
-        std::os::unix::fs::symlink(outside.path().join("config.toml"), m.join("config.toml")).unwrap();
+        std::os::unix::fs::symlink(outside.path().join("config.toml"), m.join("config.toml"))
+            .unwrap();
         let models = scan(dir.path()).unwrap();
         assert!(models[0].config.as_ref().unwrap_err().contains("outside"));
     }

@@ -110,7 +110,11 @@ pub struct Router {
 
 impl Router {
     pub fn new(registry: Arc<Registry>, metrics: Arc<Metrics>, strict_readiness: bool) -> Router {
-        Router { registry, metrics, strict_readiness }
+        Router {
+            registry,
+            metrics,
+            strict_readiness,
+        }
     }
 
     pub fn registry(&self) -> &Arc<Registry> {
@@ -140,21 +144,38 @@ impl Router {
     }
 
     /// The version a request names, or the model's default; errors say which part is missing.
-    pub fn version(&self, model: &str, version: Option<&str>) -> Result<Arc<ModelVersion>, InferError> {
+    pub fn version(
+        &self,
+        model: &str,
+        version: Option<&str>,
+    ) -> Result<Arc<ModelVersion>, InferError> {
         let entry = self.entry(model)?;
-        let not_ready = |reason: String| InferError::NotReady { model: model.to_owned(), reason };
+        let not_ready = |reason: String| InferError::NotReady {
+            model: model.to_owned(),
+            reason,
+        };
         match version.filter(|v| !v.is_empty()) {
-            None => entry
-                .default_version()
-                .cloned()
-                .ok_or_else(|| not_ready(entry.reason().unwrap_or_else(|| "no version is loaded".into()))),
+            None => entry.default_version().cloned().ok_or_else(|| {
+                not_ready(
+                    entry
+                        .reason()
+                        .unwrap_or_else(|| "no version is loaded".into()),
+                )
+            }),
             Some(v) => {
-                let unknown = || InferError::VersionNotFound { model: model.to_owned(), version: v.to_owned() };
+                let unknown = || InferError::VersionNotFound {
+                    model: model.to_owned(),
+                    version: v.to_owned(),
+                };
                 let number: u64 = v.parse().map_err(|_| unknown())?;
                 match entry.versions.get(&number) {
                     Some(VersionState::Ready(mv)) => Ok(mv.clone()),
-                    Some(VersionState::Loading) => Err(not_ready(format!("version {v} is loading"))),
-                    Some(VersionState::Unavailable(r)) => Err(not_ready(format!("version {v}: {r}"))),
+                    Some(VersionState::Loading) => {
+                        Err(not_ready(format!("version {v} is loading")))
+                    }
+                    Some(VersionState::Unavailable(r)) => {
+                        Err(not_ready(format!("version {v}: {r}")))
+                    }
                     None => Err(unknown()),
                 }
             }
@@ -170,12 +191,19 @@ impl Router {
         }
     }
 
-    pub fn metadata(&self, model: &str, version: Option<&str>) -> Result<ModelMetadata, InferError> {
+    pub fn metadata(
+        &self,
+        model: &str,
+        version: Option<&str>,
+    ) -> Result<ModelMetadata, InferError> {
         let entry = self.entry(model)?;
         let mv = self.version(model, version)?;
         let sig = &mv.signature;
         let list = |specs: &[crate::registry::TensorSpec]| {
-            specs.iter().map(|s| (s.name.clone(), s.dtype, sig.public_shape(s))).collect()
+            specs
+                .iter()
+                .map(|s| (s.name.clone(), s.dtype, sig.public_shape(s)))
+                .collect()
         };
         Ok(ModelMetadata {
             name: mv.name.clone(),
@@ -192,11 +220,21 @@ impl Router {
     }
 
     /// Statistics of every ready version, of one model's, or of one version.
-    pub fn statistics(&self, model: Option<&str>, version: Option<&str>) -> Result<Vec<VersionStatistics>, InferError> {
+    pub fn statistics(
+        &self,
+        model: Option<&str>,
+        version: Option<&str>,
+    ) -> Result<Vec<VersionStatistics>, InferError> {
         let versions: Vec<Arc<ModelVersion>> = match (model, version.filter(|v| !v.is_empty())) {
             (Some(m), Some(v)) => vec![self.version(m, Some(v))?],
             (Some(m), None) => ready_versions(&self.entry(m)?).collect(),
-            (None, _) => self.registry.snapshot().models.values().flat_map(ready_versions).collect(),
+            (None, _) => self
+                .registry
+                .snapshot()
+                .models
+                .values()
+                .flat_map(ready_versions)
+                .collect(),
         };
         Ok(versions
             .iter()
@@ -225,8 +263,15 @@ impl Router {
             Ok(mv) => mv,
             Err(e) => {
                 // Unknown names stay out of the labels: clients must not create time series.
-                let model = if matches!(e, InferError::ModelNotFound(_)) { "" } else { request.model.as_str() };
-                self.metrics.requests.with_label_values(&[model, "", protocol.as_str(), e.kind()]).inc();
+                let model = if matches!(e, InferError::ModelNotFound(_)) {
+                    ""
+                } else {
+                    request.model.as_str()
+                };
+                self.metrics
+                    .requests
+                    .with_label_values(&[model, "", protocol.as_str(), e.kind()])
+                    .inc();
                 return Err(e);
             }
         };
@@ -243,38 +288,65 @@ impl Router {
             }
         };
         mv.stats.touch();
-        let labels = [mv.name.as_str(), mv.version_label.as_str(), protocol.as_str()];
+        let labels = [
+            mv.name.as_str(),
+            mv.version_label.as_str(),
+            protocol.as_str(),
+        ];
         self.metrics
             .requests
             .with_label_values(&[labels[0], labels[1], labels[2], outcome])
             .inc();
-        self.metrics.request_duration.with_label_values(&labels).observe(elapsed.as_secs_f64());
+        self.metrics
+            .request_duration
+            .with_label_values(&labels)
+            .observe(elapsed.as_secs_f64());
         result
     }
 
-    async fn infer_on(&self, mv: &ModelVersion, request: InferRequest, start: Instant) -> Result<InferResponse, InferError> {
+    async fn infer_on(
+        &self,
+        mv: &ModelVersion,
+        request: InferRequest,
+        start: Instant,
+    ) -> Result<InferResponse, InferError> {
         let (inputs, rows) = validate::inputs(mv, request.inputs)?;
         let wanted = validate::outputs(mv, &request.outputs)?;
         let deadline = request.timeout.map(|t| start + t);
-        let outputs = mv.batcher.submit(inputs, rows, deadline).await.map_err(|e| {
-            let model = mv.name.clone();
-            match e {
-                BatchError::QueueFull(n) => InferError::Overloaded { model, reason: format!("{n} requests queued") },
-                BatchError::Closed => InferError::Unavailable(model),
-                BatchError::DeadlineExceeded => InferError::DeadlineExceeded(model),
-                BatchError::Cancelled => InferError::Cancelled,
-                BatchError::Backend(reason) => InferError::Internal { model, reason },
-            }
-        })?;
+        let outputs = mv
+            .batcher
+            .submit(inputs, rows, deadline)
+            .await
+            .map_err(|e| {
+                let model = mv.name.clone();
+                match e {
+                    BatchError::QueueFull(n) => InferError::Overloaded {
+                        model,
+                        reason: format!("{n} requests queued"),
+                    },
+                    BatchError::Closed => InferError::Unavailable(model),
+                    BatchError::DeadlineExceeded => InferError::DeadlineExceeded(model),
+                    BatchError::Cancelled => InferError::Cancelled,
+                    BatchError::Backend(reason) => InferError::Internal { model, reason },
+                }
+            })?;
         let mut outputs: Vec<Option<Tensor>> = outputs.into_iter().map(Some).collect();
         let outputs = wanted
             .into_iter()
             .filter_map(|ix| {
                 let tensor = outputs.get_mut(ix)?.take()?;
-                Some(NamedTensor { name: mv.signature.outputs[ix].name.clone(), tensor })
+                Some(NamedTensor {
+                    name: mv.signature.outputs[ix].name.clone(),
+                    tensor,
+                })
             })
             .collect();
-        Ok(InferResponse { model: mv.name.clone(), version: mv.version_label.clone(), id: request.id, outputs })
+        Ok(InferResponse {
+            model: mv.name.clone(),
+            version: mv.version_label.clone(),
+            id: request.id,
+            outputs,
+        })
     }
 }
 

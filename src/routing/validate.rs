@@ -14,7 +14,10 @@ fn names(specs: &[TensorSpec]) -> Vec<&str> {
 }
 
 /// Orders the inputs as the model wants them and returns the batch's row count.
-pub fn inputs(mv: &ModelVersion, given: Vec<NamedTensor>) -> Result<(Vec<Tensor>, usize), InferError> {
+pub fn inputs(
+    mv: &ModelVersion,
+    given: Vec<NamedTensor>,
+) -> Result<(Vec<Tensor>, usize), InferError> {
     let sig = &mv.signature;
     if given.len() != sig.inputs.len() {
         return Err(invalid(format!(
@@ -27,9 +30,18 @@ pub fn inputs(mv: &ModelVersion, given: Vec<NamedTensor>) -> Result<(Vec<Tensor>
     }
     let mut slots: Vec<Option<Tensor>> = vec![None; sig.inputs.len()];
     for t in given {
-        let ix = sig.inputs.iter().position(|s| s.name == t.name).ok_or_else(|| {
-            invalid(format!("unknown input {:?} for model {:?}; expected {:?}", t.name, mv.name, names(&sig.inputs)))
-        })?;
+        let ix = sig
+            .inputs
+            .iter()
+            .position(|s| s.name == t.name)
+            .ok_or_else(|| {
+                invalid(format!(
+                    "unknown input {:?} for model {:?}; expected {:?}",
+                    t.name,
+                    mv.name,
+                    names(&sig.inputs)
+                ))
+            })?;
         if slots[ix].is_some() {
             return Err(invalid(format!("input {:?} is given twice", t.name)));
         }
@@ -41,7 +53,12 @@ pub fn inputs(mv: &ModelVersion, given: Vec<NamedTensor>) -> Result<(Vec<Tensor>
         // Every slot is filled: the counts match and names are unique.
         let t = slot.ok_or_else(|| invalid(format!("input {:?} is missing", spec.name)))?;
         if t.dtype() != spec.dtype {
-            return Err(invalid(format!("input {:?}: expected datatype {}, got {}", spec.name, spec.dtype, t.dtype())));
+            return Err(invalid(format!(
+                "input {:?}: expected datatype {}, got {}",
+                spec.name,
+                spec.dtype,
+                t.dtype()
+            )));
         }
         let shape = t.shape();
         let dims = if sig.max_batch_size > 0 {
@@ -59,15 +76,21 @@ pub fn inputs(mv: &ModelVersion, given: Vec<NamedTensor>) -> Result<(Vec<Tensor>
                 )));
             }
             if let Some(b) = batch.filter(|&b| b != rows) {
-                return Err(invalid(format!("input {:?}: batch size {rows} differs from {b} of the other inputs", spec.name)));
+                return Err(invalid(format!(
+                    "input {:?}: batch size {rows} differs from {b} of the other inputs",
+                    spec.name
+                )));
             }
             batch = Some(rows);
             rest
         } else {
             shape
         };
-        let fits =
-            dims.len() == spec.dims.len() && dims.iter().zip(&spec.dims).all(|(&d, &want)| want < 0 || d as i64 == want);
+        let fits = dims.len() == spec.dims.len()
+            && dims
+                .iter()
+                .zip(&spec.dims)
+                .all(|(&d, &want)| want < 0 || d as i64 == want);
         if !fits {
             return Err(invalid(format!(
                 "input {:?}: expected shape {:?}, got {:?}",
@@ -90,7 +113,11 @@ pub fn outputs(mv: &ModelVersion, wanted: &[String]) -> Result<Vec<usize>, Infer
     let mut out: Vec<usize> = Vec::with_capacity(wanted.len());
     for name in wanted {
         let ix = specs.iter().position(|s| &s.name == name).ok_or_else(|| {
-            invalid(format!("unknown output {name:?} for model {:?}; expected {:?}", mv.name, names(specs)))
+            invalid(format!(
+                "unknown output {name:?} for model {:?}; expected {:?}",
+                mv.name,
+                names(specs)
+            ))
         })?;
         if out.contains(&ix) {
             return Err(invalid(format!("output {name:?} is requested twice")));

@@ -66,12 +66,21 @@ fn param_bool(params: &Map<String, Value>, key: &str) -> Result<Option<bool>, Ap
 fn param_u64(params: &Map<String, Value>, key: &str) -> Result<Option<u64>, ApiError> {
     match params.get(key) {
         None | Some(Value::Null) => Ok(None),
-        Some(v) => v.as_u64().map(Some).ok_or_else(|| bad(format!("parameter {key:?} must be a non-negative integer, got {v}"))),
+        Some(v) => v.as_u64().map(Some).ok_or_else(|| {
+            bad(format!(
+                "parameter {key:?} must be a non-negative integer, got {v}"
+            ))
+        }),
     }
 }
 
 /// Decodes an infer body; `header_len` is the `Inference-Header-Content-Length` value, if sent.
-pub fn decode(model: &str, version: Option<&str>, body: Bytes, header_len: Option<usize>) -> Result<Decoded, ApiError> {
+pub fn decode(
+    model: &str,
+    version: Option<&str>,
+    body: Bytes,
+    header_len: Option<usize>,
+) -> Result<Decoded, ApiError> {
     let json_len = header_len.unwrap_or(body.len());
     if json_len > body.len() {
         return Err(bad(format!(
@@ -79,16 +88,22 @@ pub fn decode(model: &str, version: Option<&str>, body: Bytes, header_len: Optio
             body.len()
         )));
     }
-    let req: JsonRequest =
-        serde_json::from_slice(&body[..json_len]).map_err(|e| bad(format!("malformed inference request JSON: {e}")))?;
+    let req: JsonRequest = serde_json::from_slice(&body[..json_len])
+        .map_err(|e| bad(format!("malformed inference request JSON: {e}")))?;
     let mut binary = body.slice(json_len..);
 
     let mut inputs = Vec::with_capacity(req.inputs.len());
     for input in req.inputs {
         let dtype = DataType::parse(&input.datatype)
             .filter(|_| !input.datatype.starts_with("TYPE_"))
-            .ok_or_else(|| bad(format!("input {:?}: unknown datatype {:?}", input.name, input.datatype)))?;
-        let shape = shape_from_wire(&input.shape).map_err(|e| bad(format!("input {:?}: {e}", input.name)))?;
+            .ok_or_else(|| {
+                bad(format!(
+                    "input {:?}: unknown datatype {:?}",
+                    input.name, input.datatype
+                ))
+            })?;
+        let shape = shape_from_wire(&input.shape)
+            .map_err(|e| bad(format!("input {:?}: {e}", input.name)))?;
         let tensor = match param_u64(&input.parameters, "binary_data_size")? {
             Some(size) => {
                 if input.data.is_some() {
@@ -110,21 +125,37 @@ pub fn decode(model: &str, version: Option<&str>, body: Bytes, header_len: Optio
             }
         }
         .map_err(|e| bad(format!("input {:?}: {e}", input.name)))?;
-        inputs.push(NamedTensor { name: input.name, tensor });
+        inputs.push(NamedTensor {
+            name: input.name,
+            tensor,
+        });
     }
     if !binary.is_empty() {
-        return Err(bad(format!("{} bytes of binary data are not claimed by any input's binary_data_size", binary.len())));
+        return Err(bad(format!(
+            "{} bytes of binary data are not claimed by any input's binary_data_size",
+            binary.len()
+        )));
     }
     let mut output_binary = Vec::with_capacity(req.outputs.len());
     for o in &req.outputs {
-        if o.parameters.get("classification").is_some_and(|v| !v.is_null()) {
-            return Err(ApiError::Unimplemented("the classification extension is not supported".into()));
+        if o.parameters
+            .get("classification")
+            .is_some_and(|v| !v.is_null())
+        {
+            return Err(ApiError::Unimplemented(
+                "the classification extension is not supported".into(),
+            ));
         }
-        output_binary.push((o.name.clone(), param_bool(&o.parameters, "binary_data")?.unwrap_or(false)));
+        output_binary.push((
+            o.name.clone(),
+            param_bool(&o.parameters, "binary_data")?.unwrap_or(false),
+        ));
     }
     let binary_default = param_bool(&req.parameters, "binary_data_output")?.unwrap_or(false);
     // tritonclient's `timeout` parameter is in microseconds.
-    let timeout = param_u64(&req.parameters, "timeout")?.filter(|&us| us > 0).map(Duration::from_micros);
+    let timeout = param_u64(&req.parameters, "timeout")?
+        .filter(|&us| us > 0)
+        .map(Duration::from_micros);
     Ok(Decoded {
         request: InferRequest {
             model: model.to_owned(),
@@ -148,14 +179,25 @@ fn flatten<'a>(v: &'a Value, out: &mut Vec<&'a Value>) {
     }
 }
 
-fn json_tensor(dtype: DataType, shape: Vec<usize>, data: &Value) -> Result<Result<Tensor, crate::tensor::TensorError>, String> {
+fn json_tensor(
+    dtype: DataType,
+    shape: Vec<usize>,
+    data: &Value,
+) -> Result<Result<Tensor, crate::tensor::TensorError>, String> {
     let mut leaves = Vec::new();
     flatten(data, &mut leaves);
-    let expected = crate::tensor::element_count(&shape).ok_or_else(|| format!("shape {shape:?} is too large"))?;
+    let expected = crate::tensor::element_count(&shape)
+        .ok_or_else(|| format!("shape {shape:?} is too large"))?;
     if leaves.len() != expected {
-        return Err(format!("shape {shape:?} needs {expected} elements, data has {}", leaves.len()));
+        return Err(format!(
+            "shape {shape:?} needs {expected} elements, data has {}",
+            leaves.len()
+        ));
     }
-    fn ints<T: Element + TryFrom<i64> + TryFrom<u64>>(leaves: &[&Value], shape: Vec<usize>) -> Result<Result<Tensor, crate::tensor::TensorError>, String> {
+    fn ints<T: Element + TryFrom<i64> + TryFrom<u64>>(
+        leaves: &[&Value],
+        shape: Vec<usize>,
+    ) -> Result<Result<Tensor, crate::tensor::TensorError>, String> {
         let values = leaves
             .iter()
             .map(|v| {
@@ -169,10 +211,18 @@ fn json_tensor(dtype: DataType, shape: Vec<usize>, data: &Value) -> Result<Resul
             .collect::<Result<Vec<T>, _>>()?;
         Ok(Tensor::from_values(shape, &values))
     }
-    fn floats<T: Element>(leaves: &[&Value], shape: Vec<usize>, conv: fn(f64) -> T) -> Result<Result<Tensor, crate::tensor::TensorError>, String> {
+    fn floats<T: Element>(
+        leaves: &[&Value],
+        shape: Vec<usize>,
+        conv: fn(f64) -> T,
+    ) -> Result<Result<Tensor, crate::tensor::TensorError>, String> {
         let values = leaves
             .iter()
-            .map(|v| v.as_f64().map(conv).ok_or_else(|| format!("{v} is not a number")))
+            .map(|v| {
+                v.as_f64()
+                    .map(conv)
+                    .ok_or_else(|| format!("{v} is not a number"))
+            })
             .collect::<Result<Vec<T>, _>>()?;
         Ok(Tensor::from_values(shape, &values))
     }
@@ -198,7 +248,11 @@ fn json_tensor(dtype: DataType, shape: Vec<usize>, data: &Value) -> Result<Resul
         DataType::Bytes => {
             let items = leaves
                 .iter()
-                .map(|v| v.as_str().map(str::as_bytes).ok_or_else(|| format!("{v} is not a string")))
+                .map(|v| {
+                    v.as_str()
+                        .map(str::as_bytes)
+                        .ok_or_else(|| format!("{v} is not a string"))
+                })
                 .collect::<Result<Vec<&[u8]>, _>>()?;
             Ok(Tensor::from_byte_strings(shape, &items))
         }
@@ -272,9 +326,17 @@ impl Serialize for JsonData<'_> {
 }
 
 /// Encodes a response; returns the body and, when binary outputs follow the JSON, its length.
-pub fn encode(resp: &InferResponse, output_binary: &[(String, bool)], binary_default: bool) -> Result<(Bytes, Option<usize>), ApiError> {
+pub fn encode(
+    resp: &InferResponse,
+    output_binary: &[(String, bool)],
+    binary_default: bool,
+) -> Result<(Bytes, Option<usize>), ApiError> {
     let binary_of = |name: &str| {
-        output_binary.iter().find(|(n, _)| n == name).map(|(_, b)| *b).unwrap_or(binary_default)
+        output_binary
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, b)| *b)
+            .unwrap_or(binary_default)
     };
     let mut blobs: Vec<&Bytes> = Vec::new();
     let outputs = resp
@@ -289,13 +351,21 @@ pub fn encode(resp: &InferResponse, output_binary: &[(String, bool)], binary_def
                 name: &o.name,
                 datatype: o.tensor.dtype().as_str(),
                 shape: o.tensor.shape(),
-                parameters: binary.then(|| BinarySize { binary_data_size: o.tensor.data().len() }),
+                parameters: binary.then(|| BinarySize {
+                    binary_data_size: o.tensor.data().len(),
+                }),
                 data: (!binary).then_some(JsonData(&o.tensor)),
             }
         })
         .collect();
-    let body = JsonResponse { model_name: &resp.model, model_version: &resp.version, id: &resp.id, outputs };
-    let json = serde_json::to_vec(&body).map_err(|e| ApiError::BadRequest(format!("cannot encode response: {e}")))?;
+    let body = JsonResponse {
+        model_name: &resp.model,
+        model_version: &resp.version,
+        id: &resp.id,
+        outputs,
+    };
+    let json = serde_json::to_vec(&body)
+        .map_err(|e| ApiError::BadRequest(format!("cannot encode response: {e}")))?;
     if blobs.is_empty() {
         return Ok((Bytes::from(json), None));
     }
@@ -315,11 +385,15 @@ mod tests {
     #[test]
     fn nested_and_flat_json_data_decode_the_same() {
         let flat = br#"{"inputs":[{"name":"x","shape":[2,2],"datatype":"FP32","data":[1,2,3,4]}]}"#;
-        let nested = br#"{"inputs":[{"name":"x","shape":[2,2],"datatype":"FP32","data":[[1,2],[3,4]]}]}"#;
+        let nested =
+            br#"{"inputs":[{"name":"x","shape":[2,2],"datatype":"FP32","data":[[1,2],[3,4]]}]}"#;
         let a = decode("m", None, Bytes::from_static(flat), None).unwrap();
         let b = decode("m", None, Bytes::from_static(nested), None).unwrap();
         assert_eq!(a.request.inputs, b.request.inputs);
-        assert_eq!(a.request.inputs[0].tensor.to_vec::<f32>().unwrap(), vec![1., 2., 3., 4.]);
+        assert_eq!(
+            a.request.inputs[0].tensor.to_vec::<f32>().unwrap(),
+            vec![1., 2., 3., 4.]
+        );
     }
 
     #[test]
@@ -329,23 +403,47 @@ mod tests {
         body.extend_from_slice(&1i32.to_le_bytes());
         body.extend_from_slice(&(-2i32).to_le_bytes());
         let d = decode("m", None, Bytes::from(body), Some(header.len())).unwrap();
-        assert_eq!(d.request.inputs[0].tensor.to_vec::<i32>().unwrap(), vec![1, -2]);
+        assert_eq!(
+            d.request.inputs[0].tensor.to_vec::<i32>().unwrap(),
+            vec![1, -2]
+        );
     }
 
     #[test]
     fn malformed_bodies_are_bad_requests_with_reasons() {
         let cases: [(&[u8], Option<usize>, &str); 6] = [
             (b"{not json", None, "malformed"),
-            (br#"{"inputs":[{"name":"x","shape":[-1],"datatype":"FP32","data":[1]}]}"#, None, "negative"),
-            (br#"{"inputs":[{"name":"x","shape":[2],"datatype":"FP32","data":[1]}]}"#, None, "needs 2 elements"),
-            (br#"{"inputs":[{"name":"x","shape":[1],"datatype":"FP32","data":["a"]}]}"#, None, "not a number"),
-            (br#"{"inputs":[{"name":"x","shape":[1],"datatype":"INT8","data":[300]}]}"#, None, "not a valid INT8"),
+            (
+                br#"{"inputs":[{"name":"x","shape":[-1],"datatype":"FP32","data":[1]}]}"#,
+                None,
+                "negative",
+            ),
+            (
+                br#"{"inputs":[{"name":"x","shape":[2],"datatype":"FP32","data":[1]}]}"#,
+                None,
+                "needs 2 elements",
+            ),
+            (
+                br#"{"inputs":[{"name":"x","shape":[1],"datatype":"FP32","data":["a"]}]}"#,
+                None,
+                "not a number",
+            ),
+            (
+                br#"{"inputs":[{"name":"x","shape":[1],"datatype":"INT8","data":[300]}]}"#,
+                None,
+                "not a valid INT8",
+            ),
             (b"{}", Some(10), "larger than the body"),
         ];
         for (body, header, want) in cases {
-            let err = decode("m", None, Bytes::copy_from_slice(body), header).err().unwrap();
+            let err = decode("m", None, Bytes::copy_from_slice(body), header)
+                .err()
+                .unwrap();
             assert!(matches!(err, ApiError::BadRequest(_)), "{err}");
-            assert!(err.to_string().contains(want), "{err} should contain {want}");
+            assert!(
+                err.to_string().contains(want),
+                "{err} should contain {want}"
+            );
         }
     }
 
@@ -356,7 +454,10 @@ mod tests {
             model: "m".into(),
             version: "1".into(),
             id: String::new(),
-            outputs: vec![NamedTensor { name: "y".into(), tensor: t }],
+            outputs: vec![NamedTensor {
+                name: "y".into(),
+                tensor: t,
+            }],
         };
         let (body, len) = encode(&resp, &[], true).unwrap();
         let len = len.unwrap();

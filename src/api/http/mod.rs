@@ -34,22 +34,41 @@ pub fn app(router: Arc<Router>, max_request_bytes: usize) -> AxumRouter {
         .route("/v2/health/ready", get(ready))
         .route("/v2/models/stats", get(all_stats))
         .route("/v2/models/{model}", get(model_metadata))
-        .route("/v2/models/{model}/versions/{version}", get(version_metadata))
+        .route(
+            "/v2/models/{model}/versions/{version}",
+            get(version_metadata),
+        )
         .route("/v2/models/{model}/ready", get(model_ready))
-        .route("/v2/models/{model}/versions/{version}/ready", get(version_ready))
+        .route(
+            "/v2/models/{model}/versions/{version}/ready",
+            get(version_ready),
+        )
         .route("/v2/models/{model}/config", get(model_config))
-        .route("/v2/models/{model}/versions/{version}/config", get(version_config))
+        .route(
+            "/v2/models/{model}/versions/{version}/config",
+            get(version_config),
+        )
         .route("/v2/models/{model}/stats", get(model_stats))
-        .route("/v2/models/{model}/versions/{version}/stats", get(version_stats))
+        .route(
+            "/v2/models/{model}/versions/{version}/stats",
+            get(version_stats),
+        )
         .route("/v2/models/{model}/infer", post(model_infer))
-        .route("/v2/models/{model}/versions/{version}/infer", post(version_infer))
+        .route(
+            "/v2/models/{model}/versions/{version}/infer",
+            post(version_infer),
+        )
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(max_request_bytes))
         .with_state(AppState { router })
 }
 
 async fn not_found() -> Response {
-    (StatusCode::NOT_FOUND, Json(json!({"error": "no such route"}))).into_response()
+    (
+        StatusCode::NOT_FOUND,
+        Json(json!({"error": "no such route"})),
+    )
+        .into_response()
 }
 
 async fn live() -> StatusCode {
@@ -72,11 +91,22 @@ async fn server_metadata() -> Json<Value> {
     }))
 }
 
-fn ready_status(router: &Router, model: &str, version: Option<&str>) -> Result<StatusCode, ApiError> {
-    Ok(if router.model_ready(model, version)? { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE })
+fn ready_status(
+    router: &Router,
+    model: &str,
+    version: Option<&str>,
+) -> Result<StatusCode, ApiError> {
+    Ok(if router.model_ready(model, version)? {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    })
 }
 
-async fn model_ready(State(s): State<AppState>, Path(model): Path<String>) -> Result<StatusCode, ApiError> {
+async fn model_ready(
+    State(s): State<AppState>,
+    Path(model): Path<String>,
+) -> Result<StatusCode, ApiError> {
     ready_status(&s.router, &model, None)
 }
 
@@ -87,10 +117,16 @@ async fn version_ready(
     ready_status(&s.router, &model, Some(&version))
 }
 
-fn metadata_json(router: &Router, model: &str, version: Option<&str>) -> Result<Json<Value>, ApiError> {
+fn metadata_json(
+    router: &Router,
+    model: &str,
+    version: Option<&str>,
+) -> Result<Json<Value>, ApiError> {
     let m = router.metadata(model, version)?;
     let tensors = |list: &[(String, crate::tensor::DataType, Vec<i64>)]| -> Vec<Value> {
-        list.iter().map(|(n, d, s)| json!({"name": n, "datatype": d.as_str(), "shape": s})).collect()
+        list.iter()
+            .map(|(n, d, s)| json!({"name": n, "datatype": d.as_str(), "shape": s}))
+            .collect()
     };
     Ok(Json(json!({
         "name": m.name,
@@ -101,7 +137,10 @@ fn metadata_json(router: &Router, model: &str, version: Option<&str>) -> Result<
     })))
 }
 
-async fn model_metadata(State(s): State<AppState>, Path(model): Path<String>) -> Result<Json<Value>, ApiError> {
+async fn model_metadata(
+    State(s): State<AppState>,
+    Path(model): Path<String>,
+) -> Result<Json<Value>, ApiError> {
     metadata_json(&s.router, &model, None)
 }
 
@@ -138,7 +177,10 @@ fn config_json(mv: &Arc<ModelVersion>) -> Value {
     v
 }
 
-async fn model_config(State(s): State<AppState>, Path(model): Path<String>) -> Result<Json<Value>, ApiError> {
+async fn model_config(
+    State(s): State<AppState>,
+    Path(model): Path<String>,
+) -> Result<Json<Value>, ApiError> {
     Ok(Json(config_json(&s.router.version(&model, None)?)))
 }
 
@@ -146,7 +188,9 @@ async fn version_config(
     State(s): State<AppState>,
     Path((model, version)): Path<(String, String)>,
 ) -> Result<Json<Value>, ApiError> {
-    Ok(Json(config_json(&s.router.version(&model, Some(&version))?)))
+    Ok(Json(config_json(
+        &s.router.version(&model, Some(&version))?,
+    )))
 }
 
 fn stats_json(stats: Vec<VersionStatistics>) -> Json<Value> {
@@ -181,7 +225,10 @@ async fn all_stats(State(s): State<AppState>) -> Result<Json<Value>, ApiError> {
     Ok(stats_json(s.router.statistics(None, None)?))
 }
 
-async fn model_stats(State(s): State<AppState>, Path(model): Path<String>) -> Result<Json<Value>, ApiError> {
+async fn model_stats(
+    State(s): State<AppState>,
+    Path(model): Path<String>,
+) -> Result<Json<Value>, ApiError> {
     Ok(stats_json(s.router.statistics(Some(&model), None)?))
 }
 
@@ -189,7 +236,9 @@ async fn version_stats(
     State(s): State<AppState>,
     Path((model, version)): Path<(String, String)>,
 ) -> Result<Json<Value>, ApiError> {
-    Ok(stats_json(s.router.statistics(Some(&model), Some(&version))?))
+    Ok(stats_json(
+        s.router.statistics(Some(&model), Some(&version))?,
+    ))
 }
 
 async fn model_infer(
@@ -218,32 +267,50 @@ async fn infer(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     let body = body.map_err(|e| match e.status() {
-        StatusCode::PAYLOAD_TOO_LARGE => ApiError::PayloadTooLarge(format!("request body is too large: {}", e.body_text())),
+        StatusCode::PAYLOAD_TOO_LARGE => {
+            ApiError::PayloadTooLarge(format!("request body is too large: {}", e.body_text()))
+        }
         _ => ApiError::BadRequest(e.body_text()),
     })?;
     if let Some(enc) = headers.get(header::CONTENT_ENCODING) {
         if enc.as_bytes() != b"identity" {
-            return Err(ApiError::BadRequest(format!("unsupported Content-Encoding {enc:?}")));
+            return Err(ApiError::BadRequest(format!(
+                "unsupported Content-Encoding {enc:?}"
+            )));
         }
     }
     let header_len = match headers.get(HEADER_CONTENT_LENGTH) {
         None => None,
-        Some(v) => Some(v.to_str().ok().and_then(|s| s.trim().parse::<usize>().ok()).ok_or_else(|| {
-            ApiError::BadRequest(format!("Inference-Header-Content-Length {v:?} is not a byte count"))
-        })?),
+        Some(v) => Some(
+            v.to_str()
+                .ok()
+                .and_then(|s| s.trim().parse::<usize>().ok())
+                .ok_or_else(|| {
+                    ApiError::BadRequest(format!(
+                        "Inference-Header-Content-Length {v:?} is not a byte count"
+                    ))
+                })?,
+        ),
     };
     let decoded = codec::decode(model, version, body, header_len)?;
     let response = router.infer(decoded.request).await?;
-    let (body, json_len) = codec::encode(&response, &decoded.output_binary, decoded.binary_default)?;
+    let (body, json_len) =
+        codec::encode(&response, &decoded.output_binary, decoded.binary_default)?;
     let mut resp = body.into_response();
     let h = resp.headers_mut();
     match json_len {
         Some(len) => {
-            h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/octet-stream"));
+            h.insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/octet-stream"),
+            );
             h.insert(HEADER_CONTENT_LENGTH, HeaderValue::from(len));
         }
         None => {
-            h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+            h.insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            );
         }
     }
     Ok(resp)
