@@ -104,7 +104,9 @@ pub fn decode(
             })?;
         let shape = shape_from_wire(&input.shape)
             .map_err(|e| bad(format!("input {:?}: {e}", input.name)))?;
-        let tensor = match param_u64(&input.parameters, "binary_data_size")? {
+        let binary_size = param_u64(&input.parameters, "binary_data_size")
+            .map_err(|e| bad(format!("input {:?}: {e}", input.name)))?;
+        let tensor = match binary_size {
             Some(size) => {
                 if input.data.is_some() {
                     return Err(bad(format!("input {:?} has both binary_data_size and data", input.name)));
