@@ -3,6 +3,7 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use serde::Deserialize;
 
@@ -144,14 +145,32 @@ pub struct TensorConfig {
     pub dims: Vec<i64>,
 }
 
-/// `[dynamic_batching]`: present means requests may be combined into one backend call.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Default)]
-#[serde(deny_unknown_fields)]
+/// `[dynamic_batching]`: present means queued requests may be combined into one backend call.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct BatchingConfig {
-    #[serde(default)]
+    /// Batch sizes (rows) the batcher prefers to form, ascending; empty: up to `max_batch_size`.
     pub preferred_batch_sizes: Vec<usize>,
-    #[serde(default)]
-    pub max_queue_delay_us: u64,
+    /// The most a request waits for companions; zero takes whatever is queued when an instance
+    /// frees up.
+    pub max_queue_delay: Duration,
+}
+
+/// Every version's queue, batching or not.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueuePolicy {
+    /// Requests waiting beyond this are refused at once (429 / RESOURCE_EXHAUSTED).
+    pub max_queue_size: usize,
+    /// Deadline for requests that bring none of their own.
+    pub default_timeout: Option<Duration>,
+}
+
+impl Default for QueuePolicy {
+    fn default() -> Self {
+        QueuePolicy {
+            max_queue_size: 1024,
+            default_timeout: None,
+        }
+    }
 }
 
 /// A model's `config.toml`, validated.
@@ -165,8 +184,18 @@ pub struct ModelConfig {
     pub outputs: Vec<TensorConfig>,
     pub instance_count: usize,
     pub dynamic_batching: Option<BatchingConfig>,
-    /// Requests queued per version beyond which new ones are refused at once.
-    pub max_queue_size: usize,
+    pub queue: QueuePolicy,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawBatchingConfig {
+    #[serde(default)]
+    preferred_batch_sizes: Vec<usize>,
+    #[serde(default)]
+    max_queue_delay_us: u64,
+    max_queue_size: Option<u64>,
+    default_timeout_us: Option<u64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -193,9 +222,9 @@ struct RawModelConfig {
     output: Vec<RawTensorConfig>,
     #[serde(default = "one")]
     instance_count: usize,
-    dynamic_batching: Option<BatchingConfig>,
-    #[serde(default = "default_queue")]
-    max_queue_size: usize,
+    dynamic_batching: Option<RawBatchingConfig>,
+    max_queue_size: Option<u64>,
+    default_timeout_us: Option<u64>,
     /// Free-form annotations, ignored by the server.
     #[serde(default)]
     #[allow(dead_code)]
@@ -204,10 +233,6 @@ struct RawModelConfig {
 
 fn one() -> usize {
     1
-}
-
-fn default_queue() -> usize {
-    1024
 }
 
 /// Largest batch we accept in a model config; bigger is almost surely a typo.
@@ -245,10 +270,34 @@ impl ModelConfig {
                 raw.instance_count
             ));
         }
-        if raw.max_queue_size == 0 {
+        // Triton keeps the queue knobs under dynamic batching; every model of ours has a queue,
+        // so the top level takes them too, but not both places at once.
+        let batching = raw.dynamic_batching.as_ref();
+        let once = |top: Option<u64>, nested: Option<u64>, key: &str| match (top, nested) {
+            (Some(_), Some(_)) => Err(format!(
+                "{key} is set both at the top level and in [dynamic_batching]"
+            )),
+            (a, b) => Ok(a.or(b)),
+        };
+        let max_queue_size = once(
+            raw.max_queue_size,
+            batching.and_then(|b| b.max_queue_size),
+            "max_queue_size",
+        )?
+        .map_or(QueuePolicy::default().max_queue_size, |v| {
+            usize::try_from(v).unwrap_or(usize::MAX)
+        });
+        if max_queue_size == 0 {
             return Err("max_queue_size must be positive".into());
         }
-        if let Some(b) = &raw.dynamic_batching {
+        let default_timeout = once(
+            raw.default_timeout_us,
+            batching.and_then(|b| b.default_timeout_us),
+            "default_timeout_us",
+        )?
+        .filter(|&us| us > 0)
+        .map(Duration::from_micros);
+        if let Some(b) = batching {
             if raw.max_batch_size == 0 {
                 return Err("dynamic_batching needs max_batch_size > 0".into());
             }
@@ -293,8 +342,19 @@ impl ModelConfig {
             inputs: tensors(raw.input, "input")?,
             outputs: tensors(raw.output, "output")?,
             instance_count: raw.instance_count,
-            dynamic_batching: raw.dynamic_batching,
-            max_queue_size: raw.max_queue_size,
+            dynamic_batching: raw.dynamic_batching.map(|b| {
+                let mut preferred = b.preferred_batch_sizes;
+                preferred.sort_unstable();
+                preferred.dedup();
+                BatchingConfig {
+                    preferred_batch_sizes: preferred,
+                    max_queue_delay: Duration::from_micros(b.max_queue_delay_us),
+                }
+            }),
+            queue: QueuePolicy {
+                max_queue_size,
+                default_timeout,
+            },
         })
     }
 }
@@ -331,6 +391,29 @@ mod tests {
         );
         assert_eq!(cfg.outputs[0].dtype, DataType::I64);
         assert_eq!(cfg.instance_count, 1);
+    }
+
+    #[test]
+    fn dynamic_batching_takes_triton_knobs_once() {
+        let text = "max_batch_size = 16\n[dynamic_batching]\npreferred_batch_sizes = [8, 4]\n\
+                    max_queue_delay_us = 500\nmax_queue_size = 7\ndefault_timeout_us = 2000\n";
+        let cfg = ModelConfig::parse(text, "m").unwrap();
+        let b = cfg.dynamic_batching.unwrap();
+        assert_eq!(b.preferred_batch_sizes, vec![4, 8]);
+        assert_eq!(b.max_queue_delay, Duration::from_micros(500));
+        assert_eq!(cfg.queue.max_queue_size, 7);
+        assert_eq!(cfg.queue.default_timeout, Some(Duration::from_millis(2)));
+        let twice =
+            "max_batch_size = 4\nmax_queue_size = 3\n[dynamic_batching]\nmax_queue_size = 3";
+        assert!(ModelConfig::parse(twice, "m").unwrap_err().contains("both"));
+        let big = "max_batch_size = 4\n[dynamic_batching]\npreferred_batch_sizes = [5]";
+        assert!(ModelConfig::parse(big, "m")
+            .unwrap_err()
+            .contains("outside"));
+        assert_eq!(
+            ModelConfig::parse("", "m").unwrap().queue,
+            QueuePolicy::default()
+        );
     }
 
     #[test]

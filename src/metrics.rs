@@ -15,6 +15,7 @@ pub const QUEUE_DURATION: &str = "queue_duration_seconds";
 pub const COMPUTE_DURATION: &str = "compute_duration_seconds";
 pub const BATCH_SIZE: &str = "batch_size";
 pub const MODEL_READY: &str = "model_ready";
+pub const QUEUE_DEPTH: &str = "queue_depth";
 
 /// Latency buckets from 25 µs to 10 s: small models answer in microseconds, big ones in seconds.
 const LATENCY_BUCKETS: &[f64] = &[
@@ -47,6 +48,7 @@ pub struct Metrics {
     pub compute_duration: HistogramVec,
     pub batch_size: HistogramVec,
     pub model_ready: IntGaugeVec,
+    pub queue_depth: IntGaugeVec,
 }
 
 impl Metrics {
@@ -94,6 +96,10 @@ impl Metrics {
                 Opts::new(MODEL_READY, "1 when the model version serves, else 0."),
                 &["model", "version"],
             )?,
+            queue_depth: IntGaugeVec::new(
+                Opts::new(QUEUE_DEPTH, "Requests waiting for an instance."),
+                &["model", "version"],
+            )?,
             registry,
         };
         m.registry.register(Box::new(m.requests.clone()))?;
@@ -102,6 +108,7 @@ impl Metrics {
         m.registry.register(Box::new(m.compute_duration.clone()))?;
         m.registry.register(Box::new(m.batch_size.clone()))?;
         m.registry.register(Box::new(m.model_ready.clone()))?;
+        m.registry.register(Box::new(m.queue_depth.clone()))?;
         Ok(m)
     }
 

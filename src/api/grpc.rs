@@ -222,9 +222,13 @@ fn config_proto(mv: &ModelVersion) -> pb::ModelConfig {
         scheduling_choice: cfg.dynamic_batching.as_ref().map(|b| {
             pb::model_config::SchedulingChoice::DynamicBatching(pb::ModelDynamicBatching {
                 preferred_batch_size: b.preferred_batch_sizes.iter().map(|&p| p as i32).collect(),
-                max_queue_delay_microseconds: b.max_queue_delay_us,
+                max_queue_delay_microseconds: b.max_queue_delay.as_micros() as u64,
                 default_queue_policy: Some(pb::ModelQueuePolicy {
-                    max_queue_size: u32::try_from(cfg.max_queue_size).unwrap_or(u32::MAX),
+                    max_queue_size: u32::try_from(cfg.queue.max_queue_size).unwrap_or(u32::MAX),
+                    default_timeout_microseconds: cfg
+                        .queue
+                        .default_timeout
+                        .map_or(0, |t| t.as_micros() as u64),
                     ..Default::default()
                 }),
                 ..Default::default()

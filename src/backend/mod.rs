@@ -44,6 +44,8 @@ pub struct GraphSignature {
 pub struct LoadOptions {
     pub max_batch_size: usize,
     pub instance_count: usize,
+    /// A row's result must not depend on the other rows in its batch (requests share batches).
+    pub row_invariant: bool,
 }
 
 /// A loaded model: its graph's signature and one backend per instance.

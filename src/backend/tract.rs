@@ -28,6 +28,11 @@ struct Graph {
     /// Concrete plans by batch size, plus the symbolic plan under key 0.
     plans: Mutex<HashMap<usize, Plan>>,
     max_plans: usize,
+    /// tract multiplies a single row with a matrix-vector kernel whose rounding differs from the
+    /// matrix-matrix kernel used for 2+ rows (measured on the bundled mlp: every output differs in
+    /// the last bits). When requests share batches, a row's answer must not depend on its
+    /// companions, so single rows run as two.
+    pad_single_rows: bool,
 }
 
 pub fn load(path: &Path, options: &LoadOptions) -> Result<LoadedModel, BackendError> {
@@ -113,6 +118,7 @@ pub fn load(path: &Path, options: &LoadOptions) -> Result<LoadedModel, BackendEr
         output_dtypes: declared,
         plans: Mutex::new(HashMap::new()),
         max_plans: options.max_batch_size + 1,
+        pad_single_rows: options.row_invariant && options.max_batch_size > 1,
     });
     let instances = (0..options.instance_count)
         .map(|_| {
@@ -212,8 +218,37 @@ struct TractInstance {
 impl Backend for TractInstance {
     fn infer(&mut self, inputs: &[Tensor]) -> Result<Vec<Tensor>, BackendError> {
         let batch = inputs.first().map(Tensor::rows).unwrap_or(1);
+        if batch == 1 && self.graph.pad_single_rows {
+            let err = |e: crate::tensor::TensorError| BackendError::Run(e.to_string());
+            let doubled = inputs
+                .iter()
+                .map(|t| Tensor::concat(&[t.clone(), t.clone()]))
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(err)?;
+            return self
+                .graph
+                .run(&doubled, 2)?
+                .into_iter()
+                .map(|out| {
+                    out.split(&[1, 1])
+                        .map_err(err)?
+                        .into_iter()
+                        .next()
+                        .ok_or_else(|| {
+                            err(crate::tensor::TensorError::Incompatible(
+                                "empty split".into(),
+                            ))
+                        })
+                })
+                .collect();
+        }
+        self.graph.run(inputs, batch)
+    }
+}
+
+impl Graph {
+    fn run(&self, inputs: &[Tensor], batch: usize) -> Result<Vec<Tensor>, BackendError> {
         let plan = self
-            .graph
             .plan(batch)
             .map_err(|e| BackendError::Run(format!("{e:#}")))?;
         let values = inputs
@@ -225,7 +260,7 @@ impl Backend for TractInstance {
             .map_err(|e| BackendError::Run(format!("{e:#}")))?;
         outputs
             .into_iter()
-            .zip(&self.graph.output_dtypes)
+            .zip(&self.output_dtypes)
             .map(|(value, &declared)| from_tract(value, declared))
             .collect()
     }

@@ -10,7 +10,7 @@ use bytes::Bytes;
 
 use super::{ModelVersion, Signature, TensorSpec};
 use crate::backend::{self, Backend, GraphTensor, LoadOptions};
-use crate::batching::{Batcher, BatcherConfig};
+use crate::batching::{BatchPolicy, Batcher, BatcherConfig};
 use crate::config::{ModelConfig, TensorConfig};
 use crate::metrics::{Metrics, VersionStats};
 use crate::tensor::{DataType, Tensor};
@@ -39,13 +39,25 @@ pub async fn load_version(
         BatcherConfig {
             model: name.to_owned(),
             version: version_label.clone(),
-            max_batch_size: config.max_batch_size,
-            combine: config.dynamic_batching.is_some(),
-            max_queue_size: config.max_queue_size,
+            policy: BatchPolicy {
+                max_rows: config.max_batch_size,
+                combine: config.dynamic_batching.is_some(),
+                preferred: config
+                    .dynamic_batching
+                    .as_ref()
+                    .map(|b| b.preferred_batch_sizes.clone())
+                    .unwrap_or_default(),
+                max_delay: config
+                    .dynamic_batching
+                    .as_ref()
+                    .map(|b| b.max_queue_delay)
+                    .unwrap_or_default(),
+            },
+            max_queue_size: config.queue.max_queue_size,
         },
         instances,
         stats.clone(),
-        metrics,
+        &metrics,
     )
     .map_err(|e| format!("cannot start instance threads: {e}"))?;
     Ok(Arc::new(ModelVersion {
@@ -65,6 +77,7 @@ fn build(file: &Path, config: &ModelConfig) -> Result<(Signature, Vec<Box<dyn Ba
     let options = LoadOptions {
         max_batch_size: config.max_batch_size,
         instance_count: config.instance_count,
+        row_invariant: config.dynamic_batching.is_some(),
     };
     let mut loaded = backend::load(config.backend, file, &options).map_err(|e| e.to_string())?;
     let batched = config.max_batch_size > 0;

@@ -312,7 +312,10 @@ impl Router {
     ) -> Result<InferResponse, InferError> {
         let (inputs, rows) = validate::inputs(mv, request.inputs)?;
         let wanted = validate::outputs(mv, &request.outputs)?;
-        let deadline = request.timeout.map(|t| start + t);
+        let deadline = request
+            .timeout
+            .or(mv.config.queue.default_timeout)
+            .map(|t| start + t);
         let outputs = mv
             .batcher
             .submit(inputs, rows, deadline)

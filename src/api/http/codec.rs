@@ -27,7 +27,8 @@ struct JsonRequest {
 #[derive(Deserialize)]
 struct JsonInput {
     name: String,
-    shape: Vec<i64>,
+    /// Parsed per element so an out-of-range dimension is reported with the tensor's name.
+    shape: Vec<Value>,
     datatype: String,
     #[serde(default)]
     parameters: Map<String, Value>,
@@ -102,7 +103,16 @@ pub fn decode(
                     input.name, input.datatype
                 ))
             })?;
-        let shape = shape_from_wire(&input.shape)
+        let shape = input
+            .shape
+            .iter()
+            .map(|d| {
+                d.as_i64().ok_or_else(|| {
+                    format!("dimension {d} in shape is not an integer in 0..=2^63-1")
+                })
+            })
+            .collect::<Result<Vec<i64>, _>>()
+            .and_then(|dims| shape_from_wire(&dims))
             .map_err(|e| bad(format!("input {:?}: {e}", input.name)))?;
         let binary_size = param_u64(&input.parameters, "binary_data_size")
             .map_err(|e| bad(format!("input {:?}: {e}", input.name)))?;

@@ -170,8 +170,9 @@ fn config_json(mv: &Arc<ModelVersion>) -> Value {
     if let Some(b) = &cfg.dynamic_batching {
         v["dynamic_batching"] = json!({
             "preferred_batch_size": b.preferred_batch_sizes,
-            "max_queue_delay_microseconds": b.max_queue_delay_us,
-            "default_queue_policy": {"max_queue_size": cfg.max_queue_size},
+            "max_queue_delay_microseconds": b.max_queue_delay.as_micros() as u64,
+            "default_queue_policy": {"max_queue_size": cfg.queue.max_queue_size,
+                "default_timeout_microseconds": cfg.queue.default_timeout.map_or(0, |t| t.as_micros() as u64)},
         });
     }
     v
