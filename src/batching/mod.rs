@@ -180,9 +180,12 @@ async fn run_loop(
         if due.is_some_and(|at| at <= now) {
             let (batch, dropped) = queue.pop_batch(now);
             shared.dequeued(batch.len() + dropped);
-            if let (false, Some(ix)) = (batch.is_empty(), idle.pop()) {
-                if let Err(batch) = pool.try_send(ix, batch) {
-                    fail_all(batch, BatchError::Backend("model instance stopped".into()));
+            // Only a non-empty batch takes the idle instance: every request may have been dead.
+            if !batch.is_empty() {
+                if let Some(ix) = idle.pop() {
+                    if let Err(batch) = pool.try_send(ix, batch) {
+                        fail_all(batch, BatchError::Backend("model instance stopped".into()));
+                    }
                 }
             }
             continue;
