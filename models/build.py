@@ -5,12 +5,12 @@ Deterministic: fixed seeds, data sets shipped inside scikit-learn (no downloads)
 single-threaded BLAS. Running it twice gives byte-identical files.
 
 Writes (paths relative to the repository root):
-  models/{iris,digits,mlp}/1/model.onnx
-  models/{iris,digits,mlp}/config.toml
-  tests/data/{iris,digits,mlp}.json
+  models/{iris,digits,mlp,dense}/1/model.onnx
+  models/{iris,digits,mlp,dense}/config.toml
+  tests/data/{iris,digits,mlp,dense}.json
 
 Reference outputs come from scikit-learn (predict / predict_proba, cast to float32)
-or numpy (mlp, float32), never from onnxruntime; onnxruntime (if installed) is only
+or numpy (mlp, dense: float32), never from onnxruntime; onnxruntime (if installed) is only
 used at the end to check the .onnx files against them.
 """
 
@@ -357,6 +357,121 @@ def build_mlp():
 
 
 # ---------------------------------------------------------------------------------------------
+# dense: compute-bound weight-tied MLP (onnx.helper, no sklearn)
+# ---------------------------------------------------------------------------------------------
+
+# 512 -> 1024, then one shared 1024x1024 layer applied DENSE_REPEAT times, then 1024 -> 10.
+# Sharing the hidden layer (cross-layer parameter sharing, as in ALBERT) keeps the file at
+# ~6 MB while each row costs ~8.9 M multiply-adds: at batch 1 every call streams the 4 MB
+# weight matrix through a matrix-vector product, at batch 64 it becomes a compute-bound
+# matrix-matrix product, so batching multiplies the throughput (the point of this model).
+DENSE_IN = 512
+DENSE_WIDTH = 1024
+DENSE_REPEAT = 8
+DENSE_OUT = 10
+DENSE_SEED = SEED + 2
+
+
+def dense_weights():
+    """(weight [out, in], bias) for the input, shared hidden and output layers; He-scaled."""
+    rng = np.random.default_rng(DENSE_SEED)
+    layers = {}
+    for name, fan_in, fan_out in (
+        ("fc_in", DENSE_IN, DENSE_WIDTH),
+        ("shared", DENSE_WIDTH, DENSE_WIDTH),
+        ("fc_out", DENSE_WIDTH, DENSE_OUT),
+    ):
+        w = (rng.standard_normal((fan_out, fan_in)) * np.sqrt(2.0 / fan_in)).astype(np.float32)
+        b = (rng.standard_normal(fan_out) * 0.1).astype(np.float32)
+        layers[name] = (w, b)
+    return layers
+
+
+def dense_forward(layers, x):
+    def linear(name, h):
+        w, b = layers[name]
+        return (h @ w.T + b).astype(np.float32)
+
+    h = np.maximum(linear("fc_in", x.astype(np.float32)), np.float32(0))
+    for _ in range(DENSE_REPEAT):
+        h = np.maximum(linear("shared", h), np.float32(0))
+    return linear("fc_out", h)
+
+
+def dense_flops():
+    macs = DENSE_IN * DENSE_WIDTH + DENSE_REPEAT * DENSE_WIDTH**2 + DENSE_WIDTH * DENSE_OUT
+    return 2 * macs
+
+
+def build_dense():
+    layers = dense_weights()
+    inits = []
+    for name, (w, b) in layers.items():
+        inits.append(numpy_helper.from_array(w, f"{name}.weight"))
+        inits.append(numpy_helper.from_array(b, f"{name}.bias"))
+
+    def gemm(name, x, y):
+        # PyTorch-export style: weight stored [out, in], transB=1.
+        inputs = [x, f"{name}.weight", f"{name}.bias"]
+        return helper.make_node("Gemm", inputs, [y], name=y, transB=1)
+
+    nodes = [
+        gemm("fc_in", "input", "fc_in"),
+        helper.make_node("Relu", ["fc_in"], ["h0"], name="h0"),
+    ]
+    prev = "h0"
+    for i in range(DENSE_REPEAT):
+        nodes.append(gemm("shared", prev, f"shared{i}"))
+        nodes.append(helper.make_node("Relu", [f"shared{i}"], [f"h{i + 1}"], name=f"h{i + 1}"))
+        prev = f"h{i + 1}"
+    nodes.append(gemm("fc_out", prev, "output"))
+    graph = helper.make_graph(
+        nodes,
+        "dense",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, [BATCH_DIM, DENSE_IN])],
+        [helper.make_tensor_value_info("output", TensorProto.FLOAT, [BATCH_DIM, DENSE_OUT])],
+        initializer=inits,
+    )
+    model = helper.make_model(
+        graph,
+        opset_imports=[helper.make_operatorsetid("", OPSET)],
+        producer_name="ferroserve-models",
+        producer_version="1",
+    )
+    arch = (
+        f"Weight-tied dense MLP {DENSE_IN}-{DENSE_WIDTH}-({DENSE_WIDTH}x{DENSE_WIDTH} shared, "
+        f"applied {DENSE_REPEAT} times)-{DENSE_OUT} (ReLU)"
+    )
+    model = finalize(
+        model,
+        "dense",
+        f"{arch}, seeded random weights, logits output; "
+        f"{dense_flops() / 1e6:.1f} MFLOP per row (compute-bound benchmark model)",
+    )
+    path = save_model("dense", model)
+
+    x = np.random.default_rng(DENSE_SEED + 1).uniform(-1.0, 1.0, (REF_ROWS, DENSE_IN))
+    x = x.astype(np.float32)
+    write_reference("dense", {"input": ("FP32", x)}, {"output": ("FP32", dense_forward(layers, x))})
+    write_text(
+        MODELS / "dense" / "config.toml",
+        f"# dense: compute-bound weight-tied MLP {DENSE_IN}-{DENSE_WIDTH}-"
+        f"({DENSE_WIDTH}x{DENSE_WIDTH} shared x{DENSE_REPEAT})-{DENSE_OUT}, ReLU, seeded random "
+        f"weights, FP32 [N,{DENSE_IN}] -> logits [N,{DENSE_OUT}], "
+        f"{dense_flops() / 1e6:.1f} MFLOP per row; no [[input]]/[[output]]: read from the graph\n"
+        'backend = "tract"\n'
+        "max_batch_size = 64\n"
+        "\n"
+        "# Dynamic batching is off: each request is its own backend call. To combine queued\n"
+        "# requests into one call, add for example:\n"
+        "# [dynamic_batching]\n"
+        "# preferred_batch_sizes = [16, 32, 64]\n"
+        "# max_queue_delay_us = 500\n",
+    )
+    return layers, path
+
+
+# ---------------------------------------------------------------------------------------------
 # Verification
 # ---------------------------------------------------------------------------------------------
 
@@ -424,6 +539,7 @@ def main():
     iris_clf, iris_X, iris_path = build_iris()
     digits_clf, digits_X, digits_path = build_digits()
     _, mlp_path = build_mlp()
+    _, dense_path = build_dense()
 
     print("ferroserve models built:")
     all_ok = True
@@ -431,6 +547,7 @@ def main():
         ("iris", iris_path, (iris_clf, iris_X)),
         ("digits", digits_path, (digits_clf, digits_X)),
         ("mlp", mlp_path, None),
+        ("dense", dense_path, None),
     ):
         line, ok = verify(name, path, full)
         all_ok &= ok

@@ -1,0 +1,487 @@
+//! In-process throughput of the tract backend: the physical limit of one model instance, with
+//! no server, transport, queue or batcher in the way. Each point calls `Backend::infer` on one
+//! instance in a loop with a fixed input batch and times every call.
+//!
+//!     cargo bench --bench inprocess -- [MODEL|PATH.onnx ...] [--batch 1,8,32,64] [--secs 3]
+//!                                      [--warmup 1] [--row-invariant on|off] [--json-out FILE|-]
+//!
+//! Models are names under `models/` (default: `mlp dense`) or paths to `.onnx` files. Batch sizes
+//! default to 1 and the model's `max_batch_size` from its `config.toml` (64 for a bare file).
+//! `--row-invariant` sets `LoadOptions::row_invariant` (single rows then run as two, as the server
+//! does for models with `[dynamic_batching]`); by default it follows the config like the loader.
+//! Inputs are FP32 with a symbolic batch dimension, filled with fixed pseudo-random values.
+//! Before timing a named model, its reference rows (`tests/data/<name>.json`) are run once as a
+//! sanity check: floats within 1e-4, integers exact.
+
+use std::hint::black_box;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use ferroserve::backend::{self, Backend, GraphSignature, LoadOptions};
+use ferroserve::config::BackendKind;
+use ferroserve::tensor::{DataType, Tensor};
+use serde_json::json;
+
+const DEFAULT_MODELS: &[&str] = &["mlp", "dense"];
+const BARE_FILE_MAX_BATCH: usize = 64;
+
+struct Args {
+    models: Vec<String>,
+    batches: Option<Vec<usize>>,
+    secs: f64,
+    warmup: f64,
+    json_out: Option<String>,
+    row_invariant: Option<bool>,
+}
+
+const USAGE: &str = "usage: cargo bench --bench inprocess -- [MODEL|PATH.onnx ...] \
+[--batch 1,8,32,64] [--secs 3] [--warmup 1] [--row-invariant on|off] [--json-out FILE|-]";
+
+fn parse_args() -> Result<Args, String> {
+    let mut args = Args {
+        models: Vec::new(),
+        batches: None,
+        secs: 3.0,
+        warmup: 1.0,
+        json_out: None,
+        row_invariant: None,
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(arg) = it.next() {
+        let (flag, inline) = match arg.split_once('=') {
+            Some((f, v)) if f.starts_with("--") => (f.to_owned(), Some(v.to_owned())),
+            _ => (arg.clone(), None),
+        };
+        let mut value = |name: &str| {
+            inline
+                .clone()
+                .or_else(|| it.next())
+                .ok_or_else(|| format!("{name} needs a value"))
+        };
+        match flag.as_str() {
+            // `cargo bench` passes `--bench` to every bench binary.
+            "--bench" => {}
+            "--batch" | "--batches" => {
+                let v = value("--batch")?;
+                let list = v
+                    .split(',')
+                    .map(|s| match s.trim().parse::<usize>() {
+                        Ok(n) if n > 0 => Ok(n),
+                        _ => Err(format!("bad batch size {s:?}")),
+                    })
+                    .collect::<Result<Vec<_>, _>>()?;
+                args.batches = Some(list);
+            }
+            "--secs" => args.secs = parse_secs(&value("--secs")?)?,
+            "--warmup" => args.warmup = parse_secs(&value("--warmup")?)?,
+            "--json-out" => args.json_out = Some(value("--json-out")?),
+            "--row-invariant" => {
+                args.row_invariant = Some(match value("--row-invariant")?.as_str() {
+                    "on" | "true" | "1" => true,
+                    "off" | "false" | "0" => false,
+                    v => return Err(format!("--row-invariant takes on or off, not {v:?}")),
+                })
+            }
+            "-h" | "--help" => return Err(USAGE.into()),
+            f if f.starts_with('-') => return Err(format!("unknown option {f}\n{USAGE}")),
+            _ => args.models.push(arg),
+        }
+    }
+    if args.models.is_empty() {
+        args.models = DEFAULT_MODELS.iter().map(|s| s.to_string()).collect();
+    }
+    Ok(args)
+}
+
+fn parse_secs(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if v >= 0.0 && v.is_finite() => Ok(v),
+        _ => Err(format!("bad duration {s:?} (seconds)")),
+    }
+}
+
+/// The .onnx file and max batch size for a model name or path.
+struct Resolved {
+    name: String,
+    path: PathBuf,
+    max_batch: usize,
+    /// Whether the config has `[dynamic_batching]` (the loader then asks for row invariance).
+    dynamic_batching: bool,
+    /// A name under `models/` (which has reference data), not a bare file.
+    named: bool,
+}
+
+fn resolve(model: &str) -> Result<Resolved, String> {
+    let as_path = Path::new(model);
+    if model.ends_with(".onnx") || as_path.is_file() {
+        let name = as_path
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_else(|| model.to_owned());
+        return Ok(Resolved {
+            name,
+            path: as_path.to_path_buf(),
+            max_batch: BARE_FILE_MAX_BATCH,
+            dynamic_batching: false,
+            named: false,
+        });
+    }
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("models")
+        .join(model);
+    let onnx = dir.join("1").join("model.onnx");
+    if !onnx.is_file() {
+        return Err(format!("model {model:?}: no {}", onnx.display()));
+    }
+    let config = std::fs::read_to_string(dir.join("config.toml"))
+        .unwrap_or_default()
+        .parse::<toml::Table>()
+        .map_err(|e| format!("model {model:?}: config.toml: {e}"))?;
+    let max_batch = config
+        .get("max_batch_size")
+        .and_then(|v| v.as_integer())
+        .and_then(|v| usize::try_from(v).ok())
+        .unwrap_or(0);
+    Ok(Resolved {
+        name: model.to_owned(),
+        path: onnx,
+        max_batch,
+        dynamic_batching: config.contains_key("dynamic_batching"),
+        named: true,
+    })
+}
+
+/// Deterministic values in [-1, 1) (xorshift), so runs are comparable.
+fn fill(n: usize, seed: u64) -> Vec<f32> {
+    let mut s = seed | 1;
+    (0..n)
+        .map(|_| {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+        })
+        .collect()
+}
+
+struct Point {
+    model: String,
+    batch: usize,
+    calls: usize,
+    secs: f64,
+    mean_us: f64,
+    p50_us: f64,
+    p99_us: f64,
+    first_call_ms: f64,
+    row_invariant: bool,
+}
+
+impl Point {
+    fn calls_per_s(&self) -> f64 {
+        self.calls as f64 / self.secs
+    }
+    fn rows_per_s(&self) -> f64 {
+        self.calls_per_s() * self.batch as f64
+    }
+}
+
+fn percentile(sorted_ns: &[u64], q: f64) -> f64 {
+    if sorted_ns.is_empty() {
+        return 0.0;
+    }
+    let ix = ((sorted_ns.len() - 1) as f64 * q).round() as usize;
+    sorted_ns[ix] as f64 / 1e3
+}
+
+fn run_point(
+    name: &str,
+    instance: &mut dyn Backend,
+    inputs: &[Tensor],
+    batch: usize,
+    args: &Args,
+) -> Result<Point, String> {
+    let call = |instance: &mut dyn Backend| {
+        instance
+            .infer(black_box(inputs))
+            .map_err(|e| format!("{name} batch {batch}: {e}"))
+    };
+    // First call builds (optimises) the plan for this batch size: timed apart.
+    let t0 = Instant::now();
+    let out = call(instance)?;
+    let first_call_ms = t0.elapsed().as_secs_f64() * 1e3;
+    if out.first().map(Tensor::rows) != Some(batch) {
+        return Err(format!(
+            "{name} batch {batch}: output shape {:?}",
+            out.first().map(Tensor::shape)
+        ));
+    }
+    let warm_until = Instant::now() + Duration::from_secs_f64(args.warmup);
+    while Instant::now() < warm_until {
+        black_box(call(instance)?);
+    }
+    let mut times = Vec::with_capacity(1 << 16);
+    let start = Instant::now();
+    let until = start + Duration::from_secs_f64(args.secs);
+    loop {
+        let t = Instant::now();
+        black_box(call(instance)?);
+        let end = Instant::now();
+        times.push((end - t).as_nanos() as u64);
+        if end >= until {
+            break;
+        }
+    }
+    let secs = start.elapsed().as_secs_f64();
+    let mean_us = times.iter().sum::<u64>() as f64 / times.len() as f64 / 1e3;
+    times.sort_unstable();
+    Ok(Point {
+        model: name.to_owned(),
+        batch,
+        calls: times.len(),
+        secs,
+        mean_us,
+        p50_us: percentile(&times, 0.50),
+        p99_us: percentile(&times, 0.99),
+        first_call_ms,
+        row_invariant: false,
+    })
+}
+
+/// Runs `tests/data/<name>.json` through the instance; `Ok(None)` when there is no such file.
+fn check_reference(
+    name: &str,
+    instance: &mut dyn Backend,
+    signature: &GraphSignature,
+) -> Result<Option<f64>, String> {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/data")
+        .join(format!("{name}.json"));
+    let Ok(text) = std::fs::read_to_string(&path) else {
+        return Ok(None);
+    };
+    let fail = |m: String| format!("{name} reference {}: {m}", path.display());
+    let doc: serde_json::Value = serde_json::from_str(&text).map_err(|e| fail(e.to_string()))?;
+    let shape_of = |t: &serde_json::Value| -> Vec<usize> {
+        t["shape"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|d| d.as_u64())
+                    .map(|d| d as usize)
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let floats = |t: &serde_json::Value| -> Vec<f64> {
+        t["data"]
+            .as_array()
+            .map(|a| a.iter().filter_map(|v| v.as_f64()).collect())
+            .unwrap_or_default()
+    };
+    let inputs = signature
+        .inputs
+        .iter()
+        .map(|gt| {
+            let t = &doc["inputs"][&gt.name];
+            if t["datatype"] != "FP32" {
+                return Err(fail(format!("input {} is not FP32", gt.name)));
+            }
+            let values: Vec<f32> = floats(t).into_iter().map(|v| v as f32).collect();
+            Tensor::from_values(shape_of(t), &values).map_err(|e| fail(e.to_string()))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let outputs = instance.infer(&inputs).map_err(|e| fail(e.to_string()))?;
+    let mut max_diff = 0f64;
+    for (gt, got) in signature.outputs.iter().zip(&outputs) {
+        let want = &doc["outputs"][&gt.name];
+        if want.is_null() {
+            continue;
+        }
+        if got.shape() != shape_of(want).as_slice() {
+            return Err(fail(format!(
+                "output {} has shape {:?}",
+                gt.name,
+                got.shape()
+            )));
+        }
+        let got: Vec<f64> = match got.dtype() {
+            DataType::F32 => got
+                .to_vec::<f32>()
+                .unwrap_or_default()
+                .into_iter()
+                .map(f64::from)
+                .collect(),
+            DataType::I64 => got
+                .to_vec::<i64>()
+                .unwrap_or_default()
+                .into_iter()
+                .map(|v| v as f64)
+                .collect(),
+            dt => return Err(fail(format!("output {} is {dt}: not compared", gt.name))),
+        };
+        for (g, w) in got.iter().zip(floats(want)) {
+            max_diff = max_diff.max((g - w).abs());
+        }
+    }
+    if max_diff > 1e-4 {
+        return Err(fail(format!("max|diff| = {max_diff:.2e} > 1e-4")));
+    }
+    Ok(Some(max_diff))
+}
+
+fn bench_model(model: &str, args: &Args, points: &mut Vec<Point>) -> Result<(), String> {
+    let Resolved {
+        name,
+        path,
+        max_batch,
+        dynamic_batching,
+        named,
+    } = resolve(model)?;
+    let row_invariant = args.row_invariant.unwrap_or(dynamic_batching);
+    let batches = args.batches.clone().unwrap_or_else(|| {
+        let mut b = vec![1];
+        if max_batch > 1 {
+            b.push(max_batch);
+        }
+        b
+    });
+    let options = LoadOptions {
+        max_batch_size: batches.iter().copied().max().unwrap_or(1).max(max_batch),
+        instance_count: 1,
+        row_invariant,
+    };
+    let t0 = Instant::now();
+    let mut loaded =
+        backend::load(BackendKind::Tract, &path, &options).map_err(|e| format!("{name}: {e}"))?;
+    eprintln!(
+        "{name}: loaded {} in {:.0} ms (row_invariant = {row_invariant})",
+        path.display(),
+        t0.elapsed().as_secs_f64() * 1e3
+    );
+    let mut instance = loaded
+        .instances
+        .pop()
+        .ok_or_else(|| format!("{name}: no instance"))?;
+    if named {
+        if let Some(diff) = check_reference(&name, instance.as_mut(), &loaded.signature)? {
+            eprintln!("{name}: reference rows match (max|diff| = {diff:.2e})");
+        }
+    }
+    for &batch in &batches {
+        let inputs = loaded
+            .signature
+            .inputs
+            .iter()
+            .enumerate()
+            .map(|(i, t)| {
+                if t.dtype != DataType::F32 {
+                    return Err(format!("{name}: input {} is {}, not FP32", t.name, t.dtype));
+                }
+                let mut shape = Vec::with_capacity(t.shape.len());
+                for (d, dim) in t.shape.iter().enumerate() {
+                    match (d, dim) {
+                        (0, _) => shape.push(batch),
+                        (_, Some(n)) => shape.push(*n),
+                        (_, None) => {
+                            return Err(format!(
+                                "{name}: input {} has a symbolic dimension {d} besides the batch",
+                                t.name
+                            ))
+                        }
+                    }
+                }
+                let n = shape.iter().product();
+                Tensor::from_values(shape, &fill(n, 0x9E37_79B9 + i as u64))
+                    .map_err(|e| e.to_string())
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut p = run_point(&name, instance.as_mut(), &inputs, batch, args)?;
+        p.row_invariant = row_invariant;
+        eprintln!(
+            "{name} batch {batch}: {} calls in {:.2} s (first call {:.1} ms)",
+            p.calls, p.secs, p.first_call_ms
+        );
+        points.push(p);
+    }
+    Ok(())
+}
+
+fn print_table(points: &[Point]) {
+    println!(
+        "{:<10} {:>5} {:>9} {:>11} {:>12} {:>10} {:>10} {:>10} {:>8}",
+        "model", "batch", "calls", "calls/s", "rows/s", "mean µs", "p50 µs", "p99 µs", "vs b=1"
+    );
+    for p in points {
+        let base = points
+            .iter()
+            .find(|q| q.model == p.model && q.batch == 1)
+            .map(|q| format!("{:.2}x", p.rows_per_s() / q.rows_per_s()))
+            .unwrap_or_else(|| "-".into());
+        println!(
+            "{:<10} {:>5} {:>9} {:>11.1} {:>12.1} {:>10.1} {:>10.1} {:>10.1} {:>8}",
+            p.model,
+            p.batch,
+            p.calls,
+            p.calls_per_s(),
+            p.rows_per_s(),
+            p.mean_us,
+            p.p50_us,
+            p.p99_us,
+            base
+        );
+    }
+}
+
+fn to_json(points: &[Point], args: &Args) -> serde_json::Value {
+    json!({
+        "bench": "inprocess",
+        "backend": "tract",
+        "secs_per_point": args.secs,
+        "warmup_secs": args.warmup,
+        "cpus": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
+        "points": points.iter().map(|p| json!({
+            "model": p.model,
+            "batch": p.batch,
+            "calls": p.calls,
+            "secs": p.secs,
+            "calls_per_s": p.calls_per_s(),
+            "rows_per_s": p.rows_per_s(),
+            "mean_us": p.mean_us,
+            "p50_us": p.p50_us,
+            "p99_us": p.p99_us,
+            "first_call_ms": p.first_call_ms,
+            "row_invariant": p.row_invariant,
+        })).collect::<Vec<_>>(),
+    })
+}
+
+fn main() -> ExitCode {
+    let args = match parse_args() {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::from(2);
+        }
+    };
+    let mut points = Vec::new();
+    for model in &args.models {
+        if let Err(e) = bench_model(model, &args, &mut points) {
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
+        }
+    }
+    print_table(&points);
+    if let Some(out) = &args.json_out {
+        let text = serde_json::to_string_pretty(&to_json(&points, &args)).unwrap_or_default();
+        if out == "-" {
+            println!("{text}");
+        } else if let Err(e) = std::fs::write(out, text + "\n") {
+            eprintln!("error: cannot write {out}: {e}");
+            return ExitCode::FAILURE;
+        } else {
+            eprintln!("wrote {out}");
+        }
+    }
+    ExitCode::SUCCESS
+}
