@@ -43,6 +43,37 @@ pub struct ServerConfig {
     /// Triton's strict readiness: the server is ready only when every model in the repository is.
     pub strict_readiness: bool,
     pub log_format: LogFormat,
+    pub shutdown: ShutdownConfig,
+}
+
+/// What happens on SIGTERM/SIGINT: readiness turns false at once, the server keeps serving for
+/// `drain_delay` (so load balancers stop sending), then stops accepting and gives requests in
+/// flight up to `timeout` to finish.
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
+pub struct ShutdownConfig {
+    /// Seconds.
+    pub drain_delay: f64,
+    /// Seconds.
+    pub timeout: f64,
+}
+
+impl Default for ShutdownConfig {
+    fn default() -> Self {
+        ShutdownConfig {
+            drain_delay: 5.0,
+            timeout: 30.0,
+        }
+    }
+}
+
+impl ShutdownConfig {
+    pub fn drain_delay(&self) -> Duration {
+        Duration::from_secs_f64(self.drain_delay)
+    }
+
+    pub fn timeout(&self) -> Duration {
+        Duration::from_secs_f64(self.timeout)
+    }
 }
 
 impl Default for ServerConfig {
@@ -56,6 +87,7 @@ impl Default for ServerConfig {
             max_request_bytes: DEFAULT_MAX_REQUEST_BYTES,
             strict_readiness: true,
             log_format: LogFormat::Text,
+            shutdown: ShutdownConfig::default(),
         }
     }
 }
@@ -78,7 +110,9 @@ impl ServerConfig {
             )?
             .set_default("max_request_bytes", d.max_request_bytes as u64)?
             .set_default("strict_readiness", d.strict_readiness)?
-            .set_default("log_format", "text")?;
+            .set_default("log_format", "text")?
+            .set_default("shutdown.drain_delay", d.shutdown.drain_delay)?
+            .set_default("shutdown.timeout", d.shutdown.timeout)?;
         if let Some(file) = file {
             builder = builder.add_source(
                 config::File::from(file)
@@ -101,6 +135,16 @@ impl ServerConfig {
     }
 
     pub fn validate(&self) -> Result<(), ConfigError> {
+        for (key, v) in [
+            ("shutdown.drain_delay", self.shutdown.drain_delay),
+            ("shutdown.timeout", self.shutdown.timeout),
+        ] {
+            if !(0.0..=3600.0).contains(&v) {
+                return Err(ConfigError::Invalid(format!(
+                    "{key} must be 0..=3600 seconds, got {v}"
+                )));
+            }
+        }
         if self.max_request_bytes == 0 {
             return Err(ConfigError::Invalid(
                 "max_request_bytes must be positive".into(),

@@ -125,12 +125,30 @@ pub async fn run(
     log_summary(&registry, http_addr, grpc_addr, metrics_addr, started);
 
     shutdown.await;
-    tracing::info!("shutting down: finishing requests in flight");
+    let drain = config.shutdown;
+    router.begin_drain();
+    tracing::info!(
+        drain_delay_s = drain.drain_delay,
+        timeout_s = drain.timeout,
+        "shutdown requested: readiness is false, serving on while load balancers drain"
+    );
+    tokio::time::sleep(drain.drain_delay()).await;
+    tracing::info!("no longer accepting connections; finishing requests in flight");
     let _ = stop_tx.send(true);
-    let (h, g, m) = tokio::join!(http, grpc, metrics_server);
-    h??;
-    g??;
-    m??;
+    let servers = async {
+        let (h, g, m) = tokio::join!(http, grpc, metrics_server);
+        h??;
+        g??;
+        m??;
+        anyhow::Ok(())
+    };
+    match tokio::time::timeout(drain.timeout(), servers).await {
+        Ok(result) => result?,
+        Err(_) => tracing::warn!(
+            timeout_s = drain.timeout,
+            "shutdown timeout: abandoning requests still in flight"
+        ),
+    }
     tracing::info!("stopped");
     Ok(())
 }

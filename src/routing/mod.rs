@@ -2,7 +2,7 @@
 //! snapshot, validate the inputs against the served signature, submit to the batcher, filter the
 //! outputs, and record metrics. Transports only translate to and from these types.
 
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -106,6 +106,8 @@ pub struct Router {
     registry: Arc<Registry>,
     metrics: Arc<Metrics>,
     strict_readiness: bool,
+    /// Set on shutdown: readiness turns false while requests are still served.
+    draining: AtomicBool,
 }
 
 impl Router {
@@ -114,7 +116,17 @@ impl Router {
             registry,
             metrics,
             strict_readiness,
+            draining: AtomicBool::new(false),
         }
+    }
+
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::Acquire)
+    }
+
+    /// Turns readiness false for good; requests keep being served.
+    pub fn begin_drain(&self) {
+        self.draining.store(true, Ordering::Release);
     }
 
     pub fn registry(&self) -> &Arc<Registry> {
@@ -126,7 +138,9 @@ impl Router {
     }
 
     pub fn server_ready(&self) -> bool {
-        if self.strict_readiness {
+        if self.draining.load(Ordering::Acquire) {
+            false
+        } else if self.strict_readiness {
             self.registry.all_ready()
         } else {
             self.registry.settled()

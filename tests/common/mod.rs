@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use ferroserve::config::ServerConfig;
+use ferroserve::config::{ServerConfig, ShutdownConfig};
 use ferroserve::server::{self, Listeners};
 use serde_json::Value;
 use tokio::sync::oneshot;
@@ -124,8 +124,15 @@ impl TestServer {
     }
 }
 
+/// Defaults, but no drain delay: tests stop servers often.
 pub fn test_config() -> ServerConfig {
-    ServerConfig::default()
+    ServerConfig {
+        shutdown: ShutdownConfig {
+            drain_delay: 0.0,
+            timeout: 10.0,
+        },
+        ..ServerConfig::default()
+    }
 }
 
 /// One tensor of a reference file.

@@ -60,7 +60,21 @@ pub fn app(router: Arc<Router>, max_request_bytes: usize) -> AxumRouter {
         )
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(max_request_bytes))
+        .layer(axum::middleware::map_response_with_state(
+            router.clone(),
+            close_when_draining,
+        ))
         .with_state(AppState { router })
+}
+
+/// While draining, every answer asks the client to close its connection, so keep-alive clients
+/// reconnect (to another replica) instead of racing our listener's close with a reused socket.
+async fn close_when_draining(State(router): State<Arc<Router>>, mut resp: Response) -> Response {
+    if router.is_draining() {
+        resp.headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    resp
 }
 
 async fn not_found() -> Response {
