@@ -220,3 +220,80 @@ async fn a_grpc_deadline_that_passes_is_deadline_exceeded() {
     let err = client.model_infer(req).await.unwrap_err();
     assert_eq!(err.code(), tonic::Code::DeadlineExceeded, "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_queue_answers_429_and_resource_exhausted_at_once() {
+    // `dense` takes milliseconds at 64 rows: one instance and a queue of 2 overflow quickly.
+    let repo = repo_with_config("dense", "instance_count = 1\nmax_queue_size = 2");
+    let server = start(repo.path()).await;
+    let body = json!({"inputs": [{"name": "input", "datatype": "FP32", "shape": [64, 512], "data": vec![0.01f32; 64 * 512]}]});
+    let body = serde_json::to_vec(&body).unwrap();
+    let http = futures_util::future::join_all((0..24).map(|_| {
+        let (c, u, b) = (
+            reqwest::Client::new(),
+            server.url("/v2/models/dense/infer"),
+            body.clone(),
+        );
+        async move {
+            let r = c
+                .post(u)
+                .header("content-type", "application/json")
+                .body(b)
+                .send()
+                .await
+                .unwrap();
+            let status = r.status().as_u16();
+            (status, r.text().await.unwrap())
+        }
+    }))
+    .await;
+    let refused: Vec<_> = http.iter().filter(|(s, _)| *s == 429).collect();
+    assert!(
+        !refused.is_empty(),
+        "no 429 among {:?}",
+        http.iter().map(|r| r.0).collect::<Vec<_>>()
+    );
+    assert!(refused[0].1.contains("overloaded"), "{}", refused[0].1);
+    assert!(
+        http.iter().all(|(s, _)| *s == 200 || *s == 429),
+        "only successes and refusals"
+    );
+    assert!(
+        http.iter().any(|(s, _)| *s == 200),
+        "the queue still serves"
+    );
+
+    let grpc = futures_util::future::join_all((0..24).map(|_| {
+        let url = server.grpc_url();
+        async move {
+            let mut c = GrpcInferenceServiceClient::connect(url).await.unwrap();
+            let req = pb::ModelInferRequest {
+                model_name: "dense".into(),
+                inputs: vec![pb::model_infer_request::InferInputTensor {
+                    name: "input".into(),
+                    datatype: "FP32".into(),
+                    shape: vec![64, 512],
+                    ..Default::default()
+                }],
+                raw_input_contents: vec![vec![0u8; 64 * 512 * 4].into()],
+                ..Default::default()
+            };
+            c.model_infer(req).await.map(|_| ()).map_err(|s| s.code())
+        }
+    }))
+    .await;
+    assert!(
+        grpc.contains(&Err(tonic::Code::ResourceExhausted)),
+        "{grpc:?}"
+    );
+    assert!(
+        grpc.iter()
+            .all(|r| r.is_ok() || *r == Err(tonic::Code::ResourceExhausted)),
+        "{grpc:?}"
+    );
+    let text = server.metrics_text().await;
+    assert!(
+        text.contains(r#"model="dense",outcome="overloaded",protocol="grpc""#),
+        "{text}"
+    );
+}
