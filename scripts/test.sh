@@ -8,6 +8,8 @@
 #   4. cargo build --release
 #   5. cargo nextest run --release  (cargo test --release when nextest is missing)
 #   6. pytest tests/python against target/release/ferroserve
+#   7. scripts/lint-deploy.sh        (Dockerfile and k8s/ manifests: kubernetes-validate, checkov,
+#                                     hadolint; its own .venv-deploy)
 # Everything uses the release profile, so the dependency graph compiles once.
 set -euo pipefail
 
@@ -81,3 +83,4 @@ stage "python test environment" "$ROOT/scripts/setup-test-env.sh"
 stage "cargo build --release" cargo build --release "${LOCKED[@]}"
 stage "rust tests" run_rust_tests
 stage "python end-to-end tests (tritonclient, perf_analyzer)" run_python_tests
+stage "deployment lint (Dockerfile, k8s/)" "$ROOT/scripts/lint-deploy.sh"

@@ -90,16 +90,21 @@ def _stop(process: subprocess.Popen) -> None:
         process.wait(timeout=STOP_TIMEOUT_S)
 
 
-@pytest.fixture(scope="session")
-def server():
-    global _SERVER_LOG
+def start_server(
+    log_path: Path,
+    env_overrides: dict[str, str] | None = None,
+    timeout_s: float = START_TIMEOUT_S,
+) -> Server:
+    """Starts the release binary on 127.0.0.1 with ephemeral ports and waits until it is ready.
 
+    `env_overrides` are added to the environment (e.g. `FERROSERVE_SHUTDOWN__DRAIN_DELAY`); the
+    process's output goes to `log_path`. Fails the test (and stops the process) when the server
+    exits, logs no addresses, or is not ready within `timeout_s`.
+    """
     binary = _server_binary()
     if not binary.is_file():
         pytest.fail(f"ferroserve binary not found at {binary} (build it with cargo build --release)")
 
-    log_dir = Path(tempfile.mkdtemp(prefix="ferroserve-e2e-"))
-    log_path = log_dir / "server.log"
     cmd = [
         str(binary),
         "serve",
@@ -117,6 +122,7 @@ def server():
     env = dict(os.environ)
     env.setdefault("NO_COLOR", "1")
     env.setdefault("RUST_BACKTRACE", "1")
+    env.update(env_overrides or {})
     with open(log_path, "wb") as log_file:
         process = subprocess.Popen(
             cmd,
@@ -126,7 +132,6 @@ def server():
             stderr=subprocess.STDOUT,
             env=env,
         )
-    _SERVER_LOG = log_path
 
     def fail_start(why: str) -> None:
         _stop(process)
@@ -134,7 +139,7 @@ def server():
         print(f"---- ferroserve output ({log_path}) ----\n{log}\n---- end ----")
         pytest.fail(f"ferroserve did not start: {why}\ncommand: {' '.join(cmd)}\n{_tail(log)}")
 
-    deadline = time.monotonic() + START_TIMEOUT_S
+    deadline = time.monotonic() + timeout_s
     addrs: dict[str, str] = {}
     while time.monotonic() < deadline:
         if process.poll() is not None:
@@ -149,7 +154,7 @@ def server():
             break
         time.sleep(0.05)
     else:
-        fail_start(f"no line with http_addr=, grpc_addr= and metrics_addr= within {START_TIMEOUT_S:.0f} s")
+        fail_start(f"no line with http_addr=, grpc_addr= and metrics_addr= within {timeout_s:.0f} s")
 
     ready_url = f"http://{addrs['http_addr']}/v2/health/ready"
     while True:
@@ -158,20 +163,30 @@ def server():
         if _http_status(ready_url) == 200:
             break
         if time.monotonic() > deadline:
-            fail_start(f"GET {ready_url} did not return 200 within {START_TIMEOUT_S:.0f} s")
+            fail_start(f"GET {ready_url} did not return 200 within {timeout_s:.0f} s")
         time.sleep(0.1)
 
-    srv = Server(
+    return Server(
         http_url=addrs["http_addr"],
         grpc_url=addrs["grpc_addr"],
         metrics_url=addrs["metrics_addr"],
         log_path=log_path,
         process=process,
     )
+
+
+@pytest.fixture(scope="session")
+def server():
+    global _SERVER_LOG
+
+    log_dir = Path(tempfile.mkdtemp(prefix="ferroserve-e2e-"))
+    log_path = log_dir / "server.log"
+    _SERVER_LOG = log_path
+    srv = start_server(log_path)
     try:
         yield srv
     finally:
-        _stop(process)
+        _stop(srv.process)
         log = read_log(log_path)
         _SERVER_LOG = None
         assert "panicked" not in log, f"ferroserve panicked during the session (log kept at {log_path}):\n{log}"

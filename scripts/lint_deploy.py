@@ -1,0 +1,204 @@
+"""Checks of scripts/lint-deploy.sh that its tools don't do themselves. Runs in .venv-deploy.
+
+  lint_deploy.py schema-warnings OUTPUT_FILE
+      kubernetes-validate only WARNs (exit 0) on a kind it has no schema for, which would let a
+      typo in `kind:` or `apiVersion:` pass. Fails on every such warning except for the custom
+      resources listed in CRDS, which `crds` below validates instead.
+  lint_deploy.py crds FILE...
+      Validates the custom resources of CRDS in FILEs against the schemas written here (strict:
+      unknown fields are errors, as with `kubernetes-validate --strict`).
+  lint_deploy.py same-objects DIR RENDERED
+      Every object of DIR/*.yaml (other than kustomization.yaml) is in RENDERED (the output of
+      `kustomize build DIR`), and nothing else: a manifest left out of the kustomization fails.
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+from pathlib import Path
+
+import jsonschema
+import yaml
+
+# Prometheus durations ("15s", "1m30s", "500ms").
+DURATION = {
+    "type": "string",
+    "pattern": r"^(0|(([0-9]+)y)?(([0-9]+)w)?(([0-9]+)d)?(([0-9]+)h)?(([0-9]+)m)?(([0-9]+)s)?(([0-9]+)ms)?)$",
+}
+STRING_MAP = {"type": "object", "additionalProperties": {"type": "string"}}
+LABEL_SELECTOR = {
+    "type": "object",
+    "additionalProperties": False,
+    "properties": {
+        "matchLabels": STRING_MAP,
+        "matchExpressions": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "additionalProperties": False,
+                "required": ["key", "operator"],
+                "properties": {
+                    "key": {"type": "string"},
+                    "operator": {"enum": ["In", "NotIn", "Exists", "DoesNotExist"]},
+                    "values": {"type": "array", "items": {"type": "string"}},
+                },
+            },
+        },
+    },
+}
+METADATA = {
+    "type": "object",
+    "required": ["name"],
+    "properties": {
+        "name": {"type": "string", "pattern": r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$", "maxLength": 253},
+        "namespace": {"type": "string", "pattern": r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$", "maxLength": 63},
+        "labels": STRING_MAP,
+        "annotations": STRING_MAP,
+    },
+}
+ANY = {}
+
+# monitoring.coreos.com/v1 ServiceMonitor: the fields of the Prometheus Operator API. Those this
+# project uses are typed; the others are accepted with any value, so that a field added here later
+# fails only on its type, never as unknown.
+SERVICE_MONITOR_ENDPOINT = {
+    "type": "object",
+    "additionalProperties": False,
+    "properties": {
+        "port": {"type": "string", "minLength": 1},
+        "targetPort": {"type": ["string", "integer"]},
+        "path": {"type": "string", "pattern": "^/"},
+        "scheme": {"enum": ["http", "https", "HTTP", "HTTPS"]},
+        "interval": DURATION,
+        "scrapeTimeout": DURATION,
+        "honorLabels": {"type": "boolean"},
+        "honorTimestamps": {"type": "boolean"},
+        "params": {"type": "object", "additionalProperties": {"type": "array", "items": {"type": "string"}}},
+        **{
+            key: ANY
+            for key in (
+                "authorization", "basicAuth", "bearerTokenFile", "bearerTokenSecret", "enableHttp2",
+                "filterRunning", "followRedirects", "metricRelabelings", "noProxy", "oauth2",
+                "proxyConnectHeader", "proxyFromEnvironment", "proxyUrl", "relabelings", "tlsConfig",
+                "trackTimestampsStaleness",
+            )
+        },
+    },
+}
+SERVICE_MONITOR = {
+    "type": "object",
+    "additionalProperties": False,
+    "required": ["apiVersion", "kind", "metadata", "spec"],
+    "properties": {
+        "apiVersion": {"const": "monitoring.coreos.com/v1"},
+        "kind": {"const": "ServiceMonitor"},
+        "metadata": METADATA,
+        "spec": {
+            "type": "object",
+            "additionalProperties": False,
+            "required": ["selector", "endpoints"],
+            "properties": {
+                "selector": LABEL_SELECTOR,
+                "namespaceSelector": {
+                    "type": "object",
+                    "additionalProperties": False,
+                    "properties": {
+                        "any": {"type": "boolean"},
+                        "matchNames": {"type": "array", "items": {"type": "string"}},
+                    },
+                },
+                "endpoints": {"type": "array", "minItems": 1, "items": SERVICE_MONITOR_ENDPOINT},
+                "jobLabel": {"type": "string"},
+                "targetLabels": {"type": "array", "items": {"type": "string"}},
+                "podTargetLabels": {"type": "array", "items": {"type": "string"}},
+                **{
+                    key: ANY
+                    for key in (
+                        "attachMetadata", "bodySizeLimit", "convertClassicHistogramsToNHCB",
+                        "fallbackScrapeProtocol", "keepDroppedTargets", "labelLimit",
+                        "labelNameLengthLimit", "labelValueLengthLimit", "nativeHistogramBucketLimit",
+                        "nativeHistogramMinBucketFactor", "sampleLimit", "scrapeClass",
+                        "scrapeClassicHistograms", "scrapeProtocols", "selectorMechanism",
+                        "serviceDiscoveryRole", "targetLimit",
+                    )
+                },
+            },
+        },
+    },
+}
+
+# (apiVersion, kind) -> schema: the custom resources this project ships. Their CRDs are not part
+# of Kubernetes, so kubernetes-validate has no schema for them.
+CRDS = {("monitoring.coreos.com/v1", "ServiceMonitor"): SERVICE_MONITOR}
+
+_WARN = re.compile(r"^WARN (?P<file>\S+) Couldn't find schema for kind (?P<kind>\S+) with api version (?P<api>\S+) ")
+
+
+def load(path: str | Path) -> list[dict]:
+    with open(path, encoding="utf-8") as f:
+        return [doc for doc in yaml.safe_load_all(f) if doc]
+
+
+def schema_warnings(output_file: str) -> int:
+    bad = []
+    for line in Path(output_file).read_text(encoding="utf-8").splitlines():
+        if not line.startswith("WARN"):
+            continue
+        m = _WARN.match(line)
+        if m and (m["api"], m["kind"]) in CRDS:
+            continue
+        bad.append(line)
+    for line in bad:
+        print(f"lint-deploy: no schema, so not validated (a typo in kind/apiVersion?): {line}", file=sys.stderr)
+    return 1 if bad else 0
+
+
+def crds(files: list[str]) -> int:
+    rc = 0
+    for path in files:
+        for doc in load(path):
+            schema = CRDS.get((doc.get("apiVersion"), doc.get("kind")))
+            if schema is None:
+                continue
+            where = f"{path}: {doc['kind']}/{doc.get('metadata', {}).get('name')}"
+            errors = sorted(jsonschema.Draft202012Validator(schema).iter_errors(doc), key=lambda e: list(e.path))
+            for err in errors:
+                print(f"ERROR {where}: {'.'.join(map(str, err.path)) or '(root)'}: {err.message}")
+                rc = 1
+            if not errors:
+                print(f"INFO {where} passed against the schema in scripts/lint_deploy.py")
+    return rc
+
+
+def same_objects(directory: str, rendered: str) -> int:
+    def key(doc: dict) -> tuple[str, str, str, str]:
+        meta = doc.get("metadata", {})
+        return doc.get("apiVersion", ""), doc.get("kind", ""), meta.get("namespace", ""), meta.get("name", "")
+
+    files = sorted(p for p in Path(directory).glob("*.yaml") if p.name != "kustomization.yaml")
+    in_files = {key(doc) for p in files for doc in load(p)}
+    in_build = {key(doc) for doc in load(rendered)}
+    missing, extra = in_files - in_build, in_build - in_files
+    for k in sorted(missing):
+        print(f"ERROR {directory}: {k} is in a manifest but not in the kustomization's output (add the file to resources)")
+    for k in sorted(extra):
+        print(f"ERROR {directory}: {k} is rendered but in no manifest file of the directory")
+    if not (missing or extra):
+        print(f"INFO {directory}: the kustomization renders all {len(in_files)} objects of its manifests")
+    return 1 if missing or extra else 0
+
+
+def main(argv: list[str]) -> int:
+    if len(argv) >= 3 and argv[1] == "schema-warnings":
+        return schema_warnings(argv[2])
+    if len(argv) >= 3 and argv[1] == "crds":
+        return crds(argv[2:])
+    if len(argv) == 4 and argv[1] == "same-objects":
+        return same_objects(argv[2], argv[3])
+    print(__doc__, file=sys.stderr)
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))
