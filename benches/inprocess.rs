@@ -350,6 +350,7 @@ fn bench_model(model: &str, args: &Args, points: &mut Vec<Point>) -> Result<(), 
         max_batch_size: batches.iter().copied().max().unwrap_or(1).max(max_batch),
         instance_count: 1,
         row_invariant,
+        ..LoadOptions::default()
     };
     let t0 = Instant::now();
     let mut loaded =

@@ -8,6 +8,8 @@ Writes (paths relative to the repository root):
   models/{iris,digits,mlp,dense}/1/model.onnx
   models/{iris,digits,mlp,dense}/config.toml
   tests/data/{iris,digits,mlp,dense}.json
+  models-onnxruntime/scaler/1/model.onnx, config.toml   (ONNX Runtime only: uses `Scaler`)
+  tests/data/scaler.json
 
 Reference outputs come from scikit-learn (predict / predict_proba, cast to float32)
 or numpy (mlp, dense: float32), never from onnxruntime; onnxruntime (if installed) is only
@@ -30,12 +32,16 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 from skl2onnx import to_onnx
-from sklearn.datasets import load_digits, load_iris
+from sklearn.datasets import load_digits, load_iris, load_wine
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import LogisticRegression
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
 
 ROOT = Path(__file__).resolve().parent.parent
 MODELS = ROOT / "models"
+# Models that only the onnxruntime backend can serve (ops tract lacks); not served by default.
+ORT_MODELS = ROOT / "models-onnxruntime"
 TEST_DATA = ROOT / "tests" / "data"
 
 OPSET = 15  # default domain; tract-onnx 0.23 is tested against 9..18
@@ -148,9 +154,9 @@ def check_ops(model):
             raise SystemExit(f"{model.graph.name}: op {node.op_type} in domain {node.domain}")
 
 
-def save_model(name, model):
-    check_ops(model)
-    path = MODELS / name / "1" / "model.onnx"
+def save_model(name, model, root=MODELS, check=check_ops):
+    check(model)
+    path = root / name / "1" / "model.onnx"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(model.SerializeToString(deterministic=True))
     return path
@@ -201,9 +207,9 @@ def build_classifier(name, X, y, row_idx, doc, **lr_kwargs):
     return clf, path
 
 
-def classifier_config(comment, n_features, n_classes):
+def classifier_config(comment, n_features, n_classes, backend="tract"):
     return f"""# {comment}
-backend = "tract"
+backend = "{backend}"
 max_batch_size = 64
 
 [[input]]
@@ -472,6 +478,63 @@ def build_dense():
 
 
 # ---------------------------------------------------------------------------------------------
+# scaler: StandardScaler + LogisticRegression (ONNX Runtime only)
+# ---------------------------------------------------------------------------------------------
+
+
+def check_ort_ops(model):
+    """models-onnxruntime/: standard ONNX and ai.onnx.ml only, and at least one op tract lacks."""
+    for node in model.graph.node:
+        if node.domain not in ("", "ai.onnx", "ai.onnx.ml"):
+            raise SystemExit(f"{model.graph.name}: op {node.op_type} in domain {node.domain}")
+        if node.op_type == "ZipMap":
+            raise SystemExit(f"{model.graph.name}: ZipMap (a sequence of maps) cannot be served")
+    if not any(n.domain == "ai.onnx.ml" and n.op_type not in TRACT_ML_OPS for n in model.graph.node):
+        raise SystemExit(f"{model.graph.name}: expected an ai.onnx.ml op that tract lacks")
+
+
+def build_scaler():
+    """wine (13 features on very different scales, 3 classes) through StandardScaler, then
+    LogisticRegression. skl2onnx writes the scaler as ai.onnx.ml `Scaler`, which ONNX Runtime
+    implements and tract-onnx does not: the model that shows a load failing on tract with the
+    op named, and serving on ONNX Runtime."""
+    X, y = load_wine(return_X_y=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ConvergenceWarning)
+        pipe = make_pipeline(
+            StandardScaler(), LogisticRegression(max_iter=1000, random_state=0)
+        ).fit(X, y)
+    doc = "StandardScaler + LogisticRegression on the wine data set (13 features, 3 classes)"
+    model = convert_classifier(pipe, X.shape[1], "scaler", doc)
+    assert any(n.op_type == "Scaler" for n in model.graph.node), "no Scaler op in the graph"
+    path = save_model("scaler", model, root=ORT_MODELS, check=check_ort_ops)
+
+    rows = np.sort(np.random.default_rng(SEED + 3).choice(len(X), REF_ROWS, replace=False))
+    x32 = X[rows].astype(np.float32)
+    x64 = x32.astype(np.float64)
+    write_reference(
+        "scaler",
+        {"input": ("FP32", x32)},
+        {
+            "label": ("INT64", pipe.predict(x64).astype(np.int64)),
+            "probabilities": ("FP32", pipe.predict_proba(x64).astype(np.float32)),
+        },
+    )
+    write_text(
+        ORT_MODELS / "scaler" / "config.toml",
+        classifier_config(
+            "scaler: scikit-learn StandardScaler + LogisticRegression on wine, 13 FP32 features "
+            "-> class label + 3 probabilities. Uses the ai.onnx.ml Scaler op, which tract lacks: "
+            "ONNX Runtime only",
+            13,
+            3,
+            backend="onnxruntime",
+        ),
+    )
+    return pipe, X, path
+
+
+# ---------------------------------------------------------------------------------------------
 # Verification
 # ---------------------------------------------------------------------------------------------
 
@@ -540,6 +603,7 @@ def main():
     digits_clf, digits_X, digits_path = build_digits()
     _, mlp_path = build_mlp()
     _, dense_path = build_dense()
+    scaler_pipe, scaler_X, scaler_path = build_scaler()
 
     print("ferroserve models built:")
     all_ok = True
@@ -548,6 +612,7 @@ def main():
         ("digits", digits_path, (digits_clf, digits_X)),
         ("mlp", mlp_path, None),
         ("dense", dense_path, None),
+        ("scaler", scaler_path, (scaler_pipe, scaler_X)),
     ):
         line, ok = verify(name, path, full)
         all_ok &= ok

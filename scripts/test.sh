@@ -5,6 +5,8 @@
 #   1. cargo fmt --check
 #   2. cargo clippy --release --all-targets -- -D warnings
 #   3. scripts/setup-test-env.sh   (libb64-0d, .venv with tritonclient + perf_analyzer)
+#   3b. scripts/fetch-onnxruntime.sh (hash-pinned onnxruntime wheel -> .cache/onnxruntime; the
+#       tests find it through ORT_DYLIB_PATH)
 #   4. cargo build --release
 #   5. cargo nextest run --release  (cargo test --release when nextest is missing)
 #   6. pytest tests/python against target/release/ferroserve
@@ -80,6 +82,12 @@ run_python_tests() {
 stage "cargo fmt --check" cargo fmt --all --check
 stage "cargo clippy (release, -D warnings)" cargo clippy --release "${LOCKED[@]}" --all-targets -- -D warnings
 stage "python test environment" "$ROOT/scripts/setup-test-env.sh"
+fetch_onnxruntime() {
+    ORT_DYLIB_PATH="$("$ROOT/scripts/fetch-onnxruntime.sh")"
+    export ORT_DYLIB_PATH
+    echo "ORT_DYLIB_PATH=$ORT_DYLIB_PATH"
+}
+stage "ONNX Runtime library (onnxruntime==1.31.1 wheel)" fetch_onnxruntime
 stage "cargo build --release" cargo build --release "${LOCKED[@]}"
 stage "rust tests" run_rust_tests
 stage "python end-to-end tests (tritonclient, perf_analyzer)" run_python_tests

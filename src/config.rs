@@ -30,8 +30,10 @@ pub enum LogFormat {
     Json,
 }
 
-/// Everything the server process is configured with.
+/// Everything the server process is configured with. Keys missing from every source take
+/// their defaults.
 #[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
 pub struct ServerConfig {
     pub host: String,
     pub http_port: u16,
@@ -44,6 +46,51 @@ pub struct ServerConfig {
     pub strict_readiness: bool,
     pub log_format: LogFormat,
     pub shutdown: ShutdownConfig,
+    /// Triton's model control modes: what loads models and when.
+    pub model_control_mode: ModelControlMode,
+    /// Seconds between repository scans in `poll` mode.
+    pub repository_poll_secs: f64,
+    /// Models loaded at start in `explicit` mode.
+    pub load_models: Vec<String>,
+    /// Bearer token required by every mutating endpoint when set.
+    pub admin_token: Option<String>,
+    /// Let mutating endpoints run without a token on a non-loopback listener.
+    pub allow_unauthenticated_admin: bool,
+    /// `[onnxruntime]`: where the `onnxruntime` backend finds its library.
+    #[serde(default)]
+    pub onnxruntime: OnnxRuntimeConfig,
+}
+
+/// `[onnxruntime]` in the server config. The library is loaded once per process, by the first
+/// model that needs it; `library` unset means `ORT_DYLIB_PATH`, then
+/// `.cache/onnxruntime/libonnxruntime.so` (what `scripts/fetch-onnxruntime.sh` writes).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct OnnxRuntimeConfig {
+    pub library: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum ModelControlMode {
+    /// Load everything at start; the repository API is read-only.
+    #[default]
+    None,
+    /// Load everything at start, then rescan every `repository_poll_secs`: new or changed
+    /// versions load, removed ones unload.
+    Poll,
+    /// Load only `load_models` at start; then only through the repository API.
+    Explicit,
+}
+
+impl ModelControlMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ModelControlMode::None => "none",
+            ModelControlMode::Poll => "poll",
+            ModelControlMode::Explicit => "explicit",
+        }
+    }
 }
 
 /// What happens on SIGTERM/SIGINT: readiness turns false at once, the server keeps serving for
@@ -88,6 +135,12 @@ impl Default for ServerConfig {
             strict_readiness: true,
             log_format: LogFormat::Text,
             shutdown: ShutdownConfig::default(),
+            model_control_mode: ModelControlMode::None,
+            repository_poll_secs: 15.0,
+            load_models: Vec::new(),
+            admin_token: None,
+            allow_unauthenticated_admin: false,
+            onnxruntime: OnnxRuntimeConfig::default(),
         }
     }
 }
@@ -124,7 +177,10 @@ impl ServerConfig {
             config::Environment::with_prefix("FERROSERVE")
                 .prefix_separator("_")
                 .separator("__")
-                .try_parsing(true),
+                .try_parsing(true)
+                // FERROSERVE_LOAD_MODELS=a,b
+                .list_separator(",")
+                .with_list_parse_key("load_models"),
         );
         for (key, value) in overrides {
             builder = builder.set_override(*key, value.as_str())?;
@@ -135,6 +191,17 @@ impl ServerConfig {
     }
 
     pub fn validate(&self) -> Result<(), ConfigError> {
+        if !(0.05..=86_400.0).contains(&self.repository_poll_secs) {
+            return Err(ConfigError::Invalid(format!(
+                "repository_poll_secs must be 0.05..=86400, got {}",
+                self.repository_poll_secs
+            )));
+        }
+        if self.admin_token.as_deref().is_some_and(|t| t.len() < 16) {
+            return Err(ConfigError::Invalid(
+                "admin_token must be at least 16 characters".into(),
+            ));
+        }
         for (key, v) in [
             ("shutdown.drain_delay", self.shutdown.drain_delay),
             ("shutdown.timeout", self.shutdown.timeout),
@@ -163,12 +230,15 @@ impl ServerConfig {
 pub enum BackendKind {
     #[default]
     Tract,
+    /// ONNX Runtime, loaded from a shared library at run time (CPU or CUDA).
+    OnnxRuntime,
 }
 
 impl BackendKind {
     pub fn as_str(self) -> &'static str {
         match self {
             BackendKind::Tract => "tract",
+            BackendKind::OnnxRuntime => "onnxruntime",
         }
     }
 
@@ -176,6 +246,7 @@ impl BackendKind {
     pub fn platform(self) -> &'static str {
         match self {
             BackendKind::Tract => "tract_onnx",
+            BackendKind::OnnxRuntime => "onnxruntime_onnx",
         }
     }
 }
@@ -229,6 +300,82 @@ pub struct ModelConfig {
     pub instance_count: usize,
     pub dynamic_batching: Option<BatchingConfig>,
     pub queue: QueuePolicy,
+    pub version_policy: VersionPolicy,
+    /// Where the model runs; only `onnxruntime` offers CUDA.
+    pub device: Device,
+    /// Session options of `backend = "onnxruntime"` (defaults otherwise).
+    pub onnxruntime: OnnxRuntimeOptions,
+}
+
+/// Which of a model's versions are served (Triton's version policy).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum VersionPolicy {
+    /// The highest `n`.
+    Latest(usize),
+    All,
+    /// Exactly these (missing ones are reported).
+    Specific(Vec<u64>),
+}
+
+impl Default for VersionPolicy {
+    fn default() -> Self {
+        VersionPolicy::Latest(1)
+    }
+}
+
+impl VersionPolicy {
+    /// The versions to serve out of those present (ascending); specific versions not present
+    /// are returned too, so their absence is reported.
+    pub fn select(&self, present: &[u64]) -> Vec<u64> {
+        match self {
+            VersionPolicy::Latest(n) => present[present.len().saturating_sub(*n)..].to_vec(),
+            VersionPolicy::All => present.to_vec(),
+            VersionPolicy::Specific(list) => list.clone(),
+        }
+    }
+}
+
+/// `version_policy = "all"`, `{ latest = 2 }` or `{ specific = [1, 3] }`.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum RawVersionPolicy {
+    Word(String),
+    Table {
+        latest: Option<usize>,
+        specific: Option<Vec<u64>>,
+    },
+}
+
+impl Default for RawVersionPolicy {
+    fn default() -> Self {
+        RawVersionPolicy::Table {
+            latest: Some(1),
+            specific: None,
+        }
+    }
+}
+
+impl RawVersionPolicy {
+    fn validate(self) -> Result<VersionPolicy, String> {
+        const EXPECTED: &str =
+            "expected \"all\", { latest = N > 0 } or { specific = [positive versions] }";
+        match self {
+            RawVersionPolicy::Word(w) if w == "all" => Ok(VersionPolicy::All),
+            RawVersionPolicy::Table {
+                latest: Some(n),
+                specific: None,
+            } if n > 0 => Ok(VersionPolicy::Latest(n)),
+            RawVersionPolicy::Table {
+                latest: None,
+                specific: Some(mut v),
+            } if !v.is_empty() && !v.contains(&0) => {
+                v.sort_unstable();
+                v.dedup();
+                Ok(VersionPolicy::Specific(v))
+            }
+            _ => Err(format!("version_policy: {EXPECTED}")),
+        }
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -269,6 +416,12 @@ struct RawModelConfig {
     dynamic_batching: Option<RawBatchingConfig>,
     max_queue_size: Option<u64>,
     default_timeout_us: Option<u64>,
+    #[serde(default)]
+    version_policy: RawVersionPolicy,
+    device: Option<String>,
+    intra_op_threads: Option<usize>,
+    inter_op_threads: Option<usize>,
+    graph_optimization_level: Option<GraphOptimizationLevel>,
     /// Free-form annotations, ignored by the server.
     #[serde(default)]
     #[allow(dead_code)]
@@ -380,6 +533,7 @@ impl ModelConfig {
                 }
                 Ok(out)
             };
+        let (device, onnxruntime) = onnxruntime_keys(&raw)?;
         Ok(ModelConfig {
             backend: raw.backend,
             max_batch_size: raw.max_batch_size,
@@ -399,8 +553,140 @@ impl ModelConfig {
                 max_queue_size,
                 default_timeout,
             },
+            version_policy: raw.version_policy.validate()?,
+            device,
+            onnxruntime,
         })
     }
+}
+
+/// `device = "cpu" | "cuda:N"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Device {
+    #[default]
+    Cpu,
+    Cuda(u32),
+}
+
+impl Device {
+    pub fn parse(text: &str) -> Option<Device> {
+        match text.trim() {
+            "cpu" => Some(Device::Cpu),
+            other => {
+                let id = other.strip_prefix("cuda:")?;
+                // Digits only: `u32::from_str` would also take "+1".
+                if id.is_empty() || !id.bytes().all(|b| b.is_ascii_digit()) {
+                    return None;
+                }
+                id.parse().ok().map(Device::Cuda)
+            }
+        }
+    }
+
+    /// The GPU index, for Triton's `instance_group.gpus`.
+    pub fn gpu(self) -> Option<u32> {
+        match self {
+            Device::Cpu => None,
+            Device::Cuda(id) => Some(id),
+        }
+    }
+
+    /// Triton's `instance_group.kind`.
+    pub fn instance_kind(self) -> &'static str {
+        match self {
+            Device::Cpu => "KIND_CPU",
+            Device::Cuda(_) => "KIND_GPU",
+        }
+    }
+}
+
+impl std::fmt::Display for Device {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Device::Cpu => f.write_str("cpu"),
+            Device::Cuda(id) => write!(f, "cuda:{id}"),
+        }
+    }
+}
+
+/// ONNX Runtime's graph optimisation levels, by its own names (`ORT_ENABLE_BASIC` is "basic").
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum GraphOptimizationLevel {
+    Disable,
+    Basic,
+    Extended,
+    Layout,
+    #[default]
+    All,
+}
+
+/// Per-model ONNX Runtime session options; `None` leaves ONNX Runtime's default (one intra-op
+/// thread per physical core, sequential execution).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct OnnxRuntimeOptions {
+    pub intra_op_threads: Option<usize>,
+    pub inter_op_threads: Option<usize>,
+    pub graph_optimization_level: GraphOptimizationLevel,
+}
+
+impl ModelConfig {
+    /// What computes the model, as reported in its Triton config (`parameters`): ONNX Runtime's
+    /// provider name, or the engine's. The configured device is the one used: ONNX Runtime
+    /// registers CUDA strictly, so a CUDA model that cannot use CUDA does not load.
+    pub fn execution_provider(&self) -> &'static str {
+        match (self.backend, self.device) {
+            (BackendKind::Tract, _) => "tract",
+            (BackendKind::OnnxRuntime, Device::Cpu) => "CPUExecutionProvider",
+            (BackendKind::OnnxRuntime, Device::Cuda(_)) => "CUDAExecutionProvider",
+        }
+    }
+}
+
+/// The `device` and ONNX Runtime keys of a model config, checked against its backend.
+fn onnxruntime_keys(raw: &RawModelConfig) -> Result<(Device, OnnxRuntimeOptions), String> {
+    let device = match &raw.device {
+        None => Device::Cpu,
+        Some(text) => Device::parse(text)
+            .ok_or_else(|| format!("device must be \"cpu\" or \"cuda:N\", got {text:?}"))?,
+    };
+    for (key, threads) in [
+        ("intra_op_threads", raw.intra_op_threads),
+        ("inter_op_threads", raw.inter_op_threads),
+    ] {
+        if threads.is_some_and(|n| n == 0 || n > 1024) {
+            return Err(format!(
+                "{key} must be 1..=1024 (omit it for ONNX Runtime's default)"
+            ));
+        }
+    }
+    if raw.backend != BackendKind::OnnxRuntime {
+        if device != Device::Cpu {
+            return Err(format!(
+                "device \"{device}\" needs backend = \"onnxruntime\" ({} runs on the CPU only)",
+                raw.backend.as_str()
+            ));
+        }
+        let set = [
+            ("intra_op_threads", raw.intra_op_threads.is_some()),
+            ("inter_op_threads", raw.inter_op_threads.is_some()),
+            (
+                "graph_optimization_level",
+                raw.graph_optimization_level.is_some(),
+            ),
+        ];
+        if let Some((key, _)) = set.iter().find(|(_, present)| *present) {
+            return Err(format!("{key} applies to backend = \"onnxruntime\" only"));
+        }
+    }
+    Ok((
+        device,
+        OnnxRuntimeOptions {
+            intra_op_threads: raw.intra_op_threads,
+            inter_op_threads: raw.inter_op_threads,
+            graph_optimization_level: raw.graph_optimization_level.unwrap_or_default(),
+        },
+    ))
 }
 
 #[cfg(test)]
@@ -438,6 +724,33 @@ mod tests {
     }
 
     #[test]
+    fn version_policies_parse_in_triton_forms() {
+        let policy = |t: &str| ModelConfig::parse(t, "m").map(|c| c.version_policy);
+        assert_eq!(policy(""), Ok(VersionPolicy::Latest(1)));
+        assert_eq!(
+            policy("version_policy = { latest = 2 }"),
+            Ok(VersionPolicy::Latest(2))
+        );
+        assert_eq!(policy("version_policy = \"all\""), Ok(VersionPolicy::All));
+        assert_eq!(
+            policy("version_policy = { specific = [3, 1] }"),
+            Ok(VersionPolicy::Specific(vec![1, 3]))
+        );
+        for bad in [
+            "version_policy = \"some\"",
+            "version_policy = { latest = 0 }",
+            "version_policy = { specific = [] }",
+        ] {
+            assert!(policy(bad).is_err(), "{bad}");
+        }
+        assert_eq!(VersionPolicy::Latest(2).select(&[1, 2, 5]), vec![2, 5]);
+        assert_eq!(
+            VersionPolicy::Specific(vec![1, 9]).select(&[1, 2]),
+            vec![1, 9]
+        );
+    }
+
+    #[test]
     fn dynamic_batching_takes_triton_knobs_once() {
         let text = "max_batch_size = 16\n[dynamic_batching]\npreferred_batch_sizes = [8, 4]\n\
                     max_queue_delay_us = 500\nmax_queue_size = 7\ndefault_timeout_us = 2000\n";
@@ -458,6 +771,45 @@ mod tests {
             ModelConfig::parse("", "m").unwrap().queue,
             QueuePolicy::default()
         );
+    }
+
+    #[test]
+    fn onnxruntime_keys_parse_and_belong_to_their_backend() {
+        let cfg = ModelConfig::parse(
+            "backend = 'onnxruntime'\ndevice = 'cuda:1'\nintra_op_threads = 2\n\
+             graph_optimization_level = 'extended'",
+            "m",
+        )
+        .unwrap();
+        assert_eq!(cfg.backend, BackendKind::OnnxRuntime);
+        assert_eq!(cfg.device, Device::Cuda(1));
+        assert_eq!(cfg.device.instance_kind(), "KIND_GPU");
+        assert_eq!(cfg.onnxruntime.intra_op_threads, Some(2));
+        assert_eq!(cfg.onnxruntime.inter_op_threads, None);
+        assert_eq!(
+            cfg.onnxruntime.graph_optimization_level,
+            GraphOptimizationLevel::Extended
+        );
+        let plain = ModelConfig::parse("backend = 'onnxruntime'", "m").unwrap();
+        assert_eq!(plain.device, Device::Cpu);
+        assert_eq!(plain.onnxruntime, OnnxRuntimeOptions::default());
+        for (text, want) in [
+            ("backend = 'onnxruntime'\ndevice = 'gpu'", "device must be"),
+            (
+                "backend = 'onnxruntime'\ndevice = 'cuda:+1'",
+                "device must be",
+            ),
+            ("backend = 'onnxruntime'\nintra_op_threads = 0", "1..=1024"),
+            ("device = 'cuda:0'", "needs backend = \"onnxruntime\""),
+            ("inter_op_threads = 2", "applies to backend"),
+            (
+                "backend = 'onnxruntime'\ngraph_optimization_level = 'max'",
+                "unknown variant",
+            ),
+        ] {
+            let err = ModelConfig::parse(text, "m").unwrap_err();
+            assert!(err.contains(want), "{text}: {err}");
+        }
     }
 
     #[test]
@@ -486,9 +838,15 @@ mod tests {
         // Only this test sets this variable.
         std::env::set_var("FERROSERVE_GRPC_PORT", "2001");
         std::env::set_var("FERROSERVE_METRICS_PORT", "2002");
+        std::env::set_var("FERROSERVE_LOAD_MODELS", "iris,mlp");
+        std::env::set_var("FERROSERVE_SHUTDOWN__DRAIN_DELAY", "1.5");
         let cfg = ServerConfig::load(Some(&file), &[("metrics_port", "3002".into())]).unwrap();
         std::env::remove_var("FERROSERVE_GRPC_PORT");
         std::env::remove_var("FERROSERVE_METRICS_PORT");
+        std::env::remove_var("FERROSERVE_LOAD_MODELS");
+        std::env::remove_var("FERROSERVE_SHUTDOWN__DRAIN_DELAY");
+        assert_eq!(cfg.load_models, ["iris", "mlp"]);
+        assert_eq!(cfg.shutdown.drain_delay, 1.5);
         assert_eq!(
             (cfg.http_port, cfg.grpc_port, cfg.metrics_port),
             (1000, 2001, 3002)

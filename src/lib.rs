@@ -9,11 +9,13 @@
 //! - [`registry`]: the atomically swapped model table, the repository scan and the loader.
 //! - [`tensor`]: datatype, shape and bytes; concatenation and split along the batch dimension.
 //! - [`config`], [`metrics`], [`server`]: configuration, Prometheus metrics, wiring and shutdown.
+//! - [`loadgen`]: `ferroserve bench`, the load generator (closed/open loop, HTTP and gRPC).
 
 pub mod api;
 pub mod backend;
 pub mod batching;
 pub mod config;
+pub mod loadgen;
 pub mod metrics;
 pub mod registry;
 pub mod routing;

@@ -1,6 +1,10 @@
-//! The `ferroserve` command line: parse, load configuration, start logging, run the server.
+//! The `ferroserve` command line: `serve` (load configuration, start logging, run the server) and
+//! `bench` (the load generator of [`ferroserve::loadgen`]).
+
+mod models_cli;
 
 use std::path::PathBuf;
+use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
@@ -22,6 +26,10 @@ struct Cli {
 enum Command {
     /// Serve the models of a repository over HTTP and gRPC.
     Serve(ServeArgs),
+    /// Measure a server: closed- or open-loop load on one model, latency percentiles.
+    Bench(ferroserve::loadgen::BenchArgs),
+    /// List, load or unload the models of a running server (its repository API).
+    Models(models_cli::ModelsArgs),
 }
 
 /// Flags override `FERROSERVE_*` variables, which override the config file.
@@ -51,6 +59,35 @@ struct ServeArgs {
     /// Log format: text or json.
     #[arg(long)]
     log_format: Option<String>,
+    /// none: load everything at start, read-only repository API; poll: also rescan the
+    /// repository every --repository-poll-secs; explicit: load only --load-model at start,
+    /// then only through the repository API.
+    #[arg(long, value_parser = ["none", "poll", "explicit"])]
+    model_control_mode: Option<String>,
+    /// Seconds between repository scans in poll mode.
+    #[arg(long)]
+    repository_poll_secs: Option<f64>,
+    /// A model to load at start in explicit mode (repeat the flag for several).
+    #[arg(long = "load-model", value_name = "NAME")]
+    load_models: Vec<String>,
+    /// Bearer token the repository API's load and unload require (at least 16 characters).
+    /// Prefer FERROSERVE_ADMIN_TOKEN: flags show in the process list.
+    #[arg(long)]
+    admin_token: Option<String>,
+    /// Allow load/unload without a token from any address (default: only from loopback).
+    #[arg(long)]
+    allow_unauthenticated_admin: Option<bool>,
+    /// Seconds to keep serving, not ready, after SIGTERM before closing the listeners. A second
+    /// signal exits at once.
+    #[arg(long)]
+    drain_delay: Option<f64>,
+    /// Seconds requests in flight get to finish once the listeners close.
+    #[arg(long)]
+    shutdown_timeout: Option<f64>,
+    /// The ONNX Runtime shared library (default: ORT_DYLIB_PATH, then
+    /// .cache/onnxruntime/libonnxruntime.so).
+    #[arg(long)]
+    onnxruntime_library: Option<PathBuf>,
 }
 
 impl ServeArgs {
@@ -80,6 +117,30 @@ impl ServeArgs {
             self.strict_readiness.map(|p| p.to_string()),
         );
         set("log_format", self.log_format.clone());
+        set("model_control_mode", self.model_control_mode.clone());
+        set(
+            "repository_poll_secs",
+            self.repository_poll_secs.map(|v| v.to_string()),
+        );
+        set("admin_token", self.admin_token.clone());
+        set(
+            "allow_unauthenticated_admin",
+            self.allow_unauthenticated_admin.map(|v| v.to_string()),
+        );
+        set(
+            "shutdown.drain_delay",
+            self.drain_delay.map(|v| v.to_string()),
+        );
+        set(
+            "shutdown.timeout",
+            self.shutdown_timeout.map(|v| v.to_string()),
+        );
+        set(
+            "onnxruntime.library",
+            self.onnxruntime_library
+                .as_ref()
+                .map(|p| p.to_string_lossy().into_owned()),
+        );
         o
     }
 }
@@ -98,7 +159,17 @@ fn init_logging(format: LogFormat) {
     }
 }
 
+/// Resolves on the first SIGTERM or SIGINT; a second one, during the drain, exits at once.
 async fn shutdown_signal() {
+    one_signal().await;
+    tokio::spawn(async {
+        one_signal().await;
+        tracing::warn!("second shutdown signal: exiting now, without draining");
+        std::process::exit(1);
+    });
+}
+
+async fn one_signal() {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{signal, SignalKind};
@@ -120,17 +191,25 @@ async fn shutdown_signal() {
     }
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<ExitCode> {
     let cli = Cli::parse();
     match cli.command {
-        Command::Serve(args) => {
-            let config = ServerConfig::load(args.config.as_deref(), &args.overrides())?;
-            init_logging(config.log_format);
-            let listeners = Listeners::bind(&config)
-                .await
-                .with_context(|| format!("cannot listen on {}", config.host))?;
-            server::run(config, listeners, shutdown_signal()).await
-        }
+        Command::Serve(args) => serve(args).map(|()| ExitCode::SUCCESS),
+        // The load generator builds its own runtime (`--threads`), separate from the server's.
+        Command::Bench(args) => ferroserve::loadgen::main(args),
+        Command::Models(args) => models_cli::run(args).map(|()| ExitCode::SUCCESS),
     }
+}
+
+#[tokio::main]
+async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let mut config = ServerConfig::load(args.config.as_deref(), &args.overrides())?;
+    if !args.load_models.is_empty() {
+        config.load_models = args.load_models.clone();
+    }
+    init_logging(config.log_format);
+    let listeners = Listeners::bind(&config)
+        .await
+        .with_context(|| format!("cannot listen on {}", config.host))?;
+    server::run(config, listeners, shutdown_signal()).await
 }

@@ -16,6 +16,7 @@ pub const COMPUTE_DURATION: &str = "compute_duration_seconds";
 pub const BATCH_SIZE: &str = "batch_size";
 pub const MODEL_READY: &str = "model_ready";
 pub const QUEUE_DEPTH: &str = "queue_depth";
+pub const LOAD_FAILURES: &str = "model_load_failures_total";
 
 /// Latency buckets from 25 µs to 10 s: small models answer in microseconds, big ones in seconds.
 const LATENCY_BUCKETS: &[f64] = &[
@@ -49,6 +50,7 @@ pub struct Metrics {
     pub batch_size: HistogramVec,
     pub model_ready: IntGaugeVec,
     pub queue_depth: IntGaugeVec,
+    pub load_failures: IntCounterVec,
 }
 
 impl Metrics {
@@ -100,6 +102,13 @@ impl Metrics {
                 Opts::new(QUEUE_DEPTH, "Requests waiting for an instance."),
                 &["model", "version"],
             )?,
+            load_failures: IntCounterVec::new(
+                Opts::new(
+                    LOAD_FAILURES,
+                    "Model loads that failed (the version kept serving what it served).",
+                ),
+                &["model"],
+            )?,
             registry,
         };
         m.registry.register(Box::new(m.requests.clone()))?;
@@ -109,6 +118,7 @@ impl Metrics {
         m.registry.register(Box::new(m.batch_size.clone()))?;
         m.registry.register(Box::new(m.model_ready.clone()))?;
         m.registry.register(Box::new(m.queue_depth.clone()))?;
+        m.registry.register(Box::new(m.load_failures.clone()))?;
         Ok(m)
     }
 

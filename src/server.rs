@@ -9,16 +9,18 @@ use std::time::Instant;
 
 use anyhow::Context;
 use axum::serve::ListenerExt;
-use futures_util::future::join_all;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio_stream::wrappers::TcpListenerStream;
 use tokio_stream::StreamExt;
 
 use crate::api;
+use crate::api::admin::Admin;
+use crate::config::ModelControlMode;
 use crate::config::ServerConfig;
 use crate::metrics::Metrics;
-use crate::registry::{loader, repository, ModelEntry, Registry, VersionState};
+use crate::registry::manager::ModelManager;
+use crate::registry::{repository, Registry, VersionState};
 use crate::routing::Router;
 
 /// The three bound sockets the server serves on.
@@ -55,6 +57,8 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let started = Instant::now();
+    // Nothing is loaded here: the first model that needs ONNX Runtime loads it (or fails alone).
+    crate::backend::configure_onnxruntime(config.onnxruntime.library.clone());
     let (http_addr, grpc_addr, metrics_addr) = listeners.addrs()?;
     let metrics = Arc::new(Metrics::new().context("metrics registry")?);
     let registry = Arc::new(Registry::default());
@@ -65,8 +69,16 @@ pub async fn run(
     ));
 
     let repo = &config.model_repository;
-    let models = repository::scan(repo)
+    repository::scan(repo)
         .with_context(|| format!("cannot read the model repository {}", repo.display()))?;
+    let manager = Arc::new(ModelManager::new(
+        registry.clone(),
+        metrics.clone(),
+        repo.clone(),
+        config.model_control_mode,
+        config.shutdown.timeout(),
+    ));
+    let admin = Arc::new(Admin::new(manager.clone(), &config));
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let stopped = move || {
@@ -77,7 +89,7 @@ pub async fn run(
     };
 
     // Serve first: liveness answers while models load, readiness waits for them.
-    let http_app = api::http::app(router.clone(), config.max_request_bytes);
+    let http_app = api::http::app(router.clone(), admin.clone(), config.max_request_bytes);
     let http_listener = listeners.http.tap_io(|tcp| {
         let _ = tcp.set_nodelay(true);
     });
@@ -96,7 +108,11 @@ pub async fn run(
     let grpc = tokio::spawn(
         tonic::transport::Server::builder()
             .layer(tower::util::MapResponseLayer::new(api::grpc::map_oversize))
-            .add_service(api::grpc::service(router.clone(), config.max_request_bytes))
+            .add_service(api::grpc::service(
+                router.clone(),
+                admin.clone(),
+                config.max_request_bytes,
+            ))
             .serve_with_incoming_shutdown(grpc_incoming, stopped()),
     );
 
@@ -121,8 +137,26 @@ pub async fn run(
             .into_future(),
     );
 
-    load_repository(&registry, &metrics, models).await;
+    manager
+        .load_initial(&config.load_models)
+        .await
+        .context("loading the model repository")?;
     log_summary(&registry, http_addr, grpc_addr, metrics_addr, started);
+    if config.model_control_mode == ModelControlMode::Poll {
+        let period = std::time::Duration::from_secs_f64(config.repository_poll_secs);
+        let (manager, stop) = (manager.clone(), stopped());
+        tokio::spawn(async move {
+            tokio::pin!(stop);
+            let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => manager.poll().await,
+                    _ = &mut stop => break,
+                }
+            }
+        });
+    }
 
     shutdown.await;
     let drain = config.shutdown;
@@ -151,71 +185,6 @@ pub async fn run(
     }
     tracing::info!("stopped");
     Ok(())
-}
-
-/// Publishes every model as loading, then loads them concurrently and publishes each result.
-async fn load_repository(
-    registry: &Registry,
-    metrics: &Arc<Metrics>,
-    models: Vec<repository::ModelDir>,
-) {
-    registry.publish(|table| {
-        for m in &models {
-            let mut entry = ModelEntry {
-                name: m.name.clone(),
-                versions: Default::default(),
-                error: None,
-            };
-            match &m.config {
-                Err(e) => entry.error = Some(e.clone()),
-                Ok(_) if m.versions.is_empty() => {
-                    entry.error = Some(format!("{} has no version directories", m.path.display()))
-                }
-                Ok(_) => {
-                    for (v, _) in m.served_versions() {
-                        entry.versions.insert(v, VersionState::Loading);
-                    }
-                }
-            }
-            table.models.insert(m.name.clone(), entry);
-        }
-    });
-    for m in &models {
-        if let Err(e) = &m.config {
-            tracing::error!(model = %m.name, "model not loaded: {e}");
-        } else if m.versions.is_empty() {
-            tracing::error!(model = %m.name, path = %m.path.display(), "model not loaded: no version directories");
-        }
-    }
-    let loads = models.iter().filter_map(|m| m.config.as_ref().ok().map(|c| (m, c))).flat_map(|(m, config)| {
-        m.served_versions().into_iter().map(move |(version, file)| async move {
-            let result = loader::load_version(&m.name, version, &file, config, metrics.clone()).await;
-            let state = match result {
-                Ok(mv) => {
-                    tracing::info!(
-                        model = %m.name,
-                        version,
-                        backend = config.backend.as_str(),
-                        load_ms = mv.load_time.as_millis() as u64,
-                        "model version ready"
-                    );
-                    VersionState::Ready(mv)
-                }
-                Err(reason) => {
-                    tracing::error!(model = %m.name, version, file = %file.display(), "model version failed to load: {reason}");
-                    VersionState::Unavailable(reason)
-                }
-            };
-            let ready = matches!(state, VersionState::Ready(_));
-            metrics.model_ready.with_label_values(&[m.name.as_str(), &version.to_string()]).set(i64::from(ready));
-            registry.publish(|table| {
-                if let Some(entry) = table.models.get_mut(&m.name) {
-                    entry.versions.insert(version, state.clone());
-                }
-            });
-        })
-    });
-    join_all(loads).await;
 }
 
 fn log_summary(

@@ -111,6 +111,7 @@ async fn batched_responses_equal_unbatched_results_bit_for_bit() {
         max_batch_size: 64,
         instance_count: 1,
         row_invariant: true,
+        ..LoadOptions::default()
     };
     let mut alone = backend::load(BackendKind::Tract, &file, &options).unwrap();
     for (i, (rows, values, got)) in results.iter().enumerate() {

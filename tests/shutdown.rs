@@ -11,8 +11,10 @@ use ferroserve::config::{ServerConfig, ShutdownConfig};
 use ferroserve::server::{self, Listeners};
 use serde_json::json;
 
-/// What one client request came to, and when it was started.
+/// What one client request came to, and when it was started. The strings are only read through
+/// `Debug` in assertion messages.
 #[derive(Debug)]
+#[allow(dead_code)]
 enum Outcome {
     Ok,
     /// No HTTP answer at all: refused, or reset/closed before any response byte.

@@ -3,6 +3,7 @@
 
 use axum::http::StatusCode;
 
+use crate::registry::manager::ControlError;
 use crate::routing::InferError;
 
 /// Everything a transport can answer with, besides success.
@@ -17,6 +18,12 @@ pub enum ApiError {
     PayloadTooLarge(String),
     #[error("{0}")]
     Unimplemented(String),
+    #[error(transparent)]
+    Control(ControlError),
+    #[error("{0}")]
+    Unauthenticated(String),
+    #[error("{0}")]
+    Forbidden(String),
 }
 
 impl ApiError {
@@ -41,6 +48,16 @@ impl ApiError {
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::Unimplemented(_) => StatusCode::NOT_IMPLEMENTED,
+            ApiError::Control(e) => match e {
+                ControlError::InvalidName(_)
+                | ControlError::OutsideRepository(_)
+                | ControlError::LoadFailed { .. } => StatusCode::BAD_REQUEST,
+                ControlError::NotFound(_) => StatusCode::NOT_FOUND,
+                ControlError::NotAllowed(_) => StatusCode::CONFLICT,
+                ControlError::Repository(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            },
+            ApiError::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
+            ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
         }
     }
 
@@ -62,6 +79,16 @@ impl ApiError {
             ApiError::BadRequest(_) => tonic::Code::InvalidArgument,
             ApiError::PayloadTooLarge(_) => tonic::Code::ResourceExhausted,
             ApiError::Unimplemented(_) => tonic::Code::Unimplemented,
+            ApiError::Control(e) => match e {
+                ControlError::InvalidName(_)
+                | ControlError::OutsideRepository(_)
+                | ControlError::LoadFailed { .. } => tonic::Code::InvalidArgument,
+                ControlError::NotFound(_) => tonic::Code::NotFound,
+                ControlError::NotAllowed(_) => tonic::Code::FailedPrecondition,
+                ControlError::Repository(_) => tonic::Code::Internal,
+            },
+            ApiError::Unauthenticated(_) => tonic::Code::Unauthenticated,
+            ApiError::Forbidden(_) => tonic::Code::PermissionDenied,
         }
     }
 }

@@ -9,6 +9,7 @@ use bytes::Bytes;
 use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
 
+use super::admin::Admin;
 use super::error::ApiError;
 use super::{server_extensions, SERVER_NAME};
 use crate::metrics::Protocol;
@@ -25,14 +26,16 @@ use pb::grpc_inference_service_server::{GrpcInferenceService, GrpcInferenceServi
 
 pub struct InferenceService {
     router: Arc<Router>,
+    admin: Arc<Admin>,
 }
 
 /// The tonic service, with message limits set to the configured request size.
 pub fn service(
     router: Arc<Router>,
+    admin: Arc<Admin>,
     max_request_bytes: usize,
 ) -> GrpcInferenceServiceServer<InferenceService> {
-    GrpcInferenceServiceServer::new(InferenceService { router })
+    GrpcInferenceServiceServer::new(InferenceService { router, admin })
         .max_decoding_message_size(max_request_bytes)
         .max_encoding_message_size(usize::MAX)
 }
@@ -210,10 +213,19 @@ fn config_proto(mv: &ModelVersion) -> pb::ModelConfig {
         output: mv.signature.outputs.iter().map(output).collect(),
         instance_group: vec![pb::ModelInstanceGroup {
             name: mv.name.clone(),
-            kind: pb::model_instance_group::Kind::Cpu as i32,
+            kind: pb::model_instance_group::Kind::from_str_name(cfg.device.instance_kind())
+                .unwrap_or(pb::model_instance_group::Kind::Cpu) as i32,
             count: i32::try_from(cfg.instance_count).unwrap_or(i32::MAX),
+            gpus: cfg.device.gpu().map(|g| g as i32).into_iter().collect(),
             ..Default::default()
         }],
+        parameters: [(
+            "execution_provider".to_owned(),
+            pb::ModelParameter {
+                string_value: cfg.execution_provider().to_owned(),
+            },
+        )]
+        .into(),
         version_policy: Some(pb::ModelVersionPolicy {
             policy_choice: Some(pb::model_version_policy::PolicyChoice::Latest(
                 pb::model_version_policy::Latest { num_versions: 1 },
@@ -404,23 +416,60 @@ impl GrpcInferenceService for InferenceService {
 
     async fn repository_index(
         &self,
-        _: Request<pb::RepositoryIndexRequest>,
+        req: Request<pb::RepositoryIndexRequest>,
     ) -> GrpcResult<pb::RepositoryIndexResponse> {
-        unimplemented("the model repository extension")
+        let r = req.into_inner();
+        if !r.repository_name.is_empty() {
+            return Err(ApiError::BadRequest(
+                "this server has one model repository: leave repository_name empty".into(),
+            )
+            .into());
+        }
+        let models = self
+            .admin
+            .index(r.ready)?
+            .into_iter()
+            .map(|row| pb::repository_index_response::ModelIndex {
+                name: row.name,
+                version: row.version,
+                state: row.state,
+                reason: row.reason,
+            })
+            .collect();
+        Ok(Response::new(pb::RepositoryIndexResponse { models }))
     }
 
     async fn repository_model_load(
         &self,
-        _: Request<pb::RepositoryModelLoadRequest>,
+        req: Request<pb::RepositoryModelLoadRequest>,
     ) -> GrpcResult<pb::RepositoryModelLoadResponse> {
-        unimplemented("the model repository extension")
+        let auth = req
+            .metadata()
+            .get("authorization")
+            .map(|v| v.as_bytes().to_vec());
+        let r = req.into_inner();
+        self.admin.authorize(auth.as_deref())?;
+        if !r.parameters.is_empty() {
+            return Err(ApiError::BadRequest(
+                "load parameters (config overrides, file contents) are not accepted: models load only from the repository".into(),
+            )
+            .into());
+        }
+        self.admin.load(auth.as_deref(), &r.model_name).await?;
+        Ok(Response::new(pb::RepositoryModelLoadResponse {}))
     }
 
     async fn repository_model_unload(
         &self,
-        _: Request<pb::RepositoryModelUnloadRequest>,
+        req: Request<pb::RepositoryModelUnloadRequest>,
     ) -> GrpcResult<pb::RepositoryModelUnloadResponse> {
-        unimplemented("the model repository extension")
+        let auth = req
+            .metadata()
+            .get("authorization")
+            .map(|v| v.as_bytes().to_vec());
+        let r = req.into_inner();
+        self.admin.unload(auth.as_deref(), &r.model_name).await?;
+        Ok(Response::new(pb::RepositoryModelUnloadResponse {}))
     }
 
     async fn system_shared_memory_status(

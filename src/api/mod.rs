@@ -1,5 +1,6 @@
 //! Transports: each translates its wire format to the core's types and calls `routing::Router`.
 
+pub mod admin;
 pub mod error;
 pub mod grpc;
 pub mod http;
@@ -11,6 +12,7 @@ pub fn server_extensions() -> Vec<&'static str> {
     vec![
         "binary_tensor_data",
         "model_configuration",
+        "model_repository",
         "parameters",
         "statistics",
     ]

@@ -1,12 +1,14 @@
 //! Backends run one batch on one model instance. The trait is synchronous on purpose: every
 //! instance lives on its own OS thread (see `worker`), never on the async runtime.
 
+#[cfg(feature = "onnxruntime")]
+pub mod onnxruntime;
 pub mod tract;
 pub mod worker;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
-use crate::config::BackendKind;
+use crate::config::{BackendKind, Device, OnnxRuntimeOptions};
 use crate::tensor::{DataType, Tensor};
 
 #[derive(Debug, thiserror::Error)]
@@ -46,6 +48,21 @@ pub struct LoadOptions {
     pub instance_count: usize,
     /// A row's result must not depend on the other rows in its batch (requests share batches).
     pub row_invariant: bool,
+    /// Where the model runs; engines other than ONNX Runtime take only the CPU.
+    pub device: Device,
+    pub onnxruntime: OnnxRuntimeOptions,
+}
+
+impl Default for LoadOptions {
+    fn default() -> Self {
+        LoadOptions {
+            max_batch_size: 0,
+            instance_count: 1,
+            row_invariant: false,
+            device: Device::Cpu,
+            onnxruntime: OnnxRuntimeOptions::default(),
+        }
+    }
 }
 
 /// A loaded model: its graph's signature and one backend per instance.
@@ -62,5 +79,21 @@ pub fn load(
 ) -> Result<LoadedModel, BackendError> {
     match kind {
         BackendKind::Tract => tract::load(path, options),
+        #[cfg(feature = "onnxruntime")]
+        BackendKind::OnnxRuntime => onnxruntime::load(path, options),
+        #[cfg(not(feature = "onnxruntime"))]
+        BackendKind::OnnxRuntime => Err(BackendError::Load {
+            path: path.display().to_string(),
+            reason: "this ferroserve was built without the `onnxruntime` feature".into(),
+        }),
     }
+}
+
+/// The ONNX Runtime library the server config names (`onnxruntime.library`); `None` falls
+/// back to `ORT_DYLIB_PATH`, then the project folder. Loaded only when a model needs it.
+pub fn configure_onnxruntime(library: Option<PathBuf>) {
+    #[cfg(feature = "onnxruntime")]
+    onnxruntime::configure(library);
+    #[cfg(not(feature = "onnxruntime"))]
+    let _ = library;
 }

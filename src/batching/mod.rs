@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::backend::worker::WorkerPool;
 use crate::backend::Backend;
@@ -48,6 +48,8 @@ pub struct BatcherConfig {
 pub struct Batcher {
     tx: mpsc::Sender<Pending>,
     shared: Arc<Shared>,
+    /// Turns true once the loop has answered everything queued and the instance threads joined.
+    stopped: watch::Receiver<bool>,
 }
 
 /// Per-version metric handles, resolved once instead of per request.
@@ -107,8 +109,17 @@ impl Batcher {
             },
         )?;
         let queue = BatchQueue::new(config.policy);
-        tokio::spawn(run_loop(rx, idle_rx, pool, queue, shared.clone()));
-        Ok(Batcher { tx, shared })
+        let shared_loop = shared.clone();
+        let (stopped_tx, stopped) = watch::channel(false);
+        tokio::spawn(async move {
+            run_loop(rx, idle_rx, pool, queue, shared_loop).await;
+            let _ = stopped_tx.send(true);
+        });
+        Ok(Batcher {
+            tx,
+            shared,
+            stopped,
+        })
     }
 
     /// Queues `inputs` (model order, `rows` rows) and waits for the outputs (model order).
@@ -141,13 +152,28 @@ impl Batcher {
                 mpsc::error::TrySendError::Closed(_) => BatchError::Closed,
             });
         }
-        let answer = async { answer.await.unwrap_or(Err(BatchError::Closed)) };
+        // A request whose deadline passed is dropped from the queue, which can close `answer`
+        // a moment before the timer below fires: that is still a deadline, not a closed model.
+        let answer = async {
+            answer.await.unwrap_or_else(|_| match deadline {
+                Some(d) if d <= Instant::now() => Err(BatchError::DeadlineExceeded),
+                _ => Err(BatchError::Closed),
+            })
+        };
         match deadline {
             // Dropping `answer` at the deadline marks the queued request dead: it is skipped.
             Some(d) => tokio::time::timeout_at(d.into(), answer)
                 .await
                 .unwrap_or(Err(BatchError::DeadlineExceeded)),
             None => answer.await,
+        }
+    }
+
+    /// Completes once every handle is gone, the queue is answered and the threads are joined.
+    pub fn stopped(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let mut rx = self.stopped.clone();
+        async move {
+            let _ = rx.wait_for(|s| *s).await;
         }
     }
 
@@ -205,7 +231,7 @@ async fn run_loop(
         }
     }
     // Joining waits for the instances' last batches: do it off the async runtime.
-    tokio::task::spawn_blocking(move || drop(pool));
+    let _ = tokio::task::spawn_blocking(move || drop(pool)).await;
 }
 
 async fn sleep_until(at: Option<tokio::time::Instant>) {

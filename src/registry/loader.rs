@@ -24,9 +24,14 @@ pub async fn load_version(
     metrics: Arc<Metrics>,
 ) -> Result<Arc<ModelVersion>, String> {
     let start = Instant::now();
-    if !file.is_file() {
-        return Err(format!("{} does not exist", file.display()));
+    let meta = std::fs::metadata(file).map_err(|e| match e.kind() {
+        std::io::ErrorKind::NotFound => format!("{} does not exist", file.display()),
+        _ => format!("{}: {e}", file.display()),
+    })?;
+    if !meta.is_file() {
+        return Err(format!("{} is not a file", file.display()));
     }
+    let file_fingerprint = meta.modified().ok().map(|m| (meta.len(), m));
     let (signature, instances) = {
         let (file, config) = (file.to_path_buf(), config.clone());
         tokio::task::spawn_blocking(move || build(&file, &config))
@@ -69,6 +74,7 @@ pub async fn load_version(
         batcher,
         stats,
         load_time: start.elapsed(),
+        file_fingerprint,
     }))
 }
 
@@ -78,6 +84,8 @@ fn build(file: &Path, config: &ModelConfig) -> Result<(Signature, Vec<Box<dyn Ba
         max_batch_size: config.max_batch_size,
         instance_count: config.instance_count,
         row_invariant: config.dynamic_batching.is_some(),
+        device: config.device,
+        onnxruntime: config.onnxruntime,
     };
     let mut loaded = backend::load(config.backend, file, &options).map_err(|e| e.to_string())?;
     let batched = config.max_batch_size > 0;

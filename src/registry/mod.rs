@@ -2,6 +2,7 @@
 //! lock, writers publish a new table. A version is in the table as `Ready` only after warm-up.
 
 pub mod loader;
+pub mod manager;
 pub mod repository;
 
 use std::collections::BTreeMap;
@@ -53,6 +54,8 @@ pub struct ModelVersion {
     pub batcher: Batcher,
     pub stats: Arc<VersionStats>,
     pub load_time: Duration,
+    /// Size and modification time of the model file when loaded: a change means reload.
+    pub file_fingerprint: Option<(u64, std::time::SystemTime)>,
 }
 
 #[derive(Clone)]
@@ -77,8 +80,10 @@ impl VersionState {
 pub struct ModelEntry {
     pub name: String,
     pub versions: BTreeMap<u64, VersionState>,
-    /// A model-level failure (unreadable config, no versions) that applies to every version.
+    /// A model-level failure (unreadable config, no versions) while nothing serves.
     pub error: Option<String>,
+    /// Why the last load or reload failed while other versions kept serving.
+    pub last_failure: Option<String>,
 }
 
 impl ModelEntry {
@@ -90,14 +95,10 @@ impl ModelEntry {
         })
     }
 
-    /// Every version it is meant to serve is ready.
+    /// It serves: some version is ready. A version loading or failing beside a ready one does
+    /// not make the model unready (a reload never takes readiness away).
     pub fn is_ready(&self) -> bool {
-        self.error.is_none()
-            && !self.versions.is_empty()
-            && self
-                .versions
-                .values()
-                .all(|s| matches!(s, VersionState::Ready(_)))
+        self.error.is_none() && self.default_version().is_some()
     }
 
     /// Why the model is not ready, for logs and the API.
@@ -120,12 +121,16 @@ pub struct ModelTable {
 
 pub struct Registry {
     table: ArcSwap<ModelTable>,
+    /// The start-up load has published every model it was asked for. Until then the table may
+    /// be empty, and an empty table must not read as "all ready".
+    initialized: std::sync::atomic::AtomicBool,
 }
 
 impl Default for Registry {
     fn default() -> Self {
         Registry {
             table: ArcSwap::from_pointee(ModelTable::default()),
+            initialized: std::sync::atomic::AtomicBool::new(false),
         }
     }
 }
@@ -145,17 +150,28 @@ impl Registry {
         });
     }
 
-    /// Every model is ready (Triton's strict readiness) and none is loading.
-    pub fn all_ready(&self) -> bool {
-        self.snapshot().models.values().all(ModelEntry::is_ready)
+    /// Marks the start-up load done: from now on readiness follows the table.
+    pub fn mark_initialized(&self) {
+        self.initialized
+            .store(true, std::sync::atomic::Ordering::Release);
     }
 
-    /// No model is still loading (non-strict readiness).
+    fn initialized(&self) -> bool {
+        self.initialized.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// Start-up is done and every model is ready (Triton's strict readiness).
+    pub fn all_ready(&self) -> bool {
+        self.initialized() && self.snapshot().models.values().all(ModelEntry::is_ready)
+    }
+
+    /// Start-up is done and no model is still loading (non-strict readiness).
     pub fn settled(&self) -> bool {
-        self.snapshot().models.values().all(|m| {
-            !m.versions
-                .values()
-                .any(|s| matches!(s, VersionState::Loading))
-        })
+        self.initialized()
+            && self.snapshot().models.values().all(|m| {
+                !m.versions
+                    .values()
+                    .any(|s| matches!(s, VersionState::Loading))
+            })
     }
 }

@@ -20,9 +20,28 @@ pub struct ModelDir {
 }
 
 impl ModelDir {
-    /// The versions to serve: for now the highest one.
+    /// The versions its version policy selects, with their model files (a `specific` version
+    /// without a directory is included, so loading it reports the absence). Empty when the
+    /// config is unreadable.
     pub fn served_versions(&self) -> Vec<(u64, PathBuf)> {
-        self.versions.last().cloned().into_iter().collect()
+        let Ok(config) = &self.config else {
+            return Vec::new();
+        };
+        let present: Vec<u64> = self.versions.iter().map(|(v, _)| *v).collect();
+        config
+            .version_policy
+            .select(&present)
+            .into_iter()
+            .map(|v| {
+                let file = self
+                    .versions
+                    .iter()
+                    .find(|(p, _)| *p == v)
+                    .map(|(_, f)| f.clone())
+                    .unwrap_or_else(|| self.path.join(v.to_string()).join(MODEL_FILE));
+                (v, file)
+            })
+            .collect()
     }
 }
 
@@ -61,6 +80,26 @@ pub fn scan(root: &Path) -> std::io::Result<Vec<ModelDir>> {
     }
     models.sort_by(|a, b| a.name.cmp(&b.name));
     Ok(models)
+}
+
+/// Why `scan_one` found no model directory.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Missing {
+    Absent,
+    /// The name resolves (through a symlink) outside the repository root.
+    Outside,
+}
+
+/// Reads one model directory by name (already validated with `valid_model_name`). Used by
+/// explicit loads, which must never leave the root.
+pub fn scan_one(root: &Path, name: &str) -> std::io::Result<Result<ModelDir, Missing>> {
+    let root = root.canonicalize()?;
+    let path = root.join(name);
+    Ok(match path.canonicalize() {
+        Ok(real) if !real.starts_with(&root) => Err(Missing::Outside),
+        Ok(real) if real.is_dir() => Ok(read_model_dir(&root, name)),
+        _ => Err(Missing::Absent),
+    })
 }
 
 fn read_model_dir(root: &Path, name: &str) -> ModelDir {

@@ -163,7 +163,12 @@ impl Router {
         model: &str,
         version: Option<&str>,
     ) -> Result<Arc<ModelVersion>, InferError> {
-        let entry = self.entry(model)?;
+        // Looked up in the snapshot, not cloned: this runs on every request.
+        let table = self.registry.snapshot();
+        let entry = table
+            .models
+            .get(model)
+            .ok_or_else(|| InferError::ModelNotFound(model.to_owned()))?;
         let not_ready = |reason: String| InferError::NotReady {
             model: model.to_owned(),
             reason,

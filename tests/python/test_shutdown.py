@@ -33,7 +33,7 @@ import numpy as np
 import pytest
 import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
-from conftest import _server_binary, load_reference, read_log, start_server
+from conftest import load_reference, read_log, start_server
 
 DRAIN_DELAY_S = 1.0
 TIMEOUT_S = 10.0
@@ -228,23 +228,6 @@ def test_sigterm_under_load_drains_without_failed_requests(log_path: Path):
     assert "shutdown requested" in log, log
 
 
-def _supports_second_signal() -> bool:
-    """The lead's change adds `--drain-delay` together with "a second signal exits at once"."""
-    binary = _server_binary()
-    if not binary.is_file():
-        return False
-    try:
-        out = subprocess.run([str(binary), "serve", "--help"], capture_output=True, text=True, timeout=10)
-    except (OSError, subprocess.TimeoutExpired):
-        return False
-    return "--drain-delay" in out.stdout + out.stderr
-
-
-@pytest.mark.skipif(
-    not _supports_second_signal(),
-    reason="this ferroserve binary has no --drain-delay flag, the marker of the change that makes a "
-    "second SIGTERM during the drain exit at once (not implemented yet)",
-)
 def test_second_sigterm_during_drain_exits_at_once(log_path: Path):
     long_drain = 30.0
     srv = start_server(log_path, drain_env(long_drain, TIMEOUT_S))

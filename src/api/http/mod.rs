@@ -14,6 +14,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router as AxumRouter};
 use serde_json::{json, Value};
 
+use super::admin::Admin;
 use super::error::ApiError;
 use super::{server_extensions, SERVER_NAME};
 use crate::registry::{ModelVersion, TensorSpec};
@@ -24,10 +25,11 @@ pub const HEADER_CONTENT_LENGTH: &str = "inference-header-content-length";
 #[derive(Clone)]
 struct AppState {
     router: Arc<Router>,
+    admin: Arc<Admin>,
 }
 
 /// The axum app for the inference port.
-pub fn app(router: Arc<Router>, max_request_bytes: usize) -> AxumRouter {
+pub fn app(router: Arc<Router>, admin: Arc<Admin>, max_request_bytes: usize) -> AxumRouter {
     AxumRouter::new()
         .route("/v2", get(server_metadata))
         .route("/v2/health/live", get(live))
@@ -58,13 +60,19 @@ pub fn app(router: Arc<Router>, max_request_bytes: usize) -> AxumRouter {
             "/v2/models/{model}/versions/{version}/infer",
             post(version_infer),
         )
+        .route("/v2/repository/index", post(repository_index))
+        .route("/v2/repository/models/{model}/load", post(repository_load))
+        .route(
+            "/v2/repository/models/{model}/unload",
+            post(repository_unload),
+        )
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(max_request_bytes))
         .layer(axum::middleware::map_response_with_state(
             router.clone(),
             close_when_draining,
         ))
-        .with_state(AppState { router })
+        .with_state(AppState { router, admin })
 }
 
 /// While draining, every answer asks the client to close its connection, so keep-alive clients
@@ -177,9 +185,10 @@ fn config_json(mv: &Arc<ModelVersion>) -> Value {
         "max_batch_size": mv.signature.max_batch_size,
         "input": mv.signature.inputs.iter().map(tensor).collect::<Vec<_>>(),
         "output": mv.signature.outputs.iter().map(tensor).collect::<Vec<_>>(),
-        "instance_group": [{"name": mv.name, "kind": "KIND_CPU", "count": cfg.instance_count, "gpus": []}],
+        "instance_group": [{"name": mv.name, "kind": cfg.device.instance_kind(), "count": cfg.instance_count,
+                            "gpus": cfg.device.gpu().into_iter().collect::<Vec<_>>()}],
         "model_transaction_policy": {"decoupled": false},
-        "parameters": {},
+        "parameters": {"execution_provider": {"string_value": cfg.execution_provider()}},
     });
     if let Some(b) = &cfg.dynamic_batching {
         v["dynamic_batching"] = json!({
@@ -329,4 +338,71 @@ async fn infer(
         }
     }
     Ok(resp)
+}
+
+/// `POST /v2/repository/index` with an optional `{"ready": true}` body.
+async fn repository_index(State(s): State<AppState>, body: Bytes) -> Result<Json<Value>, ApiError> {
+    let ready_only = if body.is_empty() {
+        false
+    } else {
+        let v: Value = serde_json::from_slice(&body).map_err(|e| {
+            ApiError::BadRequest(format!("malformed repository index request: {e}"))
+        })?;
+        v.get("ready").and_then(Value::as_bool).unwrap_or(false)
+    };
+    let rows: Vec<Value> = s
+        .admin
+        .index(ready_only)?
+        .into_iter()
+        .map(|r| {
+            let mut row = json!({"name": r.name, "state": r.state, "reason": r.reason});
+            if !r.version.is_empty() {
+                row["version"] = json!(r.version);
+            }
+            row
+        })
+        .collect();
+    Ok(Json(Value::Array(rows)))
+}
+
+fn authorization(headers: &HeaderMap) -> Option<&[u8]> {
+    headers.get(header::AUTHORIZATION).map(|v| v.as_bytes())
+}
+
+/// A load request may carry Triton's `parameters` (config override, file upload): we load only
+/// from the repository, so those are refused rather than ignored.
+fn refuse_overrides(body: &Bytes) -> Result<(), ApiError> {
+    if body.is_empty() {
+        return Ok(());
+    }
+    let v: Value = serde_json::from_slice(body)
+        .map_err(|e| ApiError::BadRequest(format!("malformed load request: {e}")))?;
+    match v.get("parameters").and_then(Value::as_object) {
+        Some(p) if !p.is_empty() => Err(ApiError::BadRequest(
+            "load parameters (config overrides, file contents) are not accepted: models load only from the repository"
+                .into(),
+        )),
+        _ => Ok(()),
+    }
+}
+
+async fn repository_load(
+    State(s): State<AppState>,
+    Path(model): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Json<Value>, ApiError> {
+    s.admin.authorize(authorization(&headers))?;
+    refuse_overrides(&body)?;
+    s.admin.load(authorization(&headers), &model).await?;
+    Ok(Json(json!({})))
+}
+
+async fn repository_unload(
+    State(s): State<AppState>,
+    Path(model): Path<String>,
+    headers: HeaderMap,
+) -> Result<Json<Value>, ApiError> {
+    s.admin.unload(authorization(&headers), &model).await?;
+    Ok(Json(json!({})))
 }

@@ -1,0 +1,314 @@
+#!/usr/bin/env python3
+"""One command for every benchmark; writes BENCHMARKS.md.
+
+    python3 benches/run.py [--secs 5] [--warmup 1] [--out BENCHMARKS.md]
+
+(a) the in-process limit: the backend called directly (cargo bench --bench inprocess);
+(b) served: `ferroserve bench` (the project's load generator) against the no-op transport floor
+    (examples/noop_server.rs) and against `ferroserve serve`, over HTTP binary, HTTP JSON and gRPC
+    at concurrency 1, 8, 32, 64, with dynamic batching off and on, for `mlp` and `dense`;
+(c) criterion micro-benchmarks of the batch queue and tensor concat/split.
+
+Servers and the load generator run as separate processes sharing this machine's cores, so every
+ratio is quoted from one run of this script. Only the Python standard library is used.
+"""
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BIN = os.path.join(ROOT, "target", "release", "ferroserve")
+NOOP = os.path.join(ROOT, "target", "release", "examples", "noop_server")
+PROTOCOLS = ["http-binary", "http-json", "grpc"]
+CONCURRENCY = [1, 8, 32, 64]
+MODELS = ["mlp", "dense"]
+# Batching "on": take whatever is queued when the instance frees up (no added delay).
+BATCHING_ON = "\n[dynamic_batching]\nmax_queue_delay_us = 0\n"
+
+
+def log(msg):
+    print(f"[bench] {msg}", file=sys.stderr, flush=True)
+
+
+def run(cmd, **kw):
+    log("$ " + " ".join(cmd))
+    return subprocess.run(cmd, cwd=ROOT, check=True, **kw)
+
+
+class Server:
+    """A server process whose stderr announces `http_addr=... grpc_addr=...`."""
+
+    def __init__(self, cmd, env=None):
+        self.log = tempfile.NamedTemporaryFile(prefix="bench-server-", suffix=".log", delete=False)
+        self.proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=self.log,
+                                     env={**os.environ, **(env or {})})
+        deadline = time.time() + 60
+        self.http = self.grpc = None
+        while time.time() < deadline and not (self.http and self.grpc):
+            time.sleep(0.05)
+            with open(self.log.name, errors="replace") as f:
+                text = f.read()
+            m_http, m_grpc = re.search(r"http_addr=(\S+)", text), re.search(r"grpc_addr=(\S+)", text)
+            self.http = m_http and m_http.group(1)
+            self.grpc = m_grpc and m_grpc.group(1)
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"server exited: {text}")
+        if not (self.http and self.grpc):
+            raise RuntimeError(f"server did not announce its addresses: {cmd}")
+        self.wait_ready()
+
+    def wait_ready(self):
+        for _ in range(600):
+            try:
+                with urllib.request.urlopen(f"http://{self.http}/v2/health/ready", timeout=1) as r:
+                    if r.status == 200:
+                        return
+            except Exception:
+                pass
+            time.sleep(0.05)
+        raise RuntimeError("server not ready")
+
+    def url(self, protocol):
+        return self.grpc if protocol == "grpc" else self.http
+
+    def stop(self):
+        self.proc.send_signal(signal.SIGINT)
+        try:
+            self.proc.wait(timeout=40)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+        os.unlink(self.log.name)
+
+
+def bench(url, protocol, model, concurrency, secs, warmup, batch_size=1):
+    with tempfile.NamedTemporaryFile(suffix=".json", delete=False) as f:
+        out = f.name
+    cmd = [BIN, "bench", "--url", url, "--protocol", protocol, "--model", model,
+           "--batch-size", str(batch_size), "--concurrency", str(concurrency),
+           "--warmup-secs", str(warmup), "--duration-secs", str(secs), "--json-out", out]
+    subprocess.run(cmd, cwd=ROOT, check=True, stdout=subprocess.DEVNULL)
+    with open(out) as f:
+        report = json.load(f)
+    os.unlink(out)
+    lat = report["latency_us"]
+    log(f"{protocol:11} {model:6} c={concurrency:<3} {report['throughput_rps']:>9.0f} req/s "
+        f"p50={lat['p50']}us p99={lat['p99']}us errors={report['errors_total']}")
+    return report
+
+
+def repo_variant(tmp, batching):
+    """A model repository with mlp and dense, dynamic batching on or off."""
+    path = os.path.join(tmp, "on" if batching else "off")
+    for model in MODELS:
+        src = os.path.join(ROOT, "models", model)
+        dst = os.path.join(path, model)
+        shutil.copytree(src, dst)
+        if batching:
+            with open(os.path.join(dst, "config.toml"), "a") as f:
+                f.write(BATCHING_ON)
+    return path
+
+
+def serve_cmd(repo):
+    return [BIN, "serve", "--model-repository", repo, "--host", "127.0.0.1",
+            "--http-port", "0", "--grpc-port", "0", "--metrics-port", "0"]
+
+
+def in_process(secs):
+    with tempfile.NamedTemporaryFile(suffix=".json", delete=False) as f:
+        out = f.name
+    run(["cargo", "bench", "--bench", "inprocess", "--", *MODELS, "--batch", "1,64",
+         "--secs", str(secs), "--json-out", out], stdout=subprocess.DEVNULL)
+    with open(out) as f:
+        data = json.load(f)
+    os.unlink(out)
+    return data["points"]
+
+
+def micro():
+    proc = run(["cargo", "bench", "--bench", "micro"], capture_output=True, text=True)
+    lines, name = [], None
+    for line in proc.stdout.splitlines():
+        m = re.match(r"^(\S.*?)\s+time:\s+\[(.*)\]", line)
+        if m:
+            lines.append((m.group(1).strip(), m.group(2)))
+            continue
+        if line.strip() and not line.startswith(" ") and "time:" not in line:
+            name = line.strip()
+        m = re.match(r"^\s+time:\s+\[(.*)\]", line)
+        if m and name:
+            lines.append((name, m.group(1)))
+    return lines
+
+
+def fmt_us(v):
+    return f"{v:,}" if isinstance(v, int) else f"{v:,.1f}"
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--secs", type=float, default=5.0, help="measured seconds per served point")
+    ap.add_argument("--warmup", type=float, default=1.0)
+    ap.add_argument("--out", default=os.path.join(ROOT, "BENCHMARKS.md"))
+    ap.add_argument("--json", default=os.path.join(ROOT, "target", "benchmarks.json"))
+    args = ap.parse_args()
+
+    run(["cargo", "build", "--release", "--bin", "ferroserve", "--example", "noop_server"])
+    results = {"started": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+               "machine": f"{platform.machine()}, {os.cpu_count()} cores, {platform.platform()}",
+               "secs": args.secs, "warmup": args.warmup}
+
+    log("(a) in-process limit")
+    results["inprocess"] = in_process(3)
+
+    log("(b) no-op transport floor")
+    noop = Server([NOOP, "--http-port", "0", "--grpc-port", "0"])
+    results["noop"] = [bench(noop.url(p), p, "mlp", c, args.secs, args.warmup)
+                       for p in PROTOCOLS for c in CONCURRENCY]
+    noop.stop()
+
+    log("(b) ferroserve")
+    served = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for batching in (False, True):
+            server = Server(serve_cmd(repo_variant(tmp, batching)))
+            for model in MODELS:
+                for p in PROTOCOLS:
+                    for c in CONCURRENCY:
+                        r = bench(server.url(p), p, model, c, args.secs, args.warmup)
+                        r["batching"] = batching
+                        served.append(r)
+            server.stop()
+    results["served"] = served
+
+    log("(c) micro-benchmarks")
+    results["micro"] = micro()
+
+    os.makedirs(os.path.dirname(args.json), exist_ok=True)
+    with open(args.json, "w") as f:
+        json.dump(results, f, indent=1)
+    with open(args.out, "w") as f:
+        f.write(render(results))
+    log(f"wrote {args.out} and {args.json}")
+
+
+def find(rows, **kw):
+    for r in rows:
+        if all(r.get(k) == v for k, v in kw.items()):
+            return r
+    return None
+
+
+def render(res):
+    out = []
+    w = out.append
+    w("# ferroserve benchmarks\n")
+    w(f"Generated by `python3 benches/run.py` on {res['started']} ({res['machine']}). One run; the "
+      "machine is shared and noisy, so compare ratios within this file, not with other runs. Server "
+      "and load generator (`ferroserve bench`, a separate process) share the same cores. "
+      f"Each served point: {res['warmup']:g} s warm-up, then {res['secs']:g} s measured, closed loop, "
+      "1 row per request. Latencies in microseconds.\n")
+
+    w("## (a) In-process limit: the backend called directly\n")
+    w("| model | batch | calls/s | rows/s | mean µs/call | p50 µs | p99 µs |")
+    w("|---|---:|---:|---:|---:|---:|---:|")
+    for r in res["inprocess"]:
+        w(f"| {r['model']} | {r['batch']} | {r['calls_per_s']:,.0f} | {r['rows_per_s']:,.0f} | "
+          f"{r['mean_us']:,.1f} | {fmt_us(r['p50_us'])} | {fmt_us(r['p99_us'])} |")
+    w("")
+
+    w("## (b) Served\n")
+    w("### No-op transport floor (`examples/noop_server.rs`: parses the request, answers a fixed "
+      "`mlp`-shaped response)\n")
+    table(w, res["noop"], extra=False)
+    for model in MODELS:
+        for batching in (False, True):
+            rows = [r for r in res["served"] if r["model"] == model and r["batching"] == batching]
+            label = "on (`max_queue_delay_us = 0`)" if batching else "off"
+            w(f"### `{model}`, dynamic batching {label}\n")
+            table(w, rows, extra=True)
+
+    w("## Targets\n")
+    w("| target | measured | met |")
+    w("|---|---|---|")
+    for line in targets(res):
+        w(line)
+    w("")
+
+    w("## (c) Micro-benchmarks (criterion; [low estimate high])\n")
+    w("| benchmark | time |")
+    w("|---|---|")
+    for name, t in res["micro"]:
+        w(f"| {name} | {t} |")
+    w("")
+    return "\n".join(out) + "\n"
+
+
+def table(w, rows, extra):
+    w("| protocol | c | req/s | p50 | p90 | p99 | p99.9 | max | errors | client CPU µs/req |")
+    w("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for r in rows:
+        lat = r["latency_us"]
+        w(f"| {r['protocol']} | {r['concurrency']} | {r['throughput_rps']:,.0f} | {lat['p50']} | "
+          f"{lat['p90']} | {lat['p99']} | {lat['p999']} | {lat['max']} | {r['errors_total']} | "
+          f"{r.get('client_cpu_us_per_request', 0):.1f} |")
+    w("")
+
+
+def targets(res):
+    lines = []
+    noop, served = res["noop"], res["served"]
+
+    def mark(ok):
+        return "yes" if ok else "**no**"
+
+    for p in PROTOCOLS:
+        base1, s1 = find(noop, protocol=p, concurrency=1), find(served, protocol=p, concurrency=1, model="mlp", batching=False)
+        if base1 and s1:
+            ratio = s1["latency_us"]["p50"] / max(base1["latency_us"]["p50"], 1)
+            lines.append(f"| `mlp` c=1 p50 within 1.3x of no-op ({p}) | {s1['latency_us']['p50']} vs "
+                         f"{base1['latency_us']['p50']} µs = {ratio:.2f}x | {mark(ratio <= 1.3)} |")
+        base32 = find(noop, protocol=p, concurrency=32)
+        best32 = max((r for r in served if r["protocol"] == p and r["concurrency"] == 32 and r["model"] == "mlp"),
+                     key=lambda r: r["throughput_rps"], default=None)
+        if base32 and best32:
+            ratio = best32["throughput_rps"] / max(base32["throughput_rps"], 1)
+            lines.append(f"| `mlp` c=32 throughput >= 70% of no-op ({p}) | {best32['throughput_rps']:,.0f} vs "
+                         f"{base32['throughput_rps']:,.0f} req/s = {ratio:.0%} (batching "
+                         f"{'on' if best32['batching'] else 'off'}) | {mark(ratio >= 0.7)} |")
+    limit = find(res["inprocess"], model="dense", batch=64)
+    for p in PROTOCOLS:
+        on, off = (find(served, protocol=p, concurrency=64, model="dense", batching=b) for b in (True, False))
+        if limit and on:
+            ratio = on["throughput_rps"] / max(limit["rows_per_s"], 1)
+            lines.append(f"| `dense` batching on, c=64: >= 80% of in-process batched ({p}) | "
+                         f"{on['throughput_rps']:,.0f} vs {limit['rows_per_s']:,.0f} rows/s = {ratio:.0%} | "
+                         f"{mark(ratio >= 0.8)} |")
+        if on and off:
+            ratio = on["throughput_rps"] / max(off["throughput_rps"], 1)
+            lines.append(f"| `dense` c=64: batching on >= 3x off ({p}) | {on['throughput_rps']:,.0f} vs "
+                         f"{off['throughput_rps']:,.0f} req/s = {ratio:.1f}x | {mark(ratio >= 3)} |")
+    for model in MODELS:
+        for p in PROTOCOLS:
+            on, off = (find(served, protocol=p, concurrency=1, model=model, batching=b) for b in (True, False))
+            if on and off:
+                ratio = on["latency_us"]["p50"] / max(off["latency_us"]["p50"], 1)
+                lines.append(f"| `{model}` c=1, `max_queue_delay_us = 0`: p50 no worse than batching off ({p}) | "
+                             f"{on['latency_us']['p50']} vs {off['latency_us']['p50']} µs = {ratio:.2f}x | "
+                             f"{mark(ratio <= 1.05)} |")
+    return lines
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,277 @@
+//! The measurement loop: workers, the closed and open load models, per-worker statistics and the
+//! load generator's own CPU time.
+//!
+//! A request belongs to the measured window when its (intended) send time is in `[t0, t1)`;
+//! workers stop starting requests at `t1` and finish the one in flight, so the tail of the
+//! window is measured like the rest of it.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use hdrhistogram::Histogram;
+
+use super::config::{Load, Plan};
+use super::grpc::GrpcConn;
+use super::http::HttpConn;
+use super::schedule;
+
+/// Why a request failed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ErrorCode {
+    /// Non-200 HTTP status.
+    Http(u16),
+    /// Non-OK gRPC status sent by the server.
+    Grpc(tonic::Code),
+    /// Could not (re)open a TCP connection (refused, for gRPC).
+    Connect,
+    /// The connection failed while sending or receiving (any other transport failure).
+    Io,
+}
+
+impl ErrorCode {
+    /// The report's key: the HTTP status, the gRPC code name, `connect` or `io`.
+    pub fn name(self) -> String {
+        use tonic::Code::*;
+        match self {
+            ErrorCode::Http(s) => s.to_string(),
+            ErrorCode::Connect => "connect".into(),
+            ErrorCode::Io => "io".into(),
+            ErrorCode::Grpc(c) => match c {
+                Ok => "OK",
+                Cancelled => "CANCELLED",
+                Unknown => "UNKNOWN",
+                InvalidArgument => "INVALID_ARGUMENT",
+                DeadlineExceeded => "DEADLINE_EXCEEDED",
+                NotFound => "NOT_FOUND",
+                AlreadyExists => "ALREADY_EXISTS",
+                PermissionDenied => "PERMISSION_DENIED",
+                ResourceExhausted => "RESOURCE_EXHAUSTED",
+                FailedPrecondition => "FAILED_PRECONDITION",
+                Aborted => "ABORTED",
+                OutOfRange => "OUT_OF_RANGE",
+                Unimplemented => "UNIMPLEMENTED",
+                Internal => "INTERNAL",
+                Unavailable => "UNAVAILABLE",
+                DataLoss => "DATA_LOSS",
+                Unauthenticated => "UNAUTHENTICATED",
+            }
+            .into(),
+        }
+    }
+}
+
+/// One worker's connection to the server.
+pub enum Conn {
+    Http(HttpConn),
+    Grpc(GrpcConn),
+}
+
+impl Conn {
+    pub(super) async fn call(&mut self) -> Result<(), ErrorCode> {
+        match self {
+            Conn::Http(c) => c.call().await,
+            Conn::Grpc(c) => c.call().await,
+        }
+    }
+}
+
+/// Counts and latencies of one worker (merged at the end).
+pub struct Stats {
+    /// Microseconds, successful requests only.
+    pub latency_us: Histogram<u64>,
+    pub ok: u64,
+    /// A short list: a run sees a handful of distinct codes at most.
+    pub errors: Vec<(ErrorCode, u64)>,
+}
+
+impl Stats {
+    fn new() -> Stats {
+        Stats {
+            // 3 significant digits, 1 µs to 1 s up front (~90 KiB, paged in as used), growing
+            // when a slower answer comes.
+            latency_us: Histogram::new_with_bounds(1, 1_000_000, 3)
+                .map(|mut h| {
+                    h.auto(true);
+                    h
+                })
+                .unwrap_or_else(|_| unreachable!("constant, valid bounds")),
+            ok: 0,
+            errors: Vec::new(),
+        }
+    }
+
+    pub(super) fn record(&mut self, sent: Instant, result: Result<(), ErrorCode>) {
+        match result {
+            Ok(()) => {
+                self.ok += 1;
+                let us = u64::try_from(sent.elapsed().as_micros()).unwrap_or(u64::MAX);
+                // Not `saturating_record`: it clamps to the current range instead of growing.
+                if self.latency_us.record(us).is_err() {
+                    self.latency_us.saturating_record(us);
+                }
+            }
+            Err(code) => match self.errors.iter_mut().find(|(c, _)| *c == code) {
+                Some((_, n)) => *n += 1,
+                None => self.errors.push((code, 1)),
+            },
+        }
+    }
+
+    fn merge(&mut self, other: &Stats) {
+        // Both histograms auto-resize, so adding cannot run out of range.
+        let _ = self.latency_us.add(&other.latency_us);
+        self.ok += other.ok;
+        for &(code, n) in &other.errors {
+            match self.errors.iter_mut().find(|(c, _)| *c == code) {
+                Some((_, m)) => *m += n,
+                None => self.errors.push((code, n)),
+            }
+        }
+    }
+
+    pub fn errors_total(&self) -> u64 {
+        self.errors.iter().map(|(_, n)| n).sum()
+    }
+}
+
+/// What a run measured.
+pub struct Measured {
+    pub stats: Stats,
+    pub dropped_by_client: u64,
+    /// Wall time of the measured window.
+    pub window: Duration,
+    /// The load generator process's user + system CPU time over the window, when available.
+    pub cpu: Option<Duration>,
+}
+
+/// The lock is held only to count one request; a poisoned lock still holds valid counters.
+pub(super) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// User + system CPU time of this process (all threads).
+#[cfg(unix)]
+pub fn process_cpu_time() -> Option<Duration> {
+    let mut ru = std::mem::MaybeUninit::<libc::rusage>::zeroed();
+    // SAFETY: getrusage fills the struct behind a valid pointer; RUSAGE_SELF is always valid.
+    let rc = unsafe { libc::getrusage(libc::RUSAGE_SELF, ru.as_mut_ptr()) };
+    if rc != 0 {
+        return None;
+    }
+    // SAFETY: rc == 0 means the kernel initialised the struct (and zeroed() already had).
+    let ru = unsafe { ru.assume_init() };
+    let tv = |t: libc::timeval| {
+        Duration::from_secs(t.tv_sec as u64) + Duration::from_micros(t.tv_usec as u64)
+    };
+    Some(tv(ru.ru_utime) + tv(ru.ru_stime))
+}
+
+#[cfg(not(unix))]
+pub fn process_cpu_time() -> Option<Duration> {
+    None
+}
+
+/// Runs the load of `plan` over `conns` (one per worker) and returns the merged measurements.
+pub async fn drive(plan: &Plan, conns: Vec<Conn>) -> anyhow::Result<Measured> {
+    let start = Instant::now();
+    let t0 = start + plan.warmup;
+    let t1 = t0 + plan.duration;
+    let all: Vec<Arc<Mutex<Stats>>> = conns
+        .iter()
+        .map(|_| Arc::new(Mutex::new(Stats::new())))
+        .collect();
+    let dropped = Arc::new(AtomicU64::new(0));
+    let mut tasks = Vec::with_capacity(conns.len());
+    let mut scheduler = None;
+    match plan.load {
+        Load::Closed { .. } => {
+            for (conn, stats) in conns.into_iter().zip(&all) {
+                tasks.push(tokio::spawn(closed_worker(conn, stats.clone(), t0, t1)));
+            }
+        }
+        Load::Open { rate, .. } => {
+            let window = schedule::Window { start, t0, t1 };
+            let (workers, sched) = schedule::open_loop(conns, &all, window, rate, dropped.clone());
+            tasks = workers;
+            scheduler = Some(tokio::spawn(sched));
+        }
+    }
+
+    tokio::time::sleep_until(t0.into()).await;
+    let (w0, cpu0) = (Instant::now(), process_cpu_time());
+    tokio::time::sleep_until(t1.into()).await;
+    let (w1, cpu1) = (Instant::now(), process_cpu_time());
+
+    if let Some(s) = scheduler.take() {
+        // It stops at t1 and drops the workers' senders, so that they finish.
+        let _ = s.await;
+    }
+    // Requests in flight at t1 finish (they are measured); a server that never answers must not
+    // hang the run, though.
+    let grace = Duration::from_secs(10).max(plan.duration);
+    let joined = tokio::time::timeout(grace, futures_util::future::join_all(&mut tasks)).await;
+    if joined.is_err() {
+        eprintln!("bench: some requests were still unanswered {grace:?} after the end; abandoned");
+        for t in &tasks {
+            t.abort();
+        }
+    }
+    let mut stats = Stats::new();
+    for s in &all {
+        stats.merge(&lock(s));
+    }
+    Ok(Measured {
+        stats,
+        dropped_by_client: dropped.load(Ordering::Relaxed),
+        window: w1.saturating_duration_since(w0),
+        cpu: cpu0.zip(cpu1).map(|(a, b)| b.saturating_sub(a)),
+    })
+}
+
+async fn closed_worker(mut conn: Conn, stats: Arc<Mutex<Stats>>, t0: Instant, t1: Instant) {
+    loop {
+        let sent = Instant::now();
+        if sent >= t1 {
+            return;
+        }
+        let result = conn.call().await;
+        if sent >= t0 {
+            lock(&stats).record(sent, result);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stats_merge_and_names() {
+        let t = Instant::now();
+        let mut a = Stats::new();
+        a.record(t, Ok(()));
+        a.record(t, Err(ErrorCode::Http(503)));
+        let mut b = Stats::new();
+        b.record(t, Err(ErrorCode::Http(503)));
+        b.record(t, Err(ErrorCode::Grpc(tonic::Code::Unavailable)));
+        a.merge(&b);
+        assert_eq!(a.ok, 1);
+        assert_eq!(a.errors_total(), 3);
+        assert_eq!(a.latency_us.len(), 1);
+        let names: Vec<String> = a.errors.iter().map(|(c, _)| c.name()).collect();
+        assert_eq!(names, ["503", "UNAVAILABLE"]);
+        assert!(process_cpu_time().is_some());
+    }
+
+    #[test]
+    fn slow_answers_are_recorded_as_slow() {
+        let mut s = Stats::new();
+        let long_ago = Instant::now() - Duration::from_secs(5);
+        s.record(long_ago, Ok(()));
+        s.record(Instant::now() - Duration::from_micros(300), Ok(()));
+        let max = s.latency_us.max();
+        assert!((5_000_000..5_100_000).contains(&max), "{max}");
+        assert!(s.latency_us.min() >= 300);
+    }
+}

@@ -1,0 +1,112 @@
+//! `ferroserve models list|load|unload`: the repository API of a running server, over gRPC, for
+//! operators (the same calls as Triton's `tritonclient` `load_model`/`unload_model`).
+
+use anyhow::Context;
+use ferroserve::api::grpc::pb;
+use pb::grpc_inference_service_client::GrpcInferenceServiceClient;
+use tonic::metadata::MetadataValue;
+
+#[derive(clap::Args)]
+pub struct ModelsArgs {
+    /// The server's gRPC endpoint.
+    #[arg(long, default_value = "http://127.0.0.1:8001", global = true)]
+    url: String,
+    /// Bearer token for load and unload (the server's admin_token).
+    #[arg(
+        long,
+        env = "FERROSERVE_ADMIN_TOKEN",
+        hide_env_values = true,
+        global = true
+    )]
+    token: Option<String>,
+    #[command(subcommand)]
+    action: Action,
+}
+
+#[derive(clap::Subcommand)]
+enum Action {
+    /// Every model of the repository with its versions and their states.
+    List {
+        /// Only versions that are ready.
+        #[arg(long)]
+        ready: bool,
+    },
+    /// Load (or reload from disk) a model; returns once its versions serve, or with the reason.
+    Load { name: String },
+    /// Unload a model; returns once its requests in flight are answered.
+    Unload { name: String },
+}
+
+#[tokio::main(flavor = "current_thread")]
+pub async fn run(args: ModelsArgs) -> anyhow::Result<()> {
+    let mut client = GrpcInferenceServiceClient::connect(args.url.clone())
+        .await
+        .with_context(|| format!("cannot connect to {}", args.url))?;
+    match args.action {
+        Action::List { ready } => {
+            let index = client
+                .repository_index(pb::RepositoryIndexRequest {
+                    repository_name: String::new(),
+                    ready,
+                })
+                .await
+                .map_err(status)?
+                .into_inner();
+            println!("{:<24} {:>8}  {:<12} REASON", "MODEL", "VERSION", "STATE");
+            for m in index.models {
+                let version = if m.version.is_empty() {
+                    "-"
+                } else {
+                    &m.version
+                };
+                println!(
+                    "{:<24} {:>8}  {:<12} {}",
+                    m.name, version, m.state, m.reason
+                );
+            }
+        }
+        Action::Load { name } => {
+            let req = authorized(
+                args.token.as_deref(),
+                tonic::Request::new(pb::RepositoryModelLoadRequest {
+                    repository_name: String::new(),
+                    model_name: name.clone(),
+                    parameters: Default::default(),
+                }),
+            )?;
+            client.repository_model_load(req).await.map_err(status)?;
+            println!("loaded {name}");
+        }
+        Action::Unload { name } => {
+            let req = authorized(
+                args.token.as_deref(),
+                tonic::Request::new(pb::RepositoryModelUnloadRequest {
+                    repository_name: String::new(),
+                    model_name: name.clone(),
+                    parameters: Default::default(),
+                }),
+            )?;
+            client.repository_model_unload(req).await.map_err(status)?;
+            println!("unloaded {name}");
+        }
+    }
+    Ok(())
+}
+
+/// `req` with the bearer token, when there is one.
+fn authorized<T>(
+    token: Option<&str>,
+    mut req: tonic::Request<T>,
+) -> anyhow::Result<tonic::Request<T>> {
+    if let Some(token) = token {
+        let value: MetadataValue<_> = format!("Bearer {token}")
+            .parse()
+            .context("the token is not a valid header value")?;
+        req.metadata_mut().insert("authorization", value);
+    }
+    Ok(req)
+}
+
+fn status(s: tonic::Status) -> anyhow::Error {
+    anyhow::anyhow!("{:?}: {}", s.code(), s.message())
+}

@@ -1,0 +1,467 @@
+//! The control path: load, reload and unload models from the repository and publish the result
+//! atomically. A version is published only after it loaded and warmed up; a failure leaves what
+//! serves unchanged and is reported (answer, index, log, metric). Control operations run one at
+//! a time; requests never wait on them.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::Mutex;
+
+use super::repository::{self, ModelDir};
+use super::{loader, ModelEntry, ModelVersion, Registry, VersionState};
+use crate::config::ModelControlMode;
+use crate::metrics::Metrics;
+
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+pub enum ControlError {
+    #[error(
+        "invalid model name {0:?}: use letters, digits, '_', '-' and '.', not starting with '.'"
+    )]
+    InvalidName(String),
+    #[error("no model {0:?} in the repository")]
+    NotFound(String),
+    #[error("model {0:?} resolves outside the model repository")]
+    OutsideRepository(String),
+    #[error("{0}")]
+    NotAllowed(String),
+    #[error("model {model:?} failed to load: {reason}")]
+    LoadFailed { model: String, reason: String },
+    #[error("model repository: {0}")]
+    Repository(String),
+}
+
+/// One row of the repository index (Triton's RepositoryIndex).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IndexRow {
+    pub name: String,
+    /// Empty for a model-level row.
+    pub version: String,
+    /// READY, LOADING, UNAVAILABLE, or empty for a model present but never loaded.
+    pub state: String,
+    pub reason: String,
+}
+
+pub struct ModelManager {
+    registry: Arc<Registry>,
+    metrics: Arc<Metrics>,
+    root: PathBuf,
+    mode: ModelControlMode,
+    /// How long an unload waits for a version's queue to drain and its threads to stop.
+    drain_timeout: Duration,
+    /// Held for the length of one control operation: what each model looked like on disk when
+    /// it was last synced, so polling reloads only what changed.
+    ops: Mutex<HashMap<String, DiskState>>,
+    /// Models unloaded on request, for the index.
+    unloaded: std::sync::Mutex<BTreeSet<String>>,
+}
+
+/// Sizes and modification times of a model's config and served model files.
+type DiskState = (Option<Fingerprint>, Vec<(u64, Option<Fingerprint>)>);
+type Fingerprint = (u64, std::time::SystemTime);
+
+fn disk_state(dir: &ModelDir) -> DiskState {
+    let config = fingerprint(&dir.path.join(repository::CONFIG_FILE));
+    (
+        config,
+        dir.served_versions()
+            .iter()
+            .map(|(v, f)| (*v, fingerprint(f)))
+            .collect(),
+    )
+}
+
+impl ModelManager {
+    pub fn new(
+        registry: Arc<Registry>,
+        metrics: Arc<Metrics>,
+        root: PathBuf,
+        mode: ModelControlMode,
+        drain_timeout: Duration,
+    ) -> ModelManager {
+        ModelManager {
+            registry,
+            metrics,
+            root,
+            mode,
+            drain_timeout,
+            ops: Mutex::new(HashMap::new()),
+            unloaded: std::sync::Mutex::new(BTreeSet::new()),
+        }
+    }
+
+    pub fn mode(&self) -> ModelControlMode {
+        self.mode
+    }
+
+    /// Start-up: every model (modes none and poll) or the named ones (explicit), concurrently.
+    pub async fn load_initial(&self, names: &[String]) -> Result<(), ControlError> {
+        let mut ops = self.ops.lock().await;
+        let mut dirs =
+            repository::scan(&self.root).map_err(|e| ControlError::Repository(e.to_string()))?;
+        if self.mode == ModelControlMode::Explicit {
+            for n in names {
+                if !dirs.iter().any(|d| &d.name == n) {
+                    tracing::error!(model = %n, "--load-model: no such model in the repository");
+                }
+            }
+            dirs.retain(|d| names.contains(&d.name));
+        }
+        // Publish every model as loading first: readiness waits for all of them.
+        self.registry.publish(|table| {
+            for d in &dirs {
+                let versions = d
+                    .served_versions()
+                    .into_iter()
+                    .map(|(v, _)| (v, VersionState::Loading))
+                    .collect();
+                table.models.insert(
+                    d.name.clone(),
+                    ModelEntry {
+                        name: d.name.clone(),
+                        versions,
+                        error: None,
+                        last_failure: None,
+                    },
+                );
+            }
+        });
+        for d in &dirs {
+            ops.insert(d.name.clone(), disk_state(d));
+        }
+        futures_util::future::join_all(dirs.into_iter().map(|d| self.sync(d))).await;
+        self.registry.mark_initialized();
+        Ok(())
+    }
+
+    /// Explicit load (or reload): re-reads the model's directory and config and applies its
+    /// version policy. Errors when nothing of what was asked could be published.
+    pub async fn load(&self, name: &str) -> Result<(), ControlError> {
+        if self.mode != ModelControlMode::Explicit {
+            return Err(ControlError::NotAllowed(format!(
+                "loading models through the API needs --model-control-mode explicit (this server runs in {} mode)",
+                self.mode.as_str()
+            )));
+        }
+        let dir = self.dir(name)?;
+        let mut ops = self.ops.lock().await;
+        self.unloaded_set().remove(name);
+        ops.insert(name.to_owned(), disk_state(&dir));
+        match self.sync(dir).await {
+            Some(reason) => Err(ControlError::LoadFailed {
+                model: name.to_owned(),
+                reason,
+            }),
+            None => Ok(()),
+        }
+    }
+
+    /// Explicit unload: new requests get NOT_FOUND at once; requests in flight finish; returns
+    /// once the versions' queues are answered and their threads joined.
+    pub async fn unload(&self, name: &str) -> Result<(), ControlError> {
+        if self.mode != ModelControlMode::Explicit {
+            return Err(ControlError::NotAllowed(format!(
+                "unloading models through the API needs --model-control-mode explicit (this server runs in {} mode)",
+                self.mode.as_str()
+            )));
+        }
+        if !repository::valid_model_name(name) {
+            return Err(ControlError::InvalidName(name.to_owned()));
+        }
+        let mut ops = self.ops.lock().await;
+        if !self.registry.snapshot().models.contains_key(name) {
+            return Err(ControlError::NotFound(name.to_owned()));
+        }
+        ops.remove(name);
+        self.unloaded_set().insert(name.to_owned());
+        self.retire(name).await;
+        Ok(())
+    }
+
+    /// Poll mode: one rescan. New or changed versions load, removed ones unload.
+    pub async fn poll(&self) {
+        let mut ops = self.ops.lock().await;
+        let dirs = match repository::scan(&self.root) {
+            Ok(d) => d,
+            Err(e) => {
+                tracing::error!("repository poll failed: {e}");
+                return;
+            }
+        };
+        let gone: Vec<String> = self
+            .registry
+            .snapshot()
+            .models
+            .keys()
+            .filter(|n| !dirs.iter().any(|d| &d.name == *n))
+            .cloned()
+            .collect();
+        for name in gone {
+            tracing::info!(model = %name, "model directory removed: unloading");
+            ops.remove(&name);
+            self.retire(&name).await;
+        }
+        for d in dirs {
+            let now = disk_state(&d);
+            if ops.get(&d.name) != Some(&now) {
+                tracing::info!(model = %d.name, "model directory changed: syncing");
+                ops.insert(d.name.clone(), now);
+                self.sync(d).await;
+            }
+        }
+    }
+
+    /// Every model of the repository with the state of each of its versions.
+    pub fn index(&self, ready_only: bool) -> Result<Vec<IndexRow>, ControlError> {
+        let table = self.registry.snapshot();
+        let dirs =
+            repository::scan(&self.root).map_err(|e| ControlError::Repository(e.to_string()))?;
+        let unloaded = self.unloaded_set().clone();
+        let mut rows = Vec::new();
+        let names: BTreeSet<&String> = dirs
+            .iter()
+            .map(|d| &d.name)
+            .chain(table.models.keys())
+            .collect();
+        for name in names {
+            let row = |version: String, state: &str, reason: String| IndexRow {
+                name: name.clone(),
+                version,
+                state: state.into(),
+                reason,
+            };
+            match table.models.get(name) {
+                None if unloaded.contains(name) => {
+                    rows.push(row(String::new(), "UNAVAILABLE", "unloaded".into()))
+                }
+                None => rows.push(row(String::new(), "", String::new())),
+                Some(entry) => {
+                    if let Some(e) = &entry.error {
+                        rows.push(row(String::new(), "UNAVAILABLE", e.clone()));
+                    }
+                    for (v, state) in &entry.versions {
+                        let reason = match state {
+                            VersionState::Unavailable(r) => r.clone(),
+                            _ => String::new(),
+                        };
+                        rows.push(row(v.to_string(), state.as_str(), reason));
+                    }
+                }
+            }
+        }
+        if ready_only {
+            rows.retain(|r| r.state == "READY");
+        }
+        Ok(rows)
+    }
+
+    fn dir(&self, name: &str) -> Result<ModelDir, ControlError> {
+        if !repository::valid_model_name(name) {
+            return Err(ControlError::InvalidName(name.to_owned()));
+        }
+        match repository::scan_one(&self.root, name) {
+            Ok(Ok(dir)) => Ok(dir),
+            Ok(Err(repository::Missing::Absent)) => Err(ControlError::NotFound(name.to_owned())),
+            Ok(Err(repository::Missing::Outside)) => {
+                Err(ControlError::OutsideRepository(name.to_owned()))
+            }
+            Err(e) => Err(ControlError::Repository(e.to_string())),
+        }
+    }
+
+    fn unloaded_set(&self) -> std::sync::MutexGuard<'_, BTreeSet<String>> {
+        // Poisoning only means a panic elsewhere mid-update of a set of names: still usable.
+        self.unloaded.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Brings one model in line with its directory and publishes the result. Returns the
+    /// failure reason when nothing of what was wanted could be published.
+    async fn sync(&self, dir: ModelDir) -> Option<String> {
+        let name = dir.name.clone();
+        let current = self.registry.snapshot().models.get(&name).cloned();
+        let config = match &dir.config {
+            Ok(c) => c.clone(),
+            Err(e) => return self.fail_model(&name, current, e.clone()),
+        };
+        let wanted = dir.served_versions();
+        if wanted.is_empty() {
+            return self.fail_model(
+                &name,
+                current,
+                format!("{} has no version directories", dir.path.display()),
+            );
+        }
+        let mut versions: BTreeMap<u64, VersionState> = BTreeMap::new();
+        let mut failures = Vec::new();
+        for (v, file) in &wanted {
+            let kept = current.as_ref().and_then(|e| match e.versions.get(v) {
+                Some(VersionState::Ready(mv))
+                    if mv.config == config && mv.file_fingerprint == fingerprint(file) =>
+                {
+                    Some(mv.clone())
+                }
+                _ => None,
+            });
+            if let Some(mv) = kept {
+                versions.insert(*v, VersionState::Ready(mv));
+                continue;
+            }
+            match loader::load_version(&name, *v, file, &config, self.metrics.clone()).await {
+                Ok(mv) => {
+                    tracing::info!(model = %name, version = v, backend = config.backend.as_str(),
+                        load_ms = mv.load_time.as_millis() as u64, "model version ready");
+                    versions.insert(*v, VersionState::Ready(mv));
+                }
+                Err(reason) => {
+                    tracing::error!(model = %name, version = v, file = %file.display(), "model version failed to load: {reason}");
+                    self.metrics
+                        .load_failures
+                        .with_label_values(&[name.as_str()])
+                        .inc();
+                    failures.push(format!("version {v}: {reason}"));
+                    // A version that fails never replaces the one serving under the same number.
+                    let previous = current
+                        .as_ref()
+                        .and_then(|e| e.versions.get(v))
+                        .filter(|s| matches!(s, VersionState::Ready(_)));
+                    versions.insert(
+                        *v,
+                        previous
+                            .cloned()
+                            .unwrap_or(VersionState::Unavailable(reason)),
+                    );
+                }
+            }
+        }
+        let any_new_ready = versions
+            .values()
+            .any(|s| matches!(s, VersionState::Ready(_)));
+        // Versions the policy no longer wants retire only once something else serves.
+        if let Some(cur) = &current {
+            if !any_new_ready {
+                for (v, s) in &cur.versions {
+                    if matches!(s, VersionState::Ready(_)) {
+                        versions.entry(*v).or_insert_with(|| s.clone());
+                    }
+                }
+            }
+        }
+        let last_failure = (!failures.is_empty()).then(|| failures.join("; "));
+        // Our copy of the old entry must go before waiting for retired versions to stop.
+        drop(current);
+        let retired = self.publish(&name, versions, None, last_failure.clone());
+        self.wait_stopped(retired).await;
+        if any_new_ready {
+            None
+        } else {
+            last_failure
+        }
+    }
+
+    /// Records a model-level failure; what serves keeps serving.
+    fn fail_model(
+        &self,
+        name: &str,
+        current: Option<ModelEntry>,
+        reason: String,
+    ) -> Option<String> {
+        tracing::error!(model = %name, "model not loaded: {reason}");
+        self.metrics.load_failures.with_label_values(&[name]).inc();
+        match current.filter(ModelEntry::is_ready) {
+            Some(entry) => {
+                self.publish(name, entry.versions, None, Some(reason.clone()));
+            }
+            None => {
+                self.publish(name, BTreeMap::new(), Some(reason.clone()), None);
+            }
+        }
+        Some(reason)
+    }
+
+    /// Swaps the model's entry in; returns the versions that left the table.
+    fn publish(
+        &self,
+        name: &str,
+        versions: BTreeMap<u64, VersionState>,
+        error: Option<String>,
+        last_failure: Option<String>,
+    ) -> Vec<Arc<ModelVersion>> {
+        let before = self.registry.snapshot().models.get(name).cloned();
+        for (v, s) in &versions {
+            let ready = i64::from(matches!(s, VersionState::Ready(_)));
+            self.metrics
+                .model_ready
+                .with_label_values(&[name, &v.to_string()])
+                .set(ready);
+        }
+        let entry = ModelEntry {
+            name: name.to_owned(),
+            versions: versions.clone(),
+            error,
+            last_failure,
+        };
+        self.registry.publish(|table| {
+            table.models.insert(name.to_owned(), entry.clone());
+        });
+        retired(before, &versions, &self.metrics)
+    }
+
+    /// Removes the model from the table and waits for its versions to stop.
+    async fn retire(&self, name: &str) {
+        let before = self.registry.snapshot().models.get(name).cloned();
+        self.registry.publish(|table| {
+            table.models.remove(name);
+        });
+        let gone = retired(before, &BTreeMap::new(), &self.metrics);
+        tracing::info!(model = %name, versions = gone.len(), "model unloaded; draining");
+        self.wait_stopped(gone).await;
+    }
+
+    /// Waits (bounded) until retired versions have answered their queues and joined threads.
+    async fn wait_stopped(&self, versions: Vec<Arc<ModelVersion>>) {
+        let stops: Vec<_> = versions.iter().map(|mv| mv.batcher.stopped()).collect();
+        // Our references must go, or the batchers would wait for us.
+        drop(versions);
+        if tokio::time::timeout(self.drain_timeout, futures_util::future::join_all(stops))
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                "retired model versions still draining after {:?}",
+                self.drain_timeout
+            );
+        }
+    }
+}
+
+/// The ready versions of `before` that `after` no longer holds (or holds as another instance).
+fn retired(
+    before: Option<ModelEntry>,
+    after: &BTreeMap<u64, VersionState>,
+    metrics: &Metrics,
+) -> Vec<Arc<ModelVersion>> {
+    let Some(before) = before else {
+        return Vec::new();
+    };
+    before
+        .versions
+        .into_iter()
+        .filter_map(|(v, s)| match s {
+            VersionState::Ready(old) => {
+                let kept = matches!(after.get(&v), Some(VersionState::Ready(new)) if Arc::ptr_eq(new, &old));
+                if !after.contains_key(&v) {
+                    metrics.model_ready.with_label_values(&[old.name.as_str(), &v.to_string()]).set(0);
+                }
+                (!kept).then_some(old)
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+fn fingerprint(file: &std::path::Path) -> Option<(u64, std::time::SystemTime)> {
+    let meta = std::fs::metadata(file).ok()?;
+    Some((meta.len(), meta.modified().ok()?))
+}

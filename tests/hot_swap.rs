@@ -1,0 +1,503 @@
+//! Hot swap and model management: versions load, replace and unload at runtime with no failed
+//! request; failures leave what serves unchanged; the control plane is authenticated.
+
+mod common;
+
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::{bundled_models, test_config, TestServer};
+use ferroserve::api::grpc::pb;
+use ferroserve::config::{ModelControlMode, ServerConfig};
+use pb::grpc_inference_service_client::GrpcInferenceServiceClient;
+use serde_json::{json, Value};
+
+const TOKEN: &str = "test-admin-token-0123456789";
+
+/// A repository with `model` version 1 from the bundled models.
+fn repo(model: &str) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    add_version(dir.path(), model, 1);
+    std::fs::copy(
+        bundled_models().join(model).join("config.toml"),
+        dir.path().join(model).join("config.toml"),
+    )
+    .unwrap();
+    dir
+}
+
+fn add_version(root: &Path, model: &str, v: u64) {
+    let d = root.join(model).join(v.to_string());
+    std::fs::create_dir_all(&d).unwrap();
+    std::fs::copy(
+        bundled_models().join(model).join("1/model.onnx"),
+        d.join("model.onnx"),
+    )
+    .unwrap();
+}
+
+async fn start(root: &Path, mode: ModelControlMode, load: &[&str]) -> TestServer {
+    let config = ServerConfig {
+        model_repository: root.to_path_buf(),
+        model_control_mode: mode,
+        load_models: load.iter().map(|s| s.to_string()).collect(),
+        admin_token: Some(TOKEN.into()),
+        repository_poll_secs: 0.3,
+        ..test_config()
+    };
+    TestServer::start_with(config, true).await
+}
+
+async fn post(server: &TestServer, path: &str, token: Option<&str>) -> (u16, Value) {
+    let mut req = reqwest::Client::new().post(server.url(path));
+    if let Some(t) = token {
+        req = req.bearer_auth(t);
+    }
+    let r = req.send().await.unwrap();
+    let status = r.status().as_u16();
+    (status, r.json().await.unwrap_or(Value::Null))
+}
+
+async fn index(server: &TestServer) -> Vec<Value> {
+    post(server, "/v2/repository/index", None)
+        .await
+        .1
+        .as_array()
+        .unwrap()
+        .clone()
+}
+
+fn mlp_request() -> Value {
+    json!({"inputs": [{"name": "input", "datatype": "FP32", "shape": [1, 64], "data": vec![0.5f32; 64]}]})
+}
+
+async fn infer_version(
+    c: &reqwest::Client,
+    server: &TestServer,
+    model: &str,
+) -> Result<String, (u16, String)> {
+    let r = c
+        .post(server.url(&format!("/v2/models/{model}/infer")))
+        .json(&mlp_request())
+        .send()
+        .await
+        .unwrap();
+    if r.status() != 200 {
+        return Err((r.status().as_u16(), r.text().await.unwrap_or_default()));
+    }
+    let body: Value = r.json().await.unwrap();
+    Ok(body["model_version"].as_str().unwrap().to_owned())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn swapping_versions_under_load_fails_no_request() {
+    let dir = repo("mlp");
+    let server = Arc::new(start(dir.path(), ModelControlMode::Explicit, &["mlp"]).await);
+    const LOADS: u64 = 100;
+    let test_time = Duration::from_secs(30);
+    let t0 = Instant::now();
+    // (version, load call started, load call returned), version 1 loaded before t0.
+    let windows: Arc<Mutex<Vec<(u64, Instant, Instant)>>> = Arc::new(Mutex::new(vec![(1, t0, t0)]));
+    let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut clients = Vec::new();
+    for _ in 0..8 {
+        let (server, done) = (server.clone(), done.clone());
+        clients.push(tokio::spawn(async move {
+            let c = reqwest::Client::new();
+            let mut seen = Vec::new();
+            while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                let sent = Instant::now();
+                let v = infer_version(&c, &server, "mlp").await;
+                seen.push((sent, Instant::now(), v));
+            }
+            seen
+        }));
+    }
+    for v in 2..=LOADS + 1 {
+        add_version(dir.path(), "mlp", v);
+        let started = Instant::now();
+        let (status, body) = post(&server, "/v2/repository/models/mlp/load", Some(TOKEN)).await;
+        assert_eq!(status, 200, "load of version {v}: {body}");
+        windows.lock().unwrap().push((v, started, Instant::now()));
+        let pace = test_time.mul_f64((v - 1) as f64 / LOADS as f64);
+        tokio::time::sleep_until((t0 + pace).into()).await;
+    }
+    done.store(true, std::sync::atomic::Ordering::Relaxed);
+    let mut responses = Vec::new();
+    for c in clients {
+        responses.extend(c.await.unwrap());
+    }
+    let windows = windows.lock().unwrap().clone();
+    let failed: Vec<_> = responses.iter().filter(|r| r.2.is_err()).collect();
+    assert!(
+        failed.is_empty(),
+        "{} of {} requests failed: {:?}",
+        failed.len(),
+        responses.len(),
+        &failed[..failed.len().min(5)]
+    );
+    // Version v is published during its load call and retired during the next one: a response
+    // naming v must have been received after v's load began and sent before v+1's load returned.
+    for (sent, received, v) in &responses {
+        let v: u64 = v.as_ref().unwrap().parse().unwrap();
+        let (_, started, _) = windows
+            .iter()
+            .find(|w| w.0 == v)
+            .expect("a version that was loaded");
+        assert!(
+            started <= received,
+            "version {v} answered before it was loaded"
+        );
+        if let Some((_, _, next_done)) = windows.iter().find(|w| w.0 == v + 1) {
+            assert!(
+                sent <= next_done,
+                "version {v} answered a request sent after version {} replaced it",
+                v + 1
+            );
+        }
+    }
+    let versions: std::collections::BTreeSet<&String> =
+        responses.iter().filter_map(|r| r.2.as_ref().ok()).collect();
+    assert!(
+        versions.len() > 50,
+        "traffic saw many versions: {}",
+        versions.len()
+    );
+    assert!(
+        responses.len() > 1000,
+        "sustained load: {} requests",
+        responses.len()
+    );
+    let rows = index(&server).await;
+    let ready: Vec<&Value> = rows.iter().filter(|r| r["state"] == "READY").collect();
+    assert_eq!(
+        ready.len(),
+        1,
+        "latest-1 policy: one version serves: {rows:?}"
+    );
+    assert_eq!(ready[0]["version"], (LOADS + 1).to_string());
+}
+
+#[tokio::test]
+async fn a_corrupt_newest_version_fails_and_the_previous_keeps_serving() {
+    let dir = repo("mlp");
+    let server = start(dir.path(), ModelControlMode::Explicit, &["mlp"]).await;
+    std::fs::create_dir_all(dir.path().join("mlp/2")).unwrap();
+    std::fs::write(dir.path().join("mlp/2/model.onnx"), b"not an onnx file").unwrap();
+    let (status, body) = post(&server, "/v2/repository/models/mlp/load", Some(TOKEN)).await;
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body["error"].as_str().unwrap().contains("mlp/2/model.onnx"),
+        "{body}"
+    );
+    let c = reqwest::Client::new();
+    assert_eq!(infer_version(&c, &server, "mlp").await, Ok("1".into()));
+    let rows = index(&server).await;
+    let v2 = rows
+        .iter()
+        .find(|r| r["version"] == "2")
+        .expect("version 2 in the index");
+    assert_eq!(v2["state"], "UNAVAILABLE");
+    assert!(
+        v2["reason"].as_str().unwrap().contains("model.onnx"),
+        "{v2}"
+    );
+    assert!(
+        rows.iter()
+            .any(|r| r["version"] == "1" && r["state"] == "READY"),
+        "{rows:?}"
+    );
+    assert_eq!(
+        reqwest::get(server.url("/v2/health/ready"))
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    let text = server.metrics_text().await;
+    assert!(
+        text.contains(r#"ferroserve_model_load_failures_total{model="mlp"} 1"#),
+        "{text}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unloading_finishes_requests_in_flight_and_refuses_new_ones() {
+    let dir = repo("dense");
+    let server = Arc::new(start(dir.path(), ModelControlMode::Explicit, &["dense"]).await);
+    let body = serde_json::to_vec(
+        &json!({"inputs": [{"name": "input", "datatype": "FP32", "shape": [64, 512],
+        "data": vec![0.01f32; 64 * 512]}]}),
+    )
+    .unwrap();
+    let in_flight: Vec<_> = (0..12)
+        .map(|_| {
+            let (server, body) = (server.clone(), body.clone());
+            tokio::spawn(async move {
+                let r = reqwest::Client::new()
+                    .post(server.url("/v2/models/dense/infer"))
+                    .header("content-type", "application/json")
+                    .body(body)
+                    .send()
+                    .await
+                    .unwrap();
+                r.status().as_u16()
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let (status, reply) = post(&server, "/v2/repository/models/dense/unload", Some(TOKEN)).await;
+    assert_eq!(status, 200, "{reply}");
+    for r in in_flight {
+        assert_eq!(
+            r.await.unwrap(),
+            200,
+            "a request in flight when unloading completes"
+        );
+    }
+    let after = reqwest::Client::new()
+        .post(server.url("/v2/models/dense/infer"))
+        .header("content-type", "application/json")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(after.status(), 404, "a new request after the unload");
+    let mut grpc = GrpcInferenceServiceClient::connect(server.grpc_url())
+        .await
+        .unwrap();
+    let err = grpc
+        .model_ready(pb::ModelReadyRequest {
+            name: "dense".into(),
+            version: String::new(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::NotFound);
+    let rows = index(&server).await;
+    assert_eq!(
+        rows,
+        vec![json!({"name": "dense", "state": "UNAVAILABLE", "reason": "unloaded"})]
+    );
+}
+
+fn rss_kib() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
+    line.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
+fn threads() -> usize {
+    std::fs::read_dir("/proc/self/task").unwrap().count()
+}
+
+/// Each cycle loads `mlp` (one instance thread, ~150 KiB of weights and plan), answers one
+/// request and unloads it. A leaked version would keep its thread and its weights: 190 of them
+/// would add 190 threads and well over 16 MiB. Allocator arenas settle within the first cycles,
+/// so the comparison starts at cycle 20 and allows a few MiB of allocator noise.
+#[tokio::test]
+async fn memory_stays_flat_over_200_load_unload_cycles() {
+    let dir = repo("mlp");
+    let server = start(dir.path(), ModelControlMode::Explicit, &[]).await;
+    let c = reqwest::Client::new();
+    let (mut rss_20, mut threads_20) = (0, 0);
+    for cycle in 1..=200 {
+        let (status, body) = post(&server, "/v2/repository/models/mlp/load", Some(TOKEN)).await;
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(infer_version(&c, &server, "mlp").await, Ok("1".into()));
+        let (status, body) = post(&server, "/v2/repository/models/mlp/unload", Some(TOKEN)).await;
+        assert_eq!(status, 200, "{body}");
+        if cycle == 20 {
+            (rss_20, threads_20) = (rss_kib(), threads());
+        }
+    }
+    let (rss_200, threads_200) = (rss_kib(), threads());
+    eprintln!(
+        "after 20 cycles: {rss_20} KiB, {threads_20} threads; after 200: {rss_200} KiB, {threads_200} threads"
+    );
+    // tokio's blocking pool may keep a few idle threads for a while.
+    assert!(
+        threads_200 <= threads_20 + 4,
+        "threads grew from {threads_20} to {threads_200}: unloaded versions keep their instances"
+    );
+    assert!(
+        rss_200 <= rss_20 + 8 * 1024,
+        "RSS grew from {rss_20} KiB to {rss_200} KiB over 180 load/unload cycles"
+    );
+}
+
+#[tokio::test]
+async fn the_control_plane_needs_the_token_and_stays_inside_the_repository() {
+    let dir = repo("mlp");
+    let outside = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(outside.path().join("evil/1")).unwrap();
+    std::fs::copy(
+        bundled_models().join("mlp/1/model.onnx"),
+        outside.path().join("evil/1/model.onnx"),
+    )
+    .unwrap();
+    std::fs::write(
+        outside.path().join("evil/config.toml"),
+        "max_batch_size = 64",
+    )
+    .unwrap();
+    std::os::unix::fs::symlink(outside.path().join("evil"), dir.path().join("evil")).unwrap();
+    let server = start(dir.path(), ModelControlMode::Explicit, &["mlp"]).await;
+
+    assert_eq!(
+        post(&server, "/v2/repository/models/mlp/load", None)
+            .await
+            .0,
+        401
+    );
+    assert_eq!(
+        post(
+            &server,
+            "/v2/repository/models/mlp/load",
+            Some("wrong-token-0123456789")
+        )
+        .await
+        .0,
+        401
+    );
+    assert_eq!(
+        post(&server, "/v2/repository/models/mlp/unload", None)
+            .await
+            .0,
+        401
+    );
+    assert_eq!(
+        post(&server, "/v2/repository/models/mlp/load", Some(TOKEN))
+            .await
+            .0,
+        200
+    );
+    // (HTTP clients resolve a literal `..` segment before sending: gRPC below sends it as is.)
+    for bad in ["..%2F..%2Fetc", "a%2Fb", ".hidden", "%2E%2E%2F"] {
+        let (status, body) = post(
+            &server,
+            &format!("/v2/repository/models/{bad}/load"),
+            Some(TOKEN),
+        )
+        .await;
+        assert_eq!(status, 400, "{bad}: {body}");
+    }
+    let mut grpc = GrpcInferenceServiceClient::connect(server.grpc_url())
+        .await
+        .unwrap();
+    for bad in ["..", "../mlp", "/etc", ""] {
+        let mut req = tonic::Request::new(pb::RepositoryModelLoadRequest {
+            repository_name: String::new(),
+            model_name: bad.into(),
+            parameters: Default::default(),
+        });
+        req.metadata_mut()
+            .insert("authorization", format!("Bearer {TOKEN}").parse().unwrap());
+        let err = grpc.repository_model_load(req).await.unwrap_err();
+        assert_eq!(err.code(), tonic::Code::InvalidArgument, "{bad:?}: {err:?}");
+    }
+    let (status, body) = post(&server, "/v2/repository/models/evil/load", Some(TOKEN)).await;
+    assert_eq!(status, 400, "a symlink out of the repository: {body}");
+    assert!(
+        body["error"].as_str().unwrap().contains("outside"),
+        "{body}"
+    );
+    assert_eq!(
+        post(&server, "/v2/repository/models/nope/load", Some(TOKEN))
+            .await
+            .0,
+        404
+    );
+
+    let mut grpc = GrpcInferenceServiceClient::connect(server.grpc_url())
+        .await
+        .unwrap();
+    let load = |auth: Option<&str>| {
+        let mut req = tonic::Request::new(pb::RepositoryModelLoadRequest {
+            model_name: "mlp".into(),
+            ..Default::default()
+        });
+        if let Some(a) = auth {
+            req.metadata_mut()
+                .insert("authorization", format!("Bearer {a}").parse().unwrap());
+        }
+        req
+    };
+    assert_eq!(
+        grpc.repository_model_load(load(None))
+            .await
+            .unwrap_err()
+            .code(),
+        tonic::Code::Unauthenticated
+    );
+    assert_eq!(
+        grpc.repository_model_load(load(Some("nope-nope-nope-nope")))
+            .await
+            .unwrap_err()
+            .code(),
+        tonic::Code::Unauthenticated
+    );
+    grpc.repository_model_load(load(Some(TOKEN))).await.unwrap();
+    let idx = grpc
+        .repository_index(pb::RepositoryIndexRequest {
+            ready: true,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        idx.models
+            .iter()
+            .map(|m| (m.name.as_str(), m.state.as_str()))
+            .collect::<Vec<_>>(),
+        [("mlp", "READY")]
+    );
+}
+
+#[tokio::test]
+async fn load_and_unload_need_explicit_mode() {
+    let dir = repo("mlp");
+    let server = start(dir.path(), ModelControlMode::None, &[]).await;
+    let (status, body) = post(&server, "/v2/repository/models/mlp/load", Some(TOKEN)).await;
+    assert_eq!(status, 409, "{body}");
+    assert!(
+        body["error"].as_str().unwrap().contains("explicit"),
+        "{body}"
+    );
+    assert_eq!(
+        post(&server, "/v2/repository/models/mlp/unload", Some(TOKEN))
+            .await
+            .0,
+        409
+    );
+}
+
+#[tokio::test]
+async fn poll_mode_picks_up_new_and_removed_versions_within_two_periods() {
+    let dir = repo("mlp");
+    let server = start(dir.path(), ModelControlMode::Poll, &[]).await;
+    let c = reqwest::Client::new();
+    assert_eq!(infer_version(&c, &server, "mlp").await, Ok("1".into()));
+    let period = Duration::from_secs_f64(0.3);
+
+    add_version(dir.path(), "mlp", 2);
+    let added = Instant::now();
+    while infer_version(&c, &server, "mlp").await != Ok("2".into()) {
+        assert!(
+            added.elapsed() < period * 2,
+            "version 2 not served within two poll periods"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    std::fs::remove_dir_all(dir.path().join("mlp/2")).unwrap();
+    let removed = Instant::now();
+    while infer_version(&c, &server, "mlp").await != Ok("1".into()) {
+        assert!(
+            removed.elapsed() < period * 2,
+            "version 1 not back within two poll periods"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}

@@ -1,0 +1,328 @@
+//! The ONNX Runtime backend: the same answers as tract on every bundled model, over a real
+//! server and in process; rows independent of their batch; a model only ONNX Runtime can run;
+//! strict CUDA; the provider in model config; the MiniLM embedding model against its reference.
+//!
+//! Needs the library: `scripts/fetch-onnxruntime.sh` (scripts/test.sh runs it and exports
+//! ORT_DYLIB_PATH). Without a library at all see `tests/onnxruntime_missing.rs`.
+#![cfg(feature = "onnxruntime")]
+
+mod common;
+
+use std::path::{Path, PathBuf};
+
+use common::{bundled_models, reference, test_config, Reference, TestServer};
+use ferroserve::backend::{self, LoadOptions};
+use ferroserve::config::{BackendKind, ServerConfig};
+use ferroserve::tensor::{DataType, Tensor};
+use serde_json::{json, Value};
+
+/// Every model under `models/`, all served by tract there.
+const MODELS: [&str; 4] = ["iris", "digits", "mlp", "dense"];
+
+fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// Copies model `name` from `from` into `to` as `as_name`, its config with `backend` replaced
+/// and `extra` appended.
+fn copy_model(from: &Path, name: &str, to: &Path, as_name: &str, backend: &str, extra: &str) {
+    let dst = to.join(as_name);
+    std::fs::create_dir_all(dst.join("1")).unwrap();
+    std::fs::copy(
+        from.join(name).join("1/model.onnx"),
+        dst.join("1/model.onnx"),
+    )
+    .unwrap();
+    let cfg = std::fs::read_to_string(from.join(name).join("config.toml")).unwrap();
+    let cfg: String = cfg
+        .lines()
+        .filter(|l| !l.starts_with("backend"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    std::fs::write(
+        dst.join("config.toml"),
+        format!("backend = \"{backend}\"\n{cfg}\n{extra}\n"),
+    )
+    .unwrap();
+}
+
+async fn start(repo: &Path, wait_ready: bool) -> TestServer {
+    let config = ServerConfig {
+        model_repository: repo.to_path_buf(),
+        strict_readiness: wait_ready,
+        ..test_config()
+    };
+    TestServer::start_with(config, wait_ready).await
+}
+
+async fn get(server: &TestServer, path: &str) -> (u16, Value) {
+    let r = reqwest::get(server.url(path)).await.unwrap();
+    let status = r.status().as_u16();
+    (status, r.json().await.unwrap_or(Value::Null))
+}
+
+async fn infer(server: &TestServer, model: &str, body: &Value) -> Value {
+    let r = reqwest::Client::new()
+        .post(server.url(&format!("/v2/models/{model}/infer")))
+        .json(body)
+        .send()
+        .await
+        .unwrap();
+    let status = r.status();
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(status, 200, "{model}: {body}");
+    body
+}
+
+fn request(r: &Reference) -> Value {
+    json!({"inputs": r.inputs.iter().map(|t| t.json()).collect::<Vec<_>>()})
+}
+
+fn output<'a>(body: &'a Value, name: &str) -> &'a Value {
+    body["outputs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|o| o["name"] == name)
+        .unwrap_or_else(|| panic!("no output {name} in {body}"))
+}
+
+fn numbers(v: &Value) -> Vec<f64> {
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_f64().unwrap())
+        .collect()
+}
+
+/// Labels exact, floats within 1e-5.
+fn assert_close(what: &str, datatype: &str, got: &[f64], want: &[f64]) {
+    assert_eq!(got.len(), want.len(), "{what}: element count");
+    for (i, (g, w)) in got.iter().zip(want).enumerate() {
+        if datatype.starts_with("INT") {
+            assert_eq!(g, w, "{what}[{i}]");
+        } else {
+            assert!((g - w).abs() <= 1e-5, "{what}[{i}]: {g} vs {w}");
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_bundled_model_answers_on_onnxruntime_as_on_tract() {
+    let repo = tempfile::tempdir().unwrap();
+    for m in MODELS {
+        copy_model(&bundled_models(), m, repo.path(), m, "tract", "");
+        copy_model(
+            &bundled_models(),
+            m,
+            repo.path(),
+            &format!("{m}_ort"),
+            "onnxruntime",
+            "",
+        );
+    }
+    let server = start(repo.path(), true).await;
+    for m in MODELS {
+        let r = reference(m);
+        let tract = infer(&server, m, &request(&r)).await;
+        let ort = infer(&server, &format!("{m}_ort"), &request(&r)).await;
+        for want in &r.outputs {
+            let (t, o) = (output(&tract, &want.name), output(&ort, &want.name));
+            assert_eq!(o["datatype"], want.datatype.as_str(), "{m}/{}", want.name);
+            assert_eq!(o["shape"], t["shape"], "{m}/{}", want.name);
+            let what = format!("{m}/{} onnxruntime vs tract", want.name);
+            assert_close(
+                &what,
+                &want.datatype,
+                &numbers(&o["data"]),
+                &numbers(&t["data"]),
+            );
+            let what = format!("{m}/{} onnxruntime vs reference", want.name);
+            let reference: Vec<f64> = want.data.iter().map(|v| v.as_f64().unwrap()).collect();
+            assert_close(&what, &want.datatype, &numbers(&o["data"]), &reference);
+        }
+    }
+    server.stop().await.unwrap();
+}
+
+/// The reference rows of `model` as tensors, in graph input order.
+fn reference_inputs(model: &str) -> Vec<Tensor> {
+    reference(model)
+        .inputs
+        .iter()
+        .map(|t| {
+            let shape: Vec<usize> = t.shape.iter().map(|&d| d as usize).collect();
+            match t.datatype.as_str() {
+                "FP32" => Tensor::from_values(shape, &t.f32s()).unwrap(),
+                "INT64" => Tensor::from_values(shape, &t.i64s()).unwrap(),
+                other => panic!("{model}: reference datatype {other}"),
+            }
+        })
+        .collect()
+}
+
+fn load(kind: BackendKind, file: &Path, max_batch_size: usize) -> Box<dyn backend::Backend> {
+    let options = LoadOptions {
+        max_batch_size,
+        row_invariant: true,
+        ..LoadOptions::default()
+    };
+    let mut loaded =
+        backend::load(kind, file, &options).unwrap_or_else(|e| panic!("{}: {e}", file.display()));
+    loaded.instances.remove(0)
+}
+
+#[test]
+fn onnxruntime_rows_do_not_depend_on_their_batch() {
+    // Why the backend needs no single-row padding for dynamic batching (unlike tract).
+    for m in MODELS {
+        let mut ort = load(
+            BackendKind::OnnxRuntime,
+            &bundled_models().join(m).join("1/model.onnx"),
+            64,
+        );
+        let inputs = reference_inputs(m);
+        let rows = inputs[0].rows();
+        let whole = ort.infer(&inputs).unwrap();
+        for row in 0..rows {
+            let alone: Vec<Tensor> = inputs
+                .iter()
+                .map(|t| t.split(&[row, 1, rows - row - 1]).unwrap().remove(1))
+                .collect();
+            let got = ort.infer(&alone).unwrap();
+            for (out, batch_out) in got.iter().zip(&whole) {
+                let want = batch_out
+                    .split(&[row, 1, rows - row - 1])
+                    .unwrap()
+                    .remove(1);
+                assert_eq!(
+                    out.data(),
+                    want.data(),
+                    "{m}: row {row} alone vs in a batch of {rows}"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn inputs_at_any_alignment_give_the_same_answer() {
+    // Aligned inputs are passed to ONNX Runtime in place, others are copied: both must agree.
+    let mut ort = load(
+        BackendKind::OnnxRuntime,
+        &bundled_models().join("mlp/1/model.onnx"),
+        64,
+    );
+    let input = reference_inputs("mlp").remove(0);
+    let want = ort.infer(std::slice::from_ref(&input)).unwrap();
+    let mut shifted = vec![0u8];
+    shifted.extend_from_slice(input.data());
+    let unaligned = bytes::Bytes::from(shifted).slice(1..);
+    let input = Tensor::new(DataType::F32, input.shape().to_vec(), unaligned).unwrap();
+    assert_eq!(ort.infer(&[input]).unwrap()[0].data(), want[0].data());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn model_config_reports_the_execution_provider() {
+    let repo = tempfile::tempdir().unwrap();
+    copy_model(
+        &bundled_models(),
+        "mlp",
+        repo.path(),
+        "mlp_ort",
+        "onnxruntime",
+        "",
+    );
+    copy_model(&bundled_models(), "mlp", repo.path(), "mlp", "tract", "");
+    let server = start(repo.path(), true).await;
+    let (_, meta) = get(&server, "/v2/models/mlp_ort").await;
+    assert_eq!(meta["platform"], "onnxruntime_onnx");
+    let (_, cfg) = get(&server, "/v2/models/mlp_ort/config").await;
+    assert_eq!(cfg["platform"], "onnxruntime_onnx");
+    assert_eq!(cfg["backend"], "onnxruntime");
+    assert_eq!(cfg["instance_group"][0]["kind"], "KIND_CPU");
+    assert_eq!(
+        cfg["parameters"]["execution_provider"]["string_value"],
+        "CPUExecutionProvider"
+    );
+    let (_, cfg) = get(&server, "/v2/models/mlp/config").await;
+    assert_eq!(cfg["platform"], "tract_onnx");
+    assert_eq!(
+        cfg["parameters"]["execution_provider"]["string_value"],
+        "tract"
+    );
+    server.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cuda_model_fails_to_load_instead_of_running_on_the_cpu() {
+    // The CPU library has no CUDA provider (and this machine may have no GPU): the model must be
+    // unavailable with the reason, not quietly served from the CPU.
+    let repo = tempfile::tempdir().unwrap();
+    copy_model(
+        &bundled_models(),
+        "mlp",
+        repo.path(),
+        "mlp_cuda",
+        "onnxruntime",
+        "device = \"cuda:0\"",
+    );
+    copy_model(
+        &bundled_models(),
+        "mlp",
+        repo.path(),
+        "mlp_ort",
+        "onnxruntime",
+        "",
+    );
+    let server = start(repo.path(), false).await;
+    let (status, body) = get(&server, "/v2/models/mlp_cuda").await;
+    assert_eq!(status, 503, "{body}");
+    let msg = body["error"].as_str().unwrap();
+    assert!(msg.contains("CUDA"), "names CUDA: {msg}");
+    assert_eq!(get(&server, "/v2/models/mlp_ort/ready").await.0, 200);
+    server.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scaler_runs_on_onnxruntime_and_tract_refuses_it_with_the_reason() {
+    let ort_models = repo_root().join("models-onnxruntime");
+    let repo = tempfile::tempdir().unwrap();
+    copy_model(
+        &ort_models,
+        "scaler",
+        repo.path(),
+        "scaler",
+        "onnxruntime",
+        "",
+    );
+    copy_model(
+        &ort_models,
+        "scaler",
+        repo.path(),
+        "scaler_tract",
+        "tract",
+        "",
+    );
+    let server = start(repo.path(), false).await;
+
+    let r = reference("scaler");
+    let body = infer(&server, "scaler", &request(&r)).await;
+    for want in &r.outputs {
+        let got = output(&body, &want.name);
+        assert_eq!(got["datatype"], want.datatype.as_str());
+        let reference: Vec<f64> = want.data.iter().map(|v| v.as_f64().unwrap()).collect();
+        assert_close(
+            &format!("scaler/{}", want.name),
+            &want.datatype,
+            &numbers(&got["data"]),
+            &reference,
+        );
+    }
+
+    let (status, body) = get(&server, "/v2/models/scaler_tract").await;
+    assert_eq!(status, 503, "{body}");
+    let msg = body["error"].as_str().unwrap();
+    assert!(msg.contains("Scaler"), "names the op tract lacks: {msg}");
+    server.stop().await.unwrap();
+}
