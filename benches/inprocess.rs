@@ -1,12 +1,21 @@
-//! In-process throughput of the tract backend: the physical limit of one model instance, with
-//! no server, transport, queue or batcher in the way. Each point calls `Backend::infer` on one
-//! instance in a loop with a fixed input batch and times every call.
+//! In-process throughput of the backends (tract, ONNX Runtime): the physical limit of one model
+//! instance, with no server, transport, queue or batcher in the way. Each point calls
+//! `Backend::infer` on one instance in a loop with a fixed input batch and times every call.
 //!
 //!     cargo bench --bench inprocess -- [MODEL|PATH.onnx ...] [--batch 1,8,32,64] [--secs 3]
 //!                                      [--warmup 1] [--row-invariant on|off] [--json-out FILE|-]
+//!                                      [--backend tract|onnxruntime|both] [--intra-op-threads N]
 //!
-//! Models are names under `models/` (default: `mlp dense`) or paths to `.onnx` files. Batch sizes
-//! default to 1 and the model's `max_batch_size` from its `config.toml` (64 for a bare file).
+//! Models are names under `models/`, `models-onnxruntime/` or `models-heavy/` (default:
+//! `mlp dense`) or paths to `.onnx` files. Batch sizes default to 1 and the model's
+//! `max_batch_size` from its `config.toml` (64 for a bare file).
+//! `--backend` defaults to `both` when the ONNX Runtime library is found (`ORT_DYLIB_PATH`, else
+//! `.cache/onnxruntime/`, as the server looks; `scripts/fetch-onnxruntime.sh` puts it there),
+//! else `tract`. Under `both`, a model one engine cannot load (say, an op tract lacks) is
+//! skipped on that engine with the reason; a backend named alone must load every model.
+//! ONNX Runtime sessions use the model config's session options (`intra_op_threads` etc.;
+//! unset: ONNX Runtime's defaults, one intra-op thread per core); `--intra-op-threads` overrides.
+//! tract runs each call on the calling thread.
 //! `--row-invariant` sets `LoadOptions::row_invariant` (single rows then run as two, as the server
 //! does for models with `[dynamic_batching]`); by default it follows the config like the loader.
 //! Inputs are FP32 with a symbolic batch dimension, filled with fixed pseudo-random values.
@@ -19,11 +28,13 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use ferroserve::backend::{self, Backend, GraphSignature, LoadOptions};
-use ferroserve::config::BackendKind;
+use ferroserve::config::{BackendKind, ModelConfig, OnnxRuntimeOptions};
 use ferroserve::tensor::{DataType, Tensor};
 use serde_json::json;
 
 const DEFAULT_MODELS: &[&str] = &["mlp", "dense"];
+/// Where named models are looked for, in order.
+const MODEL_DIRS: &[&str] = &["models", "models-onnxruntime", "models-heavy"];
 const BARE_FILE_MAX_BATCH: usize = 64;
 
 struct Args {
@@ -33,10 +44,14 @@ struct Args {
     warmup: f64,
     json_out: Option<String>,
     row_invariant: Option<bool>,
+    /// `None`: both when the ONNX Runtime library is found, else tract.
+    backends: Option<Vec<BackendKind>>,
+    intra_op_threads: Option<usize>,
 }
 
 const USAGE: &str = "usage: cargo bench --bench inprocess -- [MODEL|PATH.onnx ...] \
-[--batch 1,8,32,64] [--secs 3] [--warmup 1] [--row-invariant on|off] [--json-out FILE|-]";
+[--batch 1,8,32,64] [--secs 3] [--warmup 1] [--row-invariant on|off] [--json-out FILE|-] \
+[--backend tract|onnxruntime|both] [--intra-op-threads N]";
 
 fn parse_args() -> Result<Args, String> {
     let mut args = Args {
@@ -46,6 +61,8 @@ fn parse_args() -> Result<Args, String> {
         warmup: 1.0,
         json_out: None,
         row_invariant: None,
+        backends: None,
+        intra_op_threads: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
@@ -83,6 +100,25 @@ fn parse_args() -> Result<Args, String> {
                     v => return Err(format!("--row-invariant takes on or off, not {v:?}")),
                 })
             }
+            "--backend" => {
+                args.backends = Some(match value("--backend")?.as_str() {
+                    "tract" => vec![BackendKind::Tract],
+                    "onnxruntime" | "ort" => vec![BackendKind::OnnxRuntime],
+                    "both" => vec![BackendKind::Tract, BackendKind::OnnxRuntime],
+                    v => {
+                        return Err(format!(
+                            "--backend takes tract, onnxruntime or both, not {v:?}"
+                        ))
+                    }
+                })
+            }
+            "--intra-op-threads" => {
+                let v = value("--intra-op-threads")?;
+                args.intra_op_threads = Some(match v.parse::<usize>() {
+                    Ok(n) if n > 0 => n,
+                    _ => return Err(format!("bad thread count {v:?}")),
+                });
+            }
             "-h" | "--help" => return Err(USAGE.into()),
             f if f.starts_with('-') => return Err(format!("unknown option {f}\n{USAGE}")),
             _ => args.models.push(arg),
@@ -92,6 +128,16 @@ fn parse_args() -> Result<Args, String> {
         args.models = DEFAULT_MODELS.iter().map(|s| s.to_string()).collect();
     }
     Ok(args)
+}
+
+/// Whether the library the `onnxruntime` backend would load exists.
+fn onnxruntime_library_found() -> bool {
+    #[cfg(feature = "onnxruntime")]
+    {
+        backend::onnxruntime::library_path().is_file()
+    }
+    #[cfg(not(feature = "onnxruntime"))]
+    false
 }
 
 fn parse_secs(s: &str) -> Result<f64, String> {
@@ -108,7 +154,9 @@ struct Resolved {
     max_batch: usize,
     /// Whether the config has `[dynamic_batching]` (the loader then asks for row invariance).
     dynamic_batching: bool,
-    /// A name under `models/` (which has reference data), not a bare file.
+    /// The config's ONNX Runtime session options.
+    onnxruntime: OnnxRuntimeOptions,
+    /// A named model (which may have reference data), not a bare file.
     named: bool,
 }
 
@@ -124,20 +172,34 @@ fn resolve(model: &str) -> Result<Resolved, String> {
             path: as_path.to_path_buf(),
             max_batch: BARE_FILE_MAX_BATCH,
             dynamic_batching: false,
+            onnxruntime: OnnxRuntimeOptions::default(),
             named: false,
         });
     }
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("models")
-        .join(model);
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let Some(dir) = MODEL_DIRS
+        .iter()
+        .map(|d| root.join(d).join(model))
+        .find(|d| d.join("1").join("model.onnx").is_file())
+    else {
+        return Err(format!(
+            "model {model:?}: no {model}/1/model.onnx under {}",
+            MODEL_DIRS.join(", ")
+        ));
+    };
     let onnx = dir.join("1").join("model.onnx");
-    if !onnx.is_file() {
-        return Err(format!("model {model:?}: no {}", onnx.display()));
-    }
-    let config = std::fs::read_to_string(dir.join("config.toml"))
-        .unwrap_or_default()
+    let text = std::fs::read_to_string(dir.join("config.toml")).unwrap_or_default();
+    let config = text
         .parse::<toml::Table>()
         .map_err(|e| format!("model {model:?}: config.toml: {e}"))?;
+    // Session options exist only for backend = "onnxruntime": read them as that backend would.
+    let onnxruntime = if config.get("backend").and_then(|v| v.as_str()) == Some("onnxruntime") {
+        ModelConfig::parse(&text, model)
+            .map_err(|e| format!("model {model:?}: config.toml: {e}"))?
+            .onnxruntime
+    } else {
+        OnnxRuntimeOptions::default()
+    };
     let max_batch = config
         .get("max_batch_size")
         .and_then(|v| v.as_integer())
@@ -148,6 +210,7 @@ fn resolve(model: &str) -> Result<Resolved, String> {
         path: onnx,
         max_batch,
         dynamic_batching: config.contains_key("dynamic_batching"),
+        onnxruntime,
         named: true,
     })
 }
@@ -167,6 +230,7 @@ fn fill(n: usize, seed: u64) -> Vec<f32> {
 
 struct Point {
     model: String,
+    backend: BackendKind,
     batch: usize,
     calls: usize,
     secs: f64,
@@ -237,6 +301,7 @@ fn run_point(
     times.sort_unstable();
     Ok(Point {
         model: name.to_owned(),
+        backend: BackendKind::Tract,
         batch,
         calls: times.len(),
         secs,
@@ -330,15 +395,55 @@ fn check_reference(
     Ok(Some(max_diff))
 }
 
-fn bench_model(model: &str, args: &Args, points: &mut Vec<Point>) -> Result<(), String> {
+/// Benchmarks `model` on each of `backends`; `skip_unloadable`: a backend that cannot load the
+/// model is reported and skipped instead of failing the run.
+fn bench_model(
+    model: &str,
+    args: &Args,
+    backends: &[BackendKind],
+    skip_unloadable: bool,
+    points: &mut Vec<Point>,
+) -> Result<(), String> {
+    let resolved = resolve(model)?;
+    for &kind in backends {
+        let mut onnxruntime = resolved.onnxruntime.clone();
+        if let Some(n) = args.intra_op_threads {
+            onnxruntime.intra_op_threads = Some(n);
+        }
+        match bench_backend(&resolved, kind, onnxruntime, args, points) {
+            Err(Skip::Load(e)) if skip_unloadable => {
+                eprintln!("skipped: {e}");
+            }
+            Err(Skip::Load(e) | Skip::Run(e)) => return Err(e),
+            Ok(()) => {}
+        }
+    }
+    Ok(())
+}
+
+enum Skip {
+    /// The engine could not load the model.
+    Load(String),
+    Run(String),
+}
+
+fn bench_backend(
+    resolved: &Resolved,
+    kind: BackendKind,
+    onnxruntime: OnnxRuntimeOptions,
+    args: &Args,
+    points: &mut Vec<Point>,
+) -> Result<(), Skip> {
     let Resolved {
         name,
         path,
         max_batch,
         dynamic_batching,
         named,
-    } = resolve(model)?;
-    let row_invariant = args.row_invariant.unwrap_or(dynamic_batching);
+        ..
+    } = resolved;
+    let (name, max_batch, engine) = (name.as_str(), *max_batch, kind.as_str());
+    let row_invariant = args.row_invariant.unwrap_or(*dynamic_batching);
     let batches = args.batches.clone().unwrap_or_else(|| {
         let mut b = vec![1];
         if max_batch > 1 {
@@ -346,27 +451,36 @@ fn bench_model(model: &str, args: &Args, points: &mut Vec<Point>) -> Result<(), 
         }
         b
     });
+    let threads = onnxruntime.intra_op_threads;
     let options = LoadOptions {
         max_batch_size: batches.iter().copied().max().unwrap_or(1).max(max_batch),
         instance_count: 1,
         row_invariant,
+        onnxruntime,
         ..LoadOptions::default()
     };
     let t0 = Instant::now();
-    let mut loaded =
-        backend::load(BackendKind::Tract, &path, &options).map_err(|e| format!("{name}: {e}"))?;
+    let mut loaded = backend::load(kind, path, &options)
+        .map_err(|e| Skip::Load(format!("{name} on {engine}: {e}")))?;
+    let threads = match (kind, threads) {
+        (BackendKind::Tract, _) => String::new(),
+        (_, Some(n)) => format!(", intra_op_threads = {n}"),
+        (_, None) => ", intra_op_threads = ONNX Runtime's default".into(),
+    };
     eprintln!(
-        "{name}: loaded {} in {:.0} ms (row_invariant = {row_invariant})",
+        "{name} on {engine}: loaded {} in {:.0} ms (row_invariant = {row_invariant}{threads})",
         path.display(),
         t0.elapsed().as_secs_f64() * 1e3
     );
     let mut instance = loaded
         .instances
         .pop()
-        .ok_or_else(|| format!("{name}: no instance"))?;
-    if named {
-        if let Some(diff) = check_reference(&name, instance.as_mut(), &loaded.signature)? {
-            eprintln!("{name}: reference rows match (max|diff| = {diff:.2e})");
+        .ok_or_else(|| Skip::Run(format!("{name}: no instance")))?;
+    if *named {
+        if let Some(diff) =
+            check_reference(name, instance.as_mut(), &loaded.signature).map_err(Skip::Run)?
+        {
+            eprintln!("{name} on {engine}: reference rows match (max|diff| = {diff:.2e})");
         }
     }
     for &batch in &batches {
@@ -396,11 +510,13 @@ fn bench_model(model: &str, args: &Args, points: &mut Vec<Point>) -> Result<(), 
                 Tensor::from_values(shape, &fill(n, 0x9E37_79B9 + i as u64))
                     .map_err(|e| e.to_string())
             })
-            .collect::<Result<Vec<_>, _>>()?;
-        let mut p = run_point(&name, instance.as_mut(), &inputs, batch, args)?;
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(Skip::Run)?;
+        let mut p = run_point(name, instance.as_mut(), &inputs, batch, args).map_err(Skip::Run)?;
+        p.backend = kind;
         p.row_invariant = row_invariant;
         eprintln!(
-            "{name} batch {batch}: {} calls in {:.2} s (first call {:.1} ms)",
+            "{name} on {engine} batch {batch}: {} calls in {:.2} s (first call {:.1} ms)",
             p.calls, p.secs, p.first_call_ms
         );
         points.push(p);
@@ -410,18 +526,40 @@ fn bench_model(model: &str, args: &Args, points: &mut Vec<Point>) -> Result<(), 
 
 fn print_table(points: &[Point]) {
     println!(
-        "{:<10} {:>5} {:>9} {:>11} {:>12} {:>10} {:>10} {:>10} {:>8}",
-        "model", "batch", "calls", "calls/s", "rows/s", "mean µs", "p50 µs", "p99 µs", "vs b=1"
+        "{:<10} {:<11} {:>5} {:>9} {:>11} {:>12} {:>10} {:>10} {:>10} {:>8} {:>9}",
+        "model",
+        "backend",
+        "batch",
+        "calls",
+        "calls/s",
+        "rows/s",
+        "mean µs",
+        "p50 µs",
+        "p99 µs",
+        "vs b=1",
+        "vs tract"
     );
     for p in points {
-        let base = points
-            .iter()
-            .find(|q| q.model == p.model && q.batch == 1)
-            .map(|q| format!("{:.2}x", p.rows_per_s() / q.rows_per_s()))
-            .unwrap_or_else(|| "-".into());
+        let ratio = |q: Option<&Point>| {
+            q.map(|q| format!("{:.2}x", p.rows_per_s() / q.rows_per_s()))
+                .unwrap_or_else(|| "-".into())
+        };
+        let base = ratio(
+            points
+                .iter()
+                .find(|q| q.model == p.model && q.backend == p.backend && q.batch == 1),
+        );
+        let tract = if p.backend == BackendKind::Tract {
+            "-".into()
+        } else {
+            ratio(points.iter().find(|q| {
+                q.model == p.model && q.backend == BackendKind::Tract && q.batch == p.batch
+            }))
+        };
         println!(
-            "{:<10} {:>5} {:>9} {:>11.1} {:>12.1} {:>10.1} {:>10.1} {:>10.1} {:>8}",
+            "{:<10} {:<11} {:>5} {:>9} {:>11.1} {:>12.1} {:>10.1} {:>10.1} {:>10.1} {:>8} {:>9}",
             p.model,
+            p.backend.as_str(),
             p.batch,
             p.calls,
             p.calls_per_s(),
@@ -429,20 +567,26 @@ fn print_table(points: &[Point]) {
             p.mean_us,
             p.p50_us,
             p.p99_us,
-            base
+            base,
+            tract
         );
     }
 }
 
-fn to_json(points: &[Point], args: &Args) -> serde_json::Value {
+fn to_json(points: &[Point], args: &Args, backends: &[BackendKind]) -> serde_json::Value {
+    let backend = match backends {
+        [one] => one.as_str(),
+        _ => "both",
+    };
     json!({
         "bench": "inprocess",
-        "backend": "tract",
+        "backend": backend,
         "secs_per_point": args.secs,
         "warmup_secs": args.warmup,
         "cpus": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
         "points": points.iter().map(|p| json!({
             "model": p.model,
+            "backend": p.backend.as_str(),
             "batch": p.batch,
             "calls": p.calls,
             "secs": p.secs,
@@ -465,16 +609,30 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    let (backends, skip_unloadable) = match &args.backends {
+        Some(b) => (b.clone(), b.len() > 1),
+        None if onnxruntime_library_found() => {
+            (vec![BackendKind::Tract, BackendKind::OnnxRuntime], true)
+        }
+        None => {
+            eprintln!(
+                "ONNX Runtime library not found (run scripts/fetch-onnxruntime.sh or set \
+                 ORT_DYLIB_PATH): tract only"
+            );
+            (vec![BackendKind::Tract], false)
+        }
+    };
     let mut points = Vec::new();
     for model in &args.models {
-        if let Err(e) = bench_model(model, &args, &mut points) {
+        if let Err(e) = bench_model(model, &args, &backends, skip_unloadable, &mut points) {
             eprintln!("error: {e}");
             return ExitCode::FAILURE;
         }
     }
     print_table(&points);
     if let Some(out) = &args.json_out {
-        let text = serde_json::to_string_pretty(&to_json(&points, &args)).unwrap_or_default();
+        let text =
+            serde_json::to_string_pretty(&to_json(&points, &args, &backends)).unwrap_or_default();
         if out == "-" {
             println!("{text}");
         } else if let Err(e) = std::fs::write(out, text + "\n") {

@@ -1,10 +1,9 @@
 //! Backends run one batch on one model instance. The trait is synchronous on purpose: every
-//! instance lives on its own OS thread (see `worker`), never on the async runtime.
+//! instance lives on its own OS thread (see `batching`), never on the async runtime.
 
 #[cfg(feature = "onnxruntime")]
 pub mod onnxruntime;
 pub mod tract;
-pub mod worker;
 
 use std::path::{Path, PathBuf};
 

@@ -1,17 +1,21 @@
-//! The batcher of one model version: `submit` queues a request and awaits its answer; one loop
-//! task hands batches to whichever instance is free; instance threads concatenate inputs along
-//! dimension 0, run the backend and split the outputs back per request.
+//! The batcher of one model version: `submit` queues a request and awaits its answer. Each
+//! instance is an OS thread that, whenever it is free, takes the next batch from the shared queue
+//! itself (waiting at most the queue delay for companions), concatenates inputs along dimension
+//! 0, runs the backend and splits the outputs back per request.
+//!
+//! Instances pull rather than being handed batches by a loop task: under load a free instance
+//! finds the next request already queued and starts at once, with no thread wake-up between
+//! requests; an idle one is woken by the submitting task directly.
 
 pub mod queue;
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::Instant;
 
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{oneshot, watch};
 
-use crate::backend::worker::WorkerPool;
 use crate::backend::Backend;
 use crate::metrics::{Metrics, VersionStats};
 use crate::tensor::Tensor;
@@ -42,14 +46,46 @@ pub struct BatcherConfig {
     pub max_queue_size: usize,
 }
 
-/// Cloneable handle; the loop and instances stop when the last handle is dropped, after
-/// answering everything already queued.
+/// Cloneable handle; the instances stop when the last handle is dropped, after answering
+/// everything already queued.
 #[derive(Clone)]
 pub struct Batcher {
-    tx: mpsc::Sender<Pending>,
-    shared: Arc<Shared>,
-    /// Turns true once the loop has answered everything queued and the instance threads joined.
+    core: Arc<Core>,
+    /// Dropped with the last handle: closes the queue.
+    _open: Arc<OpenGuard>,
+    /// Turns true once everything queued is answered and every instance has dropped its backend.
     stopped: watch::Receiver<bool>,
+}
+
+/// What the submitting tasks and the instance threads share.
+struct Core {
+    state: Mutex<State>,
+    /// Signalled when a request arrives, when a batch leaves work behind, and on close.
+    wake: Condvar,
+    shared: Arc<Shared>,
+}
+
+struct State {
+    queue: BatchQueue,
+    /// False once the last handle is gone: instances answer what is queued and exit.
+    open: bool,
+}
+
+impl Core {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // The lock is never held across backend code (panics there are caught anyway), so a
+        // poisoned queue is still consistent.
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+struct OpenGuard(Arc<Core>);
+
+impl Drop for OpenGuard {
+    fn drop(&mut self) {
+        self.0.lock().open = false;
+        self.0.wake.notify_all();
+    }
 }
 
 /// Per-version metric handles, resolved once instead of per request.
@@ -76,7 +112,7 @@ impl Shared {
 }
 
 impl Batcher {
-    /// Starts the instance threads and the loop task. Must be called inside a tokio runtime.
+    /// Starts one thread per instance.
     pub fn start(
         config: BatcherConfig,
         instances: Vec<Box<dyn Backend>>,
@@ -95,29 +131,34 @@ impl Batcher {
             queued: AtomicUsize::new(0),
             max_queue_size: config.max_queue_size,
         });
-        let (tx, rx) = mpsc::channel(config.max_queue_size);
-        let (idle_tx, idle_rx) = mpsc::channel(instances.len().max(1));
-        let run_shared = shared.clone();
-        let name = format!("{}-v{}", config.model, config.version);
-        let pool = WorkerPool::spawn(
-            &name,
-            instances,
-            move |ix, backend: &mut dyn Backend, batch: Vec<Pending>| {
-                execute(&run_shared, backend, batch);
-                // The loop may be gone at shutdown; then nobody needs to know we are idle.
-                let _ = idle_tx.blocking_send(ix);
-            },
-        )?;
-        let queue = BatchQueue::new(config.policy);
-        let shared_loop = shared.clone();
-        let (stopped_tx, stopped) = watch::channel(false);
-        tokio::spawn(async move {
-            run_loop(rx, idle_rx, pool, queue, shared_loop).await;
-            let _ = stopped_tx.send(true);
-        });
-        Ok(Batcher {
-            tx,
+        let core = Arc::new(Core {
+            state: Mutex::new(State {
+                queue: BatchQueue::new(config.policy),
+                open: true,
+            }),
+            wake: Condvar::new(),
             shared,
+        });
+        // Made before the threads: if one fails to spawn, dropping it stops the others.
+        let open = Arc::new(OpenGuard(core.clone()));
+        let (stopped_tx, stopped) = watch::channel(instances.is_empty());
+        let stopped_tx = Arc::new(stopped_tx);
+        let running = Arc::new(AtomicUsize::new(instances.len()));
+        let name = format!("{}-v{}", config.model, config.version);
+        for (ix, backend) in instances.into_iter().enumerate() {
+            let (core, running, stopped_tx) = (core.clone(), running.clone(), stopped_tx.clone());
+            std::thread::Builder::new()
+                .name(format!("{name}#{ix}"))
+                .spawn(move || {
+                    instance_loop(&core, backend);
+                    if running.fetch_sub(1, Ordering::AcqRel) == 1 {
+                        let _ = stopped_tx.send(true);
+                    }
+                })?;
+        }
+        Ok(Batcher {
+            core,
+            _open: open,
             stopped,
         })
     }
@@ -130,7 +171,7 @@ impl Batcher {
         rows: usize,
         deadline: Option<Instant>,
     ) -> Result<Vec<Tensor>, BatchError> {
-        let shared = &self.shared;
+        let shared = &self.core.shared;
         let waiting = shared.queued.fetch_add(1, Ordering::AcqRel);
         if waiting >= shared.max_queue_size {
             shared.queued.fetch_sub(1, Ordering::AcqRel);
@@ -145,13 +186,16 @@ impl Batcher {
             deadline,
             reply,
         };
-        if let Err(e) = self.tx.try_send(pending) {
-            shared.dequeued(1);
-            return Err(match e {
-                mpsc::error::TrySendError::Full(_) => BatchError::QueueFull(waiting),
-                mpsc::error::TrySendError::Closed(_) => BatchError::Closed,
-            });
+        {
+            let mut state = self.core.lock();
+            if !state.open {
+                drop(state);
+                shared.dequeued(1);
+                return Err(BatchError::Closed);
+            }
+            state.queue.push(pending);
         }
+        self.core.wake.notify_one();
         // A request whose deadline passed is dropped from the queue, which can close `answer`
         // a moment before the timer below fires: that is still a deadline, not a closed model.
         let answer = async {
@@ -169,7 +213,8 @@ impl Batcher {
         }
     }
 
-    /// Completes once every handle is gone, the queue is answered and the threads are joined.
+    /// Completes once every handle is gone, the queue is answered and every instance thread has
+    /// dropped its backend.
     pub fn stopped(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
         let mut rx = self.stopped.clone();
         async move {
@@ -179,70 +224,50 @@ impl Batcher {
 
     /// Requests waiting for an instance.
     pub fn queued(&self) -> usize {
-        self.shared.queued.load(Ordering::Acquire)
+        self.core.shared.queued.load(Ordering::Acquire)
     }
 }
 
-async fn run_loop(
-    mut rx: mpsc::Receiver<Pending>,
-    mut idle_rx: mpsc::Receiver<usize>,
-    pool: WorkerPool<Vec<Pending>>,
-    mut queue: BatchQueue,
-    shared: Arc<Shared>,
-) {
-    let mut idle: Vec<usize> = (0..pool.len()).rev().collect();
-    let mut open = true;
+/// One instance: take the next batch when it is due, run it, repeat; return once the queue is
+/// closed and empty (dropping the backend).
+fn instance_loop(core: &Core, mut backend: Box<dyn Backend>) {
     loop {
-        while let Ok(p) = rx.try_recv() {
-            queue.push(p);
-        }
-        let now = Instant::now();
-        // Closing: nothing more will arrive, so nothing is worth waiting for.
-        let due = if idle.is_empty() {
-            None
-        } else {
-            queue.dispatch_at(now).map(|at| if open { at } else { now })
-        };
-        if due.is_some_and(|at| at <= now) {
-            let (batch, dropped) = queue.pop_batch(now);
-            shared.dequeued(batch.len() + dropped);
-            // Only a non-empty batch takes the idle instance: every request may have been dead.
-            if !batch.is_empty() {
-                if let Some(ix) = idle.pop() {
-                    if let Err(batch) = pool.try_send(ix, batch) {
-                        fail_all(batch, BatchError::Backend("model instance stopped".into()));
+        let (batch, dropped, more) = {
+            let mut state = core.lock();
+            loop {
+                let now = Instant::now();
+                match state.queue.dispatch_at(now) {
+                    // Closing: nothing more will arrive, so nothing is worth waiting for.
+                    Some(at) if at <= now || !state.open => {
+                        let (batch, dropped) = state.queue.pop_batch(now);
+                        break (batch, dropped, !state.queue.is_empty());
+                    }
+                    Some(at) => {
+                        state = core
+                            .wake
+                            .wait_timeout(state, at - now)
+                            .unwrap_or_else(PoisonError::into_inner)
+                            .0;
+                    }
+                    None if !state.open => return,
+                    None => {
+                        state = core
+                            .wake
+                            .wait(state)
+                            .unwrap_or_else(PoisonError::into_inner);
                     }
                 }
             }
-            continue;
+        };
+        core.shared.dequeued(batch.len() + dropped);
+        if more {
+            // Work left behind: another idle instance may take it.
+            core.wake.notify_one();
         }
-        if !open && queue.is_empty() {
-            break;
+        // Every request may have been dead.
+        if !batch.is_empty() {
+            execute(&core.shared, backend.as_mut(), batch);
         }
-        let wake = due.map(tokio::time::Instant::from_std);
-        tokio::select! {
-            Some(ix) = idle_rx.recv() => idle.push(ix),
-            p = rx.recv(), if open => match p {
-                Some(p) => queue.push(p),
-                None => open = false,
-            },
-            _ = sleep_until(wake), if wake.is_some() => {}
-            else => break,
-        }
-    }
-    // Joining waits for the instances' last batches: do it off the async runtime.
-    let _ = tokio::task::spawn_blocking(move || drop(pool)).await;
-}
-
-async fn sleep_until(at: Option<tokio::time::Instant>) {
-    if let Some(at) = at {
-        tokio::time::sleep_until(at).await;
-    }
-}
-
-fn fail_all(batch: Vec<Pending>, error: BatchError) {
-    for p in batch {
-        let _ = p.reply.send(Err(error.clone()));
     }
 }
 
@@ -290,7 +315,11 @@ fn execute(shared: &Shared, backend: &mut dyn Backend, batch: Vec<Pending>) {
                 let _ = p.reply.send(Ok(outputs));
             }
         }
-        Err(e) => fail_all(live, e),
+        Err(e) => {
+            for p in live {
+                let _ = p.reply.send(Err(e.clone()));
+            }
+        }
     }
 }
 

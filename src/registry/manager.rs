@@ -56,6 +56,9 @@ pub struct ModelManager {
     ops: Mutex<HashMap<String, DiskState>>,
     /// Models unloaded on request, for the index.
     unloaded: std::sync::Mutex<BTreeSet<String>>,
+    /// Versions being loaded right now, for the index. They are not in the table until ready:
+    /// a load must not change what serves or what readiness says before it succeeds.
+    loading: std::sync::Mutex<BTreeSet<(String, u64)>>,
 }
 
 /// Sizes and modification times of a model's config and served model files.
@@ -89,6 +92,7 @@ impl ModelManager {
             drain_timeout,
             ops: Mutex::new(HashMap::new()),
             unloaded: std::sync::Mutex::new(BTreeSet::new()),
+            loading: std::sync::Mutex::new(BTreeSet::new()),
         }
     }
 
@@ -232,23 +236,42 @@ impl ModelManager {
                 state: state.into(),
                 reason,
             };
-            match table.models.get(name) {
-                None if unloaded.contains(name) => {
-                    rows.push(row(String::new(), "UNAVAILABLE", "unloaded".into()))
+            let loading: Vec<u64> = self
+                .loading_set()
+                .iter()
+                .filter(|(n, _)| n == name)
+                .map(|(_, v)| *v)
+                .collect();
+            // Per version: what the table says, then "loading" where a load is under way and
+            // the table has nothing ready under that number.
+            let mut versions: BTreeMap<u64, (&str, String)> = BTreeMap::new();
+            if let Some(entry) = table.models.get(name) {
+                if let Some(e) = &entry.error {
+                    rows.push(row(String::new(), "UNAVAILABLE", e.clone()));
                 }
-                None => rows.push(row(String::new(), "", String::new())),
-                Some(entry) => {
-                    if let Some(e) = &entry.error {
-                        rows.push(row(String::new(), "UNAVAILABLE", e.clone()));
-                    }
-                    for (v, state) in &entry.versions {
-                        let reason = match state {
-                            VersionState::Unavailable(r) => r.clone(),
-                            _ => String::new(),
-                        };
-                        rows.push(row(v.to_string(), state.as_str(), reason));
-                    }
+                for (v, state) in &entry.versions {
+                    let reason = match state {
+                        VersionState::Unavailable(r) => r.clone(),
+                        _ => String::new(),
+                    };
+                    versions.insert(*v, (state.as_str(), reason));
                 }
+            }
+            for v in loading {
+                let ready = versions.get(&v).is_some_and(|(s, _)| *s == "READY");
+                if !ready {
+                    versions.insert(v, ("LOADING", String::new()));
+                }
+            }
+            if versions.is_empty() && !table.models.contains_key(name) {
+                if unloaded.contains(name) {
+                    rows.push(row(String::new(), "UNAVAILABLE", "unloaded".into()));
+                } else {
+                    rows.push(row(String::new(), "", String::new()));
+                }
+            }
+            for (v, (state, reason)) in versions {
+                rows.push(row(v.to_string(), state, reason));
             }
         }
         if ready_only {
@@ -269,6 +292,11 @@ impl ModelManager {
             }
             Err(e) => Err(ControlError::Repository(e.to_string())),
         }
+    }
+
+    fn loading_set(&self) -> std::sync::MutexGuard<'_, BTreeSet<(String, u64)>> {
+        // As for `unloaded_set`.
+        self.loading.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     fn unloaded_set(&self) -> std::sync::MutexGuard<'_, BTreeSet<String>> {
@@ -308,7 +336,10 @@ impl ModelManager {
                 versions.insert(*v, VersionState::Ready(mv));
                 continue;
             }
-            match loader::load_version(&name, *v, file, &config, self.metrics.clone()).await {
+            self.loading_set().insert((name.clone(), *v));
+            let loaded = loader::load_version(&name, *v, file, &config, self.metrics.clone()).await;
+            self.loading_set().remove(&(name.clone(), *v));
+            match loaded {
                 Ok(mv) => {
                     tracing::info!(model = %name, version = v, backend = config.backend.as_str(),
                         load_ms = mv.load_time.as_millis() as u64, "model version ready");
