@@ -7,7 +7,14 @@
 (b) served: `ferroserve bench` (the project's load generator) against the no-op transport floor
     (examples/noop_server.rs) and against `ferroserve serve`, over HTTP binary, HTTP JSON and gRPC
     at concurrency 1, 8, 32, 64, with dynamic batching off and on, for `mlp` and `dense`;
-(c) criterion micro-benchmarks of the batch queue and tensor concat/split.
+(c) criterion micro-benchmarks of the batch queue and tensor concat/split;
+(d) engines: tract vs ONNX Runtime in-process at batch 1 and 32 on every bundled model;
+(e) the heavy model (models-heavy/minilm, ONNX Runtime, built by scripts/build-heavy-model.sh):
+    served with batching on and off vs in-process batched, sequence length 128.
+
+(d) and (e) need the ONNX Runtime library (ORT_DYLIB_PATH or .cache/onnxruntime, as
+scripts/fetch-onnxruntime.sh leaves it); (e) also needs the heavy model. Missing either, the
+section says so and is skipped.
 
 Servers and the load generator run as separate processes sharing this machine's cores, so every
 ratio is quoted from one run of this script. Only the Python standard library is used.
@@ -33,6 +40,10 @@ NOOP = os.path.join(ROOT, "target", "release", "examples", "noop_server")
 PROTOCOLS = ["http-binary", "http-json", "grpc"]
 CONCURRENCY = [1, 8, 32, 64]
 MODELS = ["mlp", "dense"]
+ENGINE_MODELS = ["iris", "digits", "mlp", "dense"]
+HEAVY = os.path.join(ROOT, "models-heavy", "minilm")
+HEAVY_SEQ = 128
+HEAVY_CONCURRENCY = [1, 32, 64]
 # Batching "on": take whatever is queued when the instance frees up (no added delay).
 BATCHING_ON = "\n[dynamic_batching]\nmax_queue_delay_us = 0\n"
 # Throughput setting for the compute-bound model: wait up to 2 ms for a full batch of 64.
@@ -93,11 +104,11 @@ class Server:
         os.unlink(self.log.name)
 
 
-def bench(url, protocol, model, concurrency, secs, warmup, batch_size=1):
+def bench(url, protocol, model, concurrency, secs, warmup, batch_size=1, seq_len=1):
     with tempfile.NamedTemporaryFile(suffix=".json", delete=False) as f:
         out = f.name
     cmd = [BIN, "bench", "--url", url, "--protocol", protocol, "--model", model,
-           "--batch-size", str(batch_size), "--concurrency", str(concurrency),
+           "--batch-size", str(batch_size), "--seq-len", str(seq_len), "--concurrency", str(concurrency),
            "--warmup-secs", str(warmup), "--duration-secs", str(secs), "--json-out", out]
     subprocess.run(cmd, cwd=ROOT, check=True, stdout=subprocess.DEVNULL)
     with open(out) as f:
@@ -127,15 +138,48 @@ def serve_cmd(repo):
             "--http-port", "0", "--grpc-port", "0", "--metrics-port", "0"]
 
 
-def in_process(secs):
+def in_process(secs, models=MODELS, batches="1,64", extra=("--backend", "tract")):
     with tempfile.NamedTemporaryFile(suffix=".json", delete=False) as f:
         out = f.name
-    run(["cargo", "bench", "--bench", "inprocess", "--", *MODELS, "--batch", "1,64",
-         "--secs", str(secs), "--json-out", out], stdout=subprocess.DEVNULL)
+    run(["cargo", "bench", "--bench", "inprocess", "--", *models, "--batch", batches,
+         "--secs", str(secs), "--json-out", out, *extra], stdout=subprocess.DEVNULL)
     with open(out) as f:
         data = json.load(f)
     os.unlink(out)
     return data["points"]
+
+
+def onnxruntime_library():
+    """Where the server and the in-process bench find ONNX Runtime, or None."""
+    path = os.environ.get("ORT_DYLIB_PATH") or os.path.join(ROOT, ".cache", "onnxruntime", "libonnxruntime.so")
+    return path if os.path.exists(path) else None
+
+
+def heavy(secs, warmup):
+    """The heavy model: in-process batched (ONNX Runtime) vs served with batching on and off."""
+    points = in_process(3, models=["minilm"], batches="1,32",
+                        extra=("--backend", "onnxruntime", "--seq-len", str(HEAVY_SEQ)))
+    served = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for batching in (True, False):
+            repo = os.path.join(tmp, "on" if batching else "off")
+            dst = os.path.join(repo, "minilm")
+            os.makedirs(dst)
+            os.symlink(os.path.join(HEAVY, "1"), os.path.join(dst, "1"))
+            with open(os.path.join(HEAVY, "config.toml")) as f:
+                config = f.read()
+            if not batching:
+                config = config.split("[dynamic_batching]")[0]
+            with open(os.path.join(dst, "config.toml"), "w") as f:
+                f.write(config)
+            server = Server(serve_cmd(repo))
+            for p in ("http-binary", "grpc"):
+                for c in HEAVY_CONCURRENCY:
+                    r = bench(server.url(p), p, "minilm", c, secs, max(warmup, 2), seq_len=HEAVY_SEQ)
+                    r["batching"] = batching
+                    served.append(r)
+            server.stop()
+    return {"inprocess": points, "served": served}
 
 
 def micro():
@@ -173,6 +217,13 @@ def main():
 
     log("(a) in-process limit")
     results["inprocess"] = in_process(3)
+    ort = onnxruntime_library()
+    if ort:
+        log("(d) engines: tract vs ONNX Runtime in-process")
+        results["engines"] = in_process(2, models=ENGINE_MODELS, batches="1,32",
+                                        extra=("--backend", "both", "--intra-op-threads", "1"))
+    else:
+        results["engines_skipped"] = "no ONNX Runtime library (run scripts/fetch-onnxruntime.sh)"
 
     log("(b) no-op transport floor")
     noop = Server([NOOP, "--http-port", "0", "--grpc-port", "0"])
@@ -200,6 +251,14 @@ def main():
                 served.append(r)
         server.stop()
     results["served"] = served
+
+    if not ort:
+        results["heavy_skipped"] = "no ONNX Runtime library (run scripts/fetch-onnxruntime.sh)"
+    elif not os.path.exists(os.path.join(HEAVY, "1", "model.onnx")):
+        results["heavy_skipped"] = "models-heavy/minilm is not built (run scripts/build-heavy-model.sh)"
+    else:
+        log("(e) heavy model")
+        results["heavy"] = heavy(args.secs, args.warmup)
 
     log("(c) micro-benchmarks")
     results["micro"] = micro()
@@ -259,6 +318,50 @@ def render(res):
         w(line)
     w("")
 
+    w("## (d) Engines: tract vs ONNX Runtime in-process\n")
+    if "engines" in res:
+        w("Each engine called directly on one thread (ONNX Runtime `intra_op_threads = 1`, as one "
+          "server instance with that setting; tract always runs on the calling thread). Rows per second.\n")
+        w("| model | batch | tract rows/s | ONNX Runtime rows/s | ONNX Runtime / tract |")
+        w("|---|---:|---:|---:|---:|")
+        for model in ENGINE_MODELS:
+            for batch in (1, 32):
+                t = find(res["engines"], model=model, batch=batch, backend="tract")
+                o = find(res["engines"], model=model, batch=batch, backend="onnxruntime")
+                if t and o:
+                    w(f"| {model} | {batch} | {t['rows_per_s']:,.0f} | {o['rows_per_s']:,.0f} | "
+                      f"{o['rows_per_s'] / max(t['rows_per_s'], 1):.2f}x |")
+        w("")
+    else:
+        w(f"Skipped: {res.get('engines_skipped')}.\n")
+
+    w(f"## (e) Heavy model: `minilm` (all-MiniLM-L6-v2, ONNX Runtime), sequence length {HEAVY_SEQ}\n")
+    if "heavy" in res:
+        h = res["heavy"]
+        w("In-process (ONNX Runtime, the model config's session options):\n")
+        w("| batch | calls/s | rows/s | mean µs/call | p50 µs | p99 µs |")
+        w("|---:|---:|---:|---:|---:|---:|")
+        for r in h["inprocess"]:
+            w(f"| {r['batch']} | {r['calls_per_s']:,.0f} | {r['rows_per_s']:,.0f} | {r['mean_us']:,.1f} | "
+              f"{fmt_us(r['p50_us'])} | {fmt_us(r['p99_us'])} |")
+        w("")
+        for batching in (True, False):
+            label = ("on (`max_batch_size = 32`, `preferred_batch_sizes = [8, 16, 32]`, "
+                     "`max_queue_delay_us = 2000`)") if batching else "off"
+            w(f"Served, dynamic batching {label}, 1 row per request:\n")
+            table(w, [r for r in h["served"] if r["batching"] == batching], extra=True)
+        limit = find(h["inprocess"], batch=32)
+        if limit:
+            w("| served (batching on) | rows/s | of in-process batch 32 |")
+            w("|---|---:|---:|")
+            for r in h["served"]:
+                if r["batching"] and r["concurrency"] >= 32:
+                    w(f"| {r['protocol']} c={r['concurrency']} | {r['throughput_rps']:,.0f} | "
+                      f"{r['throughput_rps'] / max(limit['rows_per_s'], 1):.0%} |")
+            w("")
+    else:
+        w(f"Skipped: {res.get('heavy_skipped')}.\n")
+
     w("## (c) Micro-benchmarks (criterion; [low estimate high])\n")
     w("| benchmark | time |")
     w("|---|---|")
@@ -300,7 +403,7 @@ def targets(res):
             lines.append(f"| `mlp` c=32 throughput >= 70% of no-op ({p}) | {best32['throughput_rps']:,.0f} vs "
                          f"{base32['throughput_rps']:,.0f} req/s = {ratio:.0%} (batching "
                          f"{'on' if best32['batching'] else 'off'}) | {mark(ratio >= 0.7)} |")
-    limit = find(res["inprocess"], model="dense", batch=64)
+    limit = find(res["inprocess"], model="dense", batch=64, backend="tract")
     for p in PROTOCOLS:
         off = find(served, protocol=p, concurrency=64, model="dense", batching=False)
         on = max((r for r in served if r["protocol"] == p and r["concurrency"] == 64 and r["model"] == "dense"

@@ -54,6 +54,10 @@ pub struct BenchArgs {
     /// Rows per request: the size of the batch (first) dimension.
     #[arg(long, default_value_t = 1)]
     pub batch_size: usize,
+    /// Size of the other variable dimensions (the sequence length of token models such as
+    /// `minilm`).
+    #[arg(long, default_value_t = 1)]
+    pub seq_len: usize,
     /// Closed loop: this many workers, each sending its next request when the previous answer
     /// arrives [default: 1 when --rate is not given].
     #[arg(long, conflicts_with = "rate")]
@@ -127,6 +131,7 @@ pub struct Plan {
     pub model: String,
     pub version: Option<String>,
     pub batch_size: usize,
+    pub seq_len: usize,
     pub load: Load,
     pub connections: usize,
     pub warmup: Duration,
@@ -148,6 +153,9 @@ impl BenchArgs {
         }
         if self.batch_size == 0 {
             bail!("--batch-size must be at least 1");
+        }
+        if self.seq_len == 0 {
+            bail!("--seq-len must be at least 1");
         }
         let load = match (self.concurrency, self.rate) {
             (_, Some(rate)) => {
@@ -192,6 +200,7 @@ impl BenchArgs {
             model: self.model.clone(),
             version: self.version.clone().filter(|v| !v.is_empty()),
             batch_size: self.batch_size,
+            seq_len: self.seq_len,
             load,
             connections,
             warmup: secs("warmup-secs", self.warmup_secs, 0.0)?,

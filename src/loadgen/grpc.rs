@@ -90,7 +90,7 @@ pub async fn setup(plan: &Plan) -> anyhow::Result<Arc<pb::ModelInferRequest>> {
         })?
         .into_inner();
     let meta = ModelMeta::from_grpc(&meta);
-    let synth = inputs::synthesize(&meta, plan.batch_size)?;
+    let synth = inputs::synthesize(&meta, plan.batch_size, plan.seq_len)?;
     let request = inputs::grpc_request(&plan.model, plan.version.as_deref(), &synth);
     let resp = c
         .model_infer(request.clone())

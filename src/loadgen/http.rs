@@ -100,7 +100,7 @@ pub async fn setup(plan: &Plan) -> anyhow::Result<Arc<HttpTarget>> {
         );
     }
     let meta = ModelMeta::from_json(&serde_json::from_slice(&body).context("model metadata")?)?;
-    let synth = inputs::synthesize(&meta, plan.batch_size)?;
+    let synth = inputs::synthesize(&meta, plan.batch_size, plan.seq_len)?;
     let mut headers = HeaderMap::new();
     headers.insert(HOST, host_header(&plan.addr)?);
     let body = match plan.protocol {

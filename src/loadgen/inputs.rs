@@ -84,14 +84,15 @@ pub struct Synth {
 /// by a typo in `--batch-size`.
 const MAX_TENSOR_BYTES: usize = 1 << 30;
 
-/// The batch (first) dimension becomes `batch`, other variable dimensions 1.
-fn resolve_shape(t: &TensorMeta, batch: usize) -> anyhow::Result<Vec<i64>> {
+/// The batch (first) dimension becomes `batch`, other variable dimensions `seq_len`.
+fn resolve_shape(t: &TensorMeta, batch: usize, seq_len: usize) -> anyhow::Result<Vec<i64>> {
     let b = i64::try_from(batch).context("--batch-size too large")?;
+    let l = i64::try_from(seq_len).context("--seq-len too large")?;
     let mut shape = Vec::with_capacity(t.shape.len());
     for (i, &d) in t.shape.iter().enumerate() {
         shape.push(match (i, d) {
             (0, -1) => b,
-            (_, -1) => 1,
+            (_, -1) => l,
             (0, d) if d >= 0 && batch != 1 => bail!(
                 "input {:?} has the fixed shape {:?} (no variable batch dimension): use --batch-size 1",
                 t.name,
@@ -122,15 +123,16 @@ impl Rng {
     }
 }
 
-/// Builds every input of `meta` for `batch` rows; values are in [0, 1) for floats and 0..16 for
-/// integers (valid for index-like inputs), so any model gets sane numbers.
-pub fn synthesize(meta: &ModelMeta, batch: usize) -> anyhow::Result<Vec<Synth>> {
+/// Builds every input of `meta` for `batch` rows (other variable dimensions: `seq_len`); values
+/// are in [0, 1) for floats and 0..16 for integers (valid for index-like inputs; 1 for an input
+/// whose name contains `mask`), so any model gets sane numbers.
+pub fn synthesize(meta: &ModelMeta, batch: usize, seq_len: usize) -> anyhow::Result<Vec<Synth>> {
     if meta.inputs.is_empty() {
         bail!("the model declares no inputs");
     }
     let mut out = Vec::with_capacity(meta.inputs.len());
     for (idx, t) in meta.inputs.iter().enumerate() {
-        let shape = resolve_shape(t, batch)?;
+        let shape = resolve_shape(t, batch, seq_len)?;
         let count = shape
             .iter()
             .try_fold(1usize, |acc, &d| acc.checked_mul(usize::try_from(d).ok()?))
@@ -139,9 +141,11 @@ pub fn synthesize(meta: &ModelMeta, batch: usize) -> anyhow::Result<Vec<Synth>> 
         let mut rng = Rng(0x5EED ^ idx as u64);
         let mut raw = Vec::with_capacity(count * 8);
         let mut json = Vec::with_capacity(count);
+        // An attention mask of ones: every token counts (zeros could mask whole rows).
+        let mask = t.name.to_ascii_lowercase().contains("mask");
         for _ in 0..count {
             let x = rng.next();
-            let small = x % 16;
+            let small = if mask { 1 } else { x % 16 };
             match t.datatype.as_str() {
                 "BOOL" => {
                     raw.push((x & 1) as u8);
@@ -255,8 +259,8 @@ mod tests {
 
     #[test]
     fn synthesizes_batch_and_is_deterministic() {
-        let a = synthesize(&mlp(), 3).unwrap();
-        let b = synthesize(&mlp(), 3).unwrap();
+        let a = synthesize(&mlp(), 3, 1).unwrap();
+        let b = synthesize(&mlp(), 3, 1).unwrap();
         assert_eq!(a[0].shape, vec![3, 64]);
         assert_eq!(a[0].raw.len(), 3 * 64 * 4);
         assert_eq!(a[0].raw, b[0].raw);
@@ -268,7 +272,7 @@ mod tests {
     #[test]
     fn binary_body_layout() {
         let m = mlp();
-        let s = synthesize(&m, 2).unwrap();
+        let s = synthesize(&m, 2, 1).unwrap();
         let (body, n) = binary_body(&s, &m.outputs).unwrap();
         let header: Value = serde_json::from_slice(&body[..n]).unwrap();
         assert_eq!(header["inputs"][0]["parameters"]["binary_data_size"], 512);
@@ -295,7 +299,7 @@ mod tests {
             ],
             outputs: vec![],
         };
-        let s = synthesize(&meta, 4).unwrap();
+        let s = synthesize(&meta, 4, 1).unwrap();
         assert_eq!(s[0].shape, vec![4, 1]);
         assert_eq!(s[0].raw.len(), 32);
         assert_eq!(s[0].json.as_array().unwrap().len(), 4);
@@ -305,7 +309,15 @@ mod tests {
             datatype: "FP32".into(),
             shape: vec![2, 3],
         };
-        assert!(resolve_shape(&fixed, 2).is_err());
-        assert_eq!(resolve_shape(&fixed, 1).unwrap(), vec![2, 3]);
+        assert!(resolve_shape(&fixed, 2, 1).is_err());
+        assert_eq!(resolve_shape(&fixed, 1, 7).unwrap(), vec![2, 3]);
+        let long = synthesize(&meta, 2, 16).unwrap();
+        assert_eq!(long[0].shape, vec![2, 16]);
+        assert_eq!(long[0].raw.len(), 2 * 16 * 8);
+        assert_eq!(
+            long[1].shape,
+            vec![2],
+            "only dimensions after the first take --seq-len"
+        );
     }
 }
