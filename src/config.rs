@@ -59,6 +59,12 @@ pub struct ServerConfig {
     /// `[onnxruntime]`: where the `onnxruntime` backend finds its library.
     #[serde(default)]
     pub onnxruntime: OnnxRuntimeConfig,
+    /// Inference requests in flight across all models beyond which new ones are refused at once
+    /// (429 / RESOURCE_EXHAUSTED); 0: no server-wide limit.
+    pub max_concurrent_requests: usize,
+    /// Seconds an HTTP/1 client gets to send a request's headers before its connection is
+    /// closed, so slow clients cannot hold connections.
+    pub header_read_timeout_secs: f64,
 }
 
 /// `[onnxruntime]` in the server config. The library is loaded once per process, by the first
@@ -141,6 +147,8 @@ impl Default for ServerConfig {
             admin_token: None,
             allow_unauthenticated_admin: false,
             onnxruntime: OnnxRuntimeConfig::default(),
+            max_concurrent_requests: 0,
+            header_read_timeout_secs: 10.0,
         }
     }
 }
@@ -165,7 +173,9 @@ impl ServerConfig {
             .set_default("strict_readiness", d.strict_readiness)?
             .set_default("log_format", "text")?
             .set_default("shutdown.drain_delay", d.shutdown.drain_delay)?
-            .set_default("shutdown.timeout", d.shutdown.timeout)?;
+            .set_default("shutdown.timeout", d.shutdown.timeout)?
+            .set_default("max_concurrent_requests", d.max_concurrent_requests as u64)?
+            .set_default("header_read_timeout_secs", d.header_read_timeout_secs)?;
         if let Some(file) = file {
             builder = builder.add_source(
                 config::File::from(file)
@@ -211,6 +221,12 @@ impl ServerConfig {
                     "{key} must be 0..=3600 seconds, got {v}"
                 )));
             }
+        }
+        if !(0.01..=3600.0).contains(&self.header_read_timeout_secs) {
+            return Err(ConfigError::Invalid(format!(
+                "header_read_timeout_secs must be 0.01..=3600, got {}",
+                self.header_read_timeout_secs
+            )));
         }
         if self.max_request_bytes == 0 {
             return Err(ConfigError::Invalid(
@@ -277,6 +293,9 @@ pub struct QueuePolicy {
     pub max_queue_size: usize,
     /// Deadline for requests that bring none of their own.
     pub default_timeout: Option<Duration>,
+    /// Requests in flight (queued or computing) beyond which new ones are refused at once
+    /// (429 / RESOURCE_EXHAUSTED); 0: no limit besides the queue.
+    pub max_concurrent_requests: usize,
 }
 
 impl Default for QueuePolicy {
@@ -284,6 +303,7 @@ impl Default for QueuePolicy {
         QueuePolicy {
             max_queue_size: 1024,
             default_timeout: None,
+            max_concurrent_requests: 0,
         }
     }
 }
@@ -416,6 +436,8 @@ struct RawModelConfig {
     dynamic_batching: Option<RawBatchingConfig>,
     max_queue_size: Option<u64>,
     default_timeout_us: Option<u64>,
+    #[serde(default)]
+    max_concurrent_requests: usize,
     #[serde(default)]
     version_policy: RawVersionPolicy,
     device: Option<String>,
@@ -552,6 +574,7 @@ impl ModelConfig {
             queue: QueuePolicy {
                 max_queue_size,
                 default_timeout,
+                max_concurrent_requests: raw.max_concurrent_requests,
             },
             version_policy: raw.version_policy.validate()?,
             device,
@@ -771,6 +794,8 @@ mod tests {
             ModelConfig::parse("", "m").unwrap().queue,
             QueuePolicy::default()
         );
+        let limited = ModelConfig::parse("max_concurrent_requests = 3", "m").unwrap();
+        assert_eq!(limited.queue.max_concurrent_requests, 3);
     }
 
     #[test]
