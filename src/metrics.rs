@@ -181,7 +181,8 @@ impl Metrics {
         m.registry.register(Box::new(m.batch_size.clone()))?;
         m.registry.register(Box::new(m.model_ready.clone()))?;
         m.registry.register(Box::new(m.model_state.clone()))?;
-        m.registry.register(Box::new(m.model_load_duration.clone()))?;
+        m.registry
+            .register(Box::new(m.model_load_duration.clone()))?;
         m.registry.register(Box::new(m.queue_depth.clone()))?;
         m.registry.register(Box::new(m.in_flight.clone()))?;
         m.registry.register(Box::new(m.rejected.clone()))?;
@@ -364,7 +365,9 @@ mod tests {
             .inc();
         let text = m.render();
         assert!(
-            text.contains(r#"ferroserve_requests_total{code="ok",model="mlp",protocol="http",version="1"} 1"#),
+            text.contains(
+                r#"ferroserve_requests_total{code="ok",model="mlp",protocol="http",version="1"} 1"#
+            ),
             "{text}"
         );
         assert!(text.contains("ferroserve_build_info{backends=\""), "{text}");
@@ -375,7 +378,10 @@ mod tests {
             "ferroserve_process_open_fds",
             "ferroserve_process_start_time_seconds",
         ] {
-            assert!(text.contains(&format!("\n{name} ")), "{name} missing: {text}");
+            assert!(
+                text.contains(&format!("\n{name} ")),
+                "{name} missing: {text}"
+            );
         }
     }
 
@@ -416,8 +422,14 @@ mod tests {
         m.set_model_state("m", "1", "LOADING");
         m.set_model_state("m", "1", "READY");
         let text = m.render();
-        assert!(text.contains(r#"ferroserve_model_state{model="m",state="READY",version="1"} 1"#), "{text}");
-        assert!(text.contains(r#"ferroserve_model_state{model="m",state="LOADING",version="1"} 0"#), "{text}");
+        assert!(
+            text.contains(r#"ferroserve_model_state{model="m",state="READY",version="1"} 1"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"ferroserve_model_state{model="m",state="LOADING",version="1"} 0"#),
+            "{text}"
+        );
         m.clear_model_state("m", "1");
         assert!(!m.render().contains("ferroserve_model_state{"));
     }

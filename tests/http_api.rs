@@ -338,7 +338,12 @@ async fn metrics_and_statistics_count_requests_by_code() {
     );
 
     let text = server.metrics_text().await;
-    assert!(text.contains(r#"ferroserve_requests_total{code="ok",model="mlp",protocol="http",version="1"} 3"#), "{text}");
+    assert!(
+        text.contains(
+            r#"ferroserve_requests_total{code="ok",model="mlp",protocol="http",version="1"} 3"#
+        ),
+        "{text}"
+    );
     assert!(text.contains(r#"ferroserve_requests_total{code="invalid_argument",model="mlp",protocol="http",version="1"} 1"#), "{text}");
     assert!(text.contains(r#"ferroserve_request_duration_seconds_count{model="mlp",protocol="http",version="1"} 4"#), "{text}");
 

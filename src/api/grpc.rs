@@ -364,8 +364,8 @@ impl GrpcInferenceService for InferenceService {
         req: Request<pb::ModelInferRequest>,
     ) -> GrpcResult<pb::ModelInferResponse> {
         let model = req.get_ref().model_name.clone();
-        let request = decode(req)
-            .inspect_err(|_| self.router.count_undecodable(&model, Protocol::Grpc))?;
+        let request =
+            decode(req).inspect_err(|_| self.router.count_undecodable(&model, Protocol::Grpc))?;
         let resp = self.router.infer(request).await.map_err(ApiError::from)?;
         let mut outputs = Vec::with_capacity(resp.outputs.len());
         let mut raw = Vec::with_capacity(resp.outputs.len());

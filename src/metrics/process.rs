@@ -142,6 +142,9 @@ mod tests {
             .unwrap()
             .as_secs_f64();
         let start = p.start_time.unwrap();
-        assert!(start <= now + 1.0 && start > now - 86_400.0 * 365.0, "{start}");
+        assert!(
+            start <= now + 1.0 && start > now - 86_400.0 * 365.0,
+            "{start}"
+        );
     }
 }

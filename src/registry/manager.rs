@@ -434,7 +434,8 @@ impl ModelManager {
                 .model_ready
                 .with_label_values(&[name, &v.to_string()])
                 .set(ready);
-            self.metrics.set_model_state(name, &v.to_string(), s.as_str());
+            self.metrics
+                .set_model_state(name, &v.to_string(), s.as_str());
         }
         let entry = ModelEntry {
             name: name.to_owned(),
