@@ -581,3 +581,104 @@ async fn a_slow_client_is_cut_off_by_the_header_timeout_while_others_are_served(
     writer.abort();
     server.stop().await.unwrap();
 }
+
+/// Runs the `ferroserve` binary on `repo` with JSON logs and `RUST_LOG=rust_log`, sends an HTTP
+/// request with `id`, a bad one with `bad_id` and a gRPC one without an id; returns the log.
+async fn log_of_three_requests(repo: &Path, rust_log: &str, id: &str, bad_id: &str) -> String {
+    let log = tempfile::NamedTempFile::new().unwrap();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_ferroserve"))
+        .args([
+            "serve",
+            "--host",
+            "127.0.0.1",
+            "--http-port",
+            "0",
+            "--grpc-port",
+            "0",
+        ])
+        .args([
+            "--metrics-port",
+            "0",
+            "--log-format",
+            "json",
+            "--drain-delay",
+            "0",
+        ])
+        .arg("--model-repository")
+        .arg(repo)
+        .env("RUST_LOG", rust_log)
+        .stdout(std::process::Stdio::null())
+        .stderr(log.reopen().unwrap())
+        .spawn()
+        .unwrap();
+    let field = |text: &str, key: &str| -> Option<String> {
+        let line = text.lines().find(|l| l.contains("ferroserve serving"))?;
+        let v: Value = serde_json::from_str(line).ok()?;
+        Some(v["fields"][key].as_str()?.to_owned())
+    };
+    let mut addrs = None;
+    for _ in 0..400 {
+        let text = std::fs::read_to_string(log.path()).unwrap();
+        if let (Some(h), Some(g)) = (field(&text, "http_addr"), field(&text, "grpc_addr")) {
+            addrs = Some((h, g));
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    let (http, grpc) = addrs.expect("the server never announced its addresses");
+    let c = reqwest::Client::new();
+    let url = format!("http://{http}/v2/models/mlp/infer");
+    let mut ok = mlp_json(1);
+    ok["id"] = json!(id);
+    assert_eq!(c.post(&url).json(&ok).send().await.unwrap().status(), 200);
+    let bad = json!({"id": bad_id, "inputs": [{"name": "input", "datatype": "FP32", "shape": [1, 3], "data": [1, 2, 3]}]});
+    assert_eq!(c.post(&url).json(&bad).send().await.unwrap().status(), 400);
+    let mut g = GrpcInferenceServiceClient::connect(format!("http://{grpc}"))
+        .await
+        .unwrap();
+    g.model_infer(mlp_grpc("mlp", "")).await.unwrap();
+    // SAFETY: plain signal to our own child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    child.wait().unwrap();
+    std::fs::read_to_string(log.path()).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn request_log_lines_carry_the_request_id_and_info_has_none() {
+    let repo = tempfile::tempdir().unwrap();
+    add_model(repo.path(), "mlp", "mlp", "");
+
+    let debug = log_of_three_requests(repo.path(), "info,ferroserve=debug", "req-1", "req-2").await;
+    let answered: Vec<Value> = debug
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|v| v["fields"]["message"] == "answered")
+        .collect();
+    let ids: Vec<&str> = answered
+        .iter()
+        .map(|v| {
+            assert_eq!(v["span"]["name"], "request", "{v}");
+            assert_eq!(v["span"]["model"], "mlp", "{v}");
+            v["span"]["id"].as_str().unwrap()
+        })
+        .collect();
+    assert_eq!(ids.len(), 3, "one line per request at debug: {debug}");
+    assert_eq!(&ids[..2], ["req-1", "req-2"], "{debug}");
+    assert!(
+        ids[2].starts_with('~'),
+        "a generated id for the request without one: {ids:?}"
+    );
+    assert_eq!(answered[1]["fields"]["code"], "invalid_argument");
+    let load = debug
+        .lines()
+        .find(|l| l.contains("model version ready"))
+        .expect("a model load line");
+    assert!(load.contains("\"load_ms\":"), "{load}");
+
+    let info = log_of_three_requests(repo.path(), "info", "req-3", "req-4").await;
+    assert!(info.contains("ferroserve serving"), "{info}");
+    assert!(
+        !info.contains("req-3") && !info.contains("req-4") && !info.contains("\"request\""),
+        "nothing per request at info: {info}"
+    );
+}
