@@ -63,8 +63,12 @@ pub struct ServerConfig {
     /// (429 / RESOURCE_EXHAUSTED); 0: no server-wide limit.
     pub max_concurrent_requests: usize,
     /// Seconds an HTTP/1 client gets to send a request's headers before its connection is
-    /// closed, so slow clients cannot hold connections.
+    /// closed, so slow clients cannot hold connections. hyper also applies it to keep-alive
+    /// connections waiting for their next request: keep it above a load balancer's idle timeout.
     pub header_read_timeout_secs: f64,
+    /// Open HTTP connections (inference and metrics ports, each) at most; more wait to be
+    /// accepted.
+    pub max_connections: usize,
 }
 
 /// `[onnxruntime]` in the server config. The library is loaded once per process, by the first
@@ -148,7 +152,8 @@ impl Default for ServerConfig {
             allow_unauthenticated_admin: false,
             onnxruntime: OnnxRuntimeConfig::default(),
             max_concurrent_requests: 0,
-            header_read_timeout_secs: 10.0,
+            header_read_timeout_secs: 75.0,
+            max_connections: 4096,
         }
     }
 }
@@ -175,7 +180,8 @@ impl ServerConfig {
             .set_default("shutdown.drain_delay", d.shutdown.drain_delay)?
             .set_default("shutdown.timeout", d.shutdown.timeout)?
             .set_default("max_concurrent_requests", d.max_concurrent_requests as u64)?
-            .set_default("header_read_timeout_secs", d.header_read_timeout_secs)?;
+            .set_default("header_read_timeout_secs", d.header_read_timeout_secs)?
+            .set_default("max_connections", d.max_connections as u64)?;
         if let Some(file) = file {
             builder = builder.add_source(
                 config::File::from(file)
@@ -227,6 +233,11 @@ impl ServerConfig {
                 "header_read_timeout_secs must be 0.01..=3600, got {}",
                 self.header_read_timeout_secs
             )));
+        }
+        if self.max_connections == 0 {
+            return Err(ConfigError::Invalid(
+                "max_connections must be positive".into(),
+            ));
         }
         if self.max_request_bytes == 0 {
             return Err(ConfigError::Invalid(

@@ -23,6 +23,9 @@ use crate::registry::manager::ModelManager;
 use crate::registry::{repository, Registry, VersionState};
 use crate::routing::Router;
 
+/// HTTP/2 streams (concurrent gRPC calls) per connection.
+const GRPC_MAX_STREAMS: u32 = 1024;
+
 /// The three bound sockets the server serves on.
 pub struct Listeners {
     pub http: TcpListener,
@@ -91,6 +94,7 @@ pub async fn run(
     let http_app = api::http::app(router.clone(), admin.clone(), config.max_request_bytes);
     let limits = ConnLimits {
         header_read_timeout: std::time::Duration::from_secs_f64(config.header_read_timeout_secs),
+        max_connections: config.max_connections,
     };
     let http = tokio::spawn(api::serve::serve(
         listeners.http,
@@ -107,6 +111,10 @@ pub async fn run(
     });
     let grpc = tokio::spawn(
         tonic::transport::Server::builder()
+            // Bounded per connection, and dead peers found: no connection holds memory forever.
+            .max_concurrent_streams(Some(GRPC_MAX_STREAMS))
+            .http2_keepalive_interval(Some(std::time::Duration::from_secs(30)))
+            .http2_keepalive_timeout(Some(std::time::Duration::from_secs(20)))
             .layer(tower::util::MapResponseLayer::new(api::grpc::map_oversize))
             .add_service(api::grpc::service(
                 router.clone(),

@@ -1,8 +1,13 @@
 //! The HTTP accept loop (what `axum::serve` does, plus connection limits it cannot set): a
 //! header read timeout, so a client sending its headers slowly cannot hold a connection (and a
-//! task and its buffer) for long, and graceful shutdown that lets requests in flight finish.
+//! task and its buffer) for long; a bound on open connections (past it, new ones wait in the
+//! kernel's backlog); and graceful shutdown that lets requests in flight finish.
+//!
+//! hyper starts the header timer whenever it waits for a request head, so it also closes
+//! keep-alive connections idle for that long.
 
 use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
 
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -10,12 +15,15 @@ use hyper_util::server::conn::auto::Builder;
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
 
 /// Per-connection limits of the HTTP listeners.
 #[derive(Debug, Clone, Copy)]
 pub struct ConnLimits {
     /// An HTTP/1 request's headers must arrive within this, else the connection is closed.
     pub header_read_timeout: Duration,
+    /// Open connections at most; further ones are accepted as others close.
+    pub max_connections: usize,
 }
 
 /// Serves `app` on `listener` until `shutdown` completes, then stops accepting and waits for
@@ -33,8 +41,17 @@ pub async fn serve(
         .header_read_timeout(limits.header_read_timeout);
     builder.http2().timer(TokioTimer::new());
     let graceful = GracefulShutdown::new();
+    let slots = Arc::new(Semaphore::new(limits.max_connections.max(1)));
     tokio::pin!(shutdown);
     loop {
+        let slot = tokio::select! {
+            slot = slots.clone().acquire_owned() => match slot {
+                Ok(slot) => slot,
+                // Never closed while this loop runs.
+                Err(_) => break,
+            },
+            () = &mut shutdown => break,
+        };
         let tcp = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok((tcp, _)) => tcp,
@@ -58,6 +75,7 @@ pub async fn serve(
             if let Err(e) = conn.await {
                 tracing::debug!("connection closed: {e}");
             }
+            drop(slot);
         });
     }
     drop(listener);
