@@ -285,13 +285,13 @@ mod tests {
         assert_eq!(a.ok, 1);
         assert_eq!(a.errors_total(), 3);
         assert_eq!(a.latency_us.len(), 1);
+        let names: Vec<String> = a.errors.iter().map(|(c, _)| c.name()).collect();
+        assert_eq!(names, ["503", "UNAVAILABLE"]);
         assert_eq!(a.rejected_latency_us.len(), 0, "503 is not a rejection");
         a.record(t, Err(ErrorCode::Http(429)));
         a.record(t, Err(ErrorCode::Grpc(tonic::Code::ResourceExhausted)));
         assert_eq!(a.rejected_latency_us.len(), 2);
         assert_eq!(a.latency_us.len(), 1, "rejections are kept apart");
-        let names: Vec<String> = a.errors.iter().map(|(c, _)| c.name()).collect();
-        assert_eq!(names, ["503", "UNAVAILABLE"]);
         assert!(process_cpu_time().is_some());
     }
 
