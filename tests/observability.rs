@@ -511,7 +511,7 @@ async fn a_body_over_the_limit_is_413_with_a_clear_message() {
         body["error"]
             .as_str()
             .unwrap()
-            .contains("larger than the server's max_request_bytes (1000 bytes)"),
+            .contains("too large: it exceeds the server's max_request_bytes (1000 bytes)"),
         "{body}"
     );
     server.stop().await.unwrap();

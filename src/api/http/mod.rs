@@ -314,7 +314,7 @@ async fn infer(
     let router = &s.router;
     let body = body.map_err(|e| match e.status() {
         StatusCode::PAYLOAD_TOO_LARGE => ApiError::PayloadTooLarge(format!(
-            "request body is larger than the server's max_request_bytes ({} bytes)",
+            "request body is too large: it exceeds the server's max_request_bytes ({} bytes)",
             s.max_request_bytes
         )),
         _ => ApiError::BadRequest(e.body_text()),
