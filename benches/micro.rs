@@ -68,7 +68,7 @@ fn bench_queue(c: &mut Criterion) {
                     let mut batches = Vec::new();
                     while q.dispatch_at(now).is_some() {
                         let (batch, dropped) = q.pop_batch(now);
-                        debug_assert_eq!(dropped, 0);
+                        debug_assert_eq!(dropped.total(), 0);
                         batches.push(batch);
                     }
                     assert_eq!(batches.len(), expected);

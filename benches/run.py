@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """One command for every benchmark; writes BENCHMARKS.md.
 
-    python3 benches/run.py [--secs 5] [--warmup 1] [--out BENCHMARKS.md]
+    python3 benches/run.py [--secs 5] [--warmup 1] [--out BENCHMARKS.md] [--only overload]
 
 (a) the in-process limit: the backend called directly (cargo bench --bench inprocess);
 (b) served: `ferroserve bench` (the project's load generator) against the no-op transport floor
@@ -14,7 +14,10 @@
 
 (d) and (e) need the ONNX Runtime library (ORT_DYLIB_PATH or .cache/onnxruntime, as
 scripts/fetch-onnxruntime.sh leaves it); (e) also needs the heavy model. Missing either, the
-section says so and is skipped.
+section says so and is skipped;
+(f) overload: `dense` behind bounded admission, open loop at 80% and at 10x its capacity;
+    refusals' latency, admitted requests' latency, and the server's RSS sampled from /proc.
+    `--only overload` runs this section alone and rewrites only its section of the output.
 
 Servers and the load generator run as separate processes sharing this machine's cores, so every
 ratio is quoted from one run of this script. Only the Python standard library is used.
@@ -104,19 +107,25 @@ class Server:
         os.unlink(self.log.name)
 
 
-def bench(url, protocol, model, concurrency, secs, warmup, batch_size=1, seq_len=1):
+def bench(url, protocol, model, concurrency, secs, warmup, batch_size=1, rate=None, max_in_flight=None,
+          seq_len=1):
+    """Closed loop at `concurrency`, or open loop at `rate` requests/s when it is given."""
     with tempfile.NamedTemporaryFile(suffix=".json", delete=False) as f:
         out = f.name
+    load = (["--rate", f"{rate:.1f}", "--max-in-flight", str(max_in_flight or 256)] if rate
+            else ["--concurrency", str(concurrency)])
     cmd = [BIN, "bench", "--url", url, "--protocol", protocol, "--model", model,
-           "--batch-size", str(batch_size), "--seq-len", str(seq_len), "--concurrency", str(concurrency),
+           "--batch-size", str(batch_size), "--seq-len", str(seq_len), *load,
            "--warmup-secs", str(warmup), "--duration-secs", str(secs), "--json-out", out]
     subprocess.run(cmd, cwd=ROOT, check=True, stdout=subprocess.DEVNULL)
     with open(out) as f:
         report = json.load(f)
     os.unlink(out)
     lat = report["latency_us"]
-    log(f"{protocol:11} {model:6} c={concurrency:<3} {report['throughput_rps']:>9.0f} req/s "
-        f"p50={lat['p50']}us p99={lat['p99']}us errors={report['errors_total']}")
+    label = f"r={rate:.0f}/s" if rate else f"c={concurrency}"
+    log(f"{protocol:11} {model:6} {label:<9} {report['throughput_rps']:>9.0f} req/s "
+        f"p50={lat['p50']}us p99={lat['p99']}us errors={report['errors_total']} "
+        f"rejected={report.get('rejected', 0)} (p99 {report.get('rejected_latency_us', {}).get('p99')}us)")
     return report
 
 
@@ -198,6 +207,165 @@ def micro():
     return lines
 
 
+# (f) Overload: one instance of `dense` (no batching, 32 rows per request, a few milliseconds of
+# compute) admitting one request at a time (as many as compute at once: nothing waits behind the
+# running one, so admitted latency stays the compute time); refusals are 429 at once.
+OVERLOAD_MODEL = "dense"
+OVERLOAD_ROWS = 32
+OVERLOAD_CONFIG = "\ninstance_count = 1\nmax_concurrent_requests = 1\n"
+OVERLOAD_FACTORS = [0.8, 10]
+OVERLOAD_MAX_IN_FLIGHT = 64
+OVERLOAD_ADMITTED = 1
+
+
+class RssSampler:
+    """Samples a process's VmRSS (KiB) from /proc every `period` seconds on a thread, with the
+    time of each sample."""
+
+    def __init__(self, pid, period=0.1):
+        import threading
+        self.pid, self.period, self.samples = pid, period, []
+        self.stop_event = threading.Event()
+        self.thread = threading.Thread(target=self.run, daemon=True)
+        self.thread.start()
+
+    def read(self):
+        with open(f"/proc/{self.pid}/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1])
+        return None
+
+    def run(self):
+        while not self.stop_event.is_set():
+            try:
+                v = self.read()
+            except OSError:
+                return
+            if v is not None:
+                self.samples.append((time.monotonic(), v))
+            self.stop_event.wait(self.period)
+
+    def stop(self):
+        self.stop_event.set()
+        self.thread.join()
+        return self.samples
+
+
+def overload(secs, warmup):
+    with tempfile.TemporaryDirectory() as tmp:
+        repo = os.path.join(tmp, "overload")
+        dst = os.path.join(repo, OVERLOAD_MODEL)
+        shutil.copytree(os.path.join(ROOT, "models", OVERLOAD_MODEL), dst)
+        with open(os.path.join(dst, "config.toml"), "a") as f:
+            f.write(OVERLOAD_CONFIG)
+        server = Server(serve_cmd(repo))
+        try:
+            url = server.url("http-binary")
+            # Capacity: closed loop with exactly as many workers as the model admits.
+            cap = bench(url, "http-binary", OVERLOAD_MODEL, OVERLOAD_ADMITTED, secs, warmup,
+                        batch_size=OVERLOAD_ROWS)
+            capacity = cap["throughput_rps"]
+            points = []
+            for factor in OVERLOAD_FACTORS:
+                rss = RssSampler(server.proc.pid)
+                t0 = time.monotonic()
+                r = bench(url, "http-binary", OVERLOAD_MODEL, None, secs, warmup, batch_size=OVERLOAD_ROWS,
+                          rate=capacity * factor, max_in_flight=OVERLOAD_MAX_IN_FLIGHT)
+                # The measured window only: connections open and buffers grow during warm-up.
+                samples = [v for t, v in rss.stop() if t >= t0 + warmup + 0.3]
+                r["factor"] = factor
+                r["rss_kib"] = {"first": samples[0], "last": samples[-1], "min": min(samples),
+                                "max": max(samples), "samples": len(samples)} if samples else None
+                points.append(r)
+        finally:
+            server.stop()
+    # The transport floor at the 10x rate: the no-op server answers every request at once, so its
+    # latency is what this machine adds to any immediate answer (wake-ups, loopback, client).
+    noop = Server([NOOP, "--http-port", "0", "--grpc-port", "0"])
+    try:
+        floor = bench(noop.url("http-binary"), "http-binary", "mlp", None, secs, warmup,
+                      rate=capacity * max(OVERLOAD_FACTORS), max_in_flight=OVERLOAD_MAX_IN_FLIGHT)
+    finally:
+        noop.stop()
+    return {"capacity": cap, "points": points, "floor": floor, "config": OVERLOAD_CONFIG.strip().replace("\n", ", "),
+            "rows": OVERLOAD_ROWS, "model": OVERLOAD_MODEL, "secs": secs, "warmup": warmup}
+
+
+OVERLOAD_HEADING = "## (f) Overload: bounded admission at 10x capacity"
+
+
+def render_overload(o, started, machine, command):
+    out = []
+    w = out.append
+    w(f"{OVERLOAD_HEADING}\n")
+    w(f"Generated by `{command}` on {started} ({machine}). `{o['model']}` with `{o['config']}` (no "
+      f"dynamic batching), {o['rows']} rows per request, HTTP binary. Capacity: closed loop with "
+      f"{OVERLOAD_ADMITTED} worker(s) (what the model admits) = {o['capacity']['throughput_rps']:,.0f} req/s. Then open loop "
+      f"(`ferroserve bench --rate`, at most {OVERLOAD_MAX_IN_FLIGHT} in flight) at 80% and at 10x that rate, "
+      f"{o['warmup']:g} s warm-up + {o['secs']:g} s measured each; latency from the intended send time. "
+      "Admitted = answered 200; rejected = answered 429 (`Retry-After: 1`). RSS: the server's VmRSS "
+      "sampled every 100 ms from /proc during the measured window. Server, load generator and "
+      "anything else on the machine share its cores. Latencies in microseconds.\n")
+    w("| load | offered req/s | admitted req/s | admitted p50 | p99 | p99.9 | max | rejected req/s | "
+      "rejected p50 | p99 | p99.9 | max | other errors | dropped by client | RSS first / max / last (MiB) |")
+    w("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|")
+    for r in o["points"]:
+        a, x = r["latency_us"], r["rejected_latency_us"]
+        other = r["errors_total"] - r["rejected"]
+        rss = r.get("rss_kib")
+        rss_s = (f"{rss['first'] / 1024:.1f} / {rss['max'] / 1024:.1f} / {rss['last'] / 1024:.1f}"
+                 if rss else "-")
+        w(f"| {r['factor']:g}x | {r['rate']:,.0f} | {r['throughput_rps']:,.0f} | {a['p50']} | {a['p99']} | "
+          f"{a['p999']} | {a['max']} | {r['rejected'] / max(r['duration_secs'], 1e-9):,.0f} | "
+          f"{x['p50']} | {x['p99']} | {x['p999']} | {x['max']} | {other} | {r['dropped_by_client']} | {rss_s} |")
+    w("")
+    floor = o.get("floor")
+    if floor:
+        f = floor["latency_us"]
+        w(f"Transport floor at the 10x rate: the no-op server (`examples/noop_server.rs`, answers every "
+          f"request at once, 200) at {floor['rate']:,.0f} req/s, 1-row `mlp` requests: p50 {f['p50']}, "
+          f"p90 {f['p90']}, p99 {f['p99']}, p99.9 {f['p999']}, max {f['max']} µs. An immediate answer cannot "
+          "be faster than this on this machine.\n")
+    low = next((r for r in o["points"] if r["factor"] < 1), None)
+    high = next((r for r in o["points"] if r["factor"] >= 10), None)
+    if low and high:
+        def mark(ok):
+            return "yes" if ok else "**no**"
+        rej = high["rejected_latency_us"]["p99"]
+        ratio = high["latency_us"]["p99"] / max(low["latency_us"]["p99"], 1)
+        rss = high.get("rss_kib")
+        w("| target | measured | met |")
+        w("|---|---|---|")
+        x = high["rejected_latency_us"]
+        w(f"| at 10x, excess requests rejected within 1 ms (p99) | {high['rejected']:,} rejected: p50 {x['p50']}, "
+          f"p90 {x['p90']}, p99 {rej}, max {x['max']} µs"
+          + (f" (no-op floor p99 {floor['latency_us']['p99']} µs)" if floor else "")
+          + f" | {mark(high['rejected'] > 0 and rej <= 1000)} |")
+        w(f"| admitted p99 at 10x within 2x of p99 at 80% | {high['latency_us']['p99']} vs "
+          f"{low['latency_us']['p99']} µs = {ratio:.2f}x | {mark(ratio <= 2)} |")
+        if rss:
+            growth = (rss["last"] - rss["first"]) / 1024
+            w(f"| RSS flat at 10x | first {rss['first'] / 1024:.1f} MiB, max {rss['max'] / 1024:.1f} MiB, "
+              f"last {rss['last'] / 1024:.1f} MiB ({growth:+.1f} MiB over {rss['samples']} samples) | "
+              f"{mark(rss['max'] - rss['first'] <= max(0.1 * rss['first'], 8 * 1024))} |")
+        w("")
+    return "\n".join(out) + "\n"
+
+
+def splice_section(path, heading, section):
+    """Replaces the section under `heading` (up to the next `## `) in `path`, or appends it."""
+    text = open(path).read() if os.path.exists(path) else "# ferroserve benchmarks\n\n"
+    start = text.find(heading)
+    if start < 0:
+        text = text.rstrip("\n") + "\n\n" + section
+    else:
+        end = text.find("\n## ", start + len(heading))
+        text = text[:start] + section + (text[end + 1:] if end >= 0 else "")
+    with open(path, "w") as f:
+        f.write(text)
+
+
 def fmt_us(v):
     return f"{v:,}" if isinstance(v, int) else f"{v:,.1f}"
 
@@ -208,12 +376,29 @@ def main():
     ap.add_argument("--warmup", type=float, default=1.0)
     ap.add_argument("--out", default=os.path.join(ROOT, "BENCHMARKS.md"))
     ap.add_argument("--json", default=os.path.join(ROOT, "target", "benchmarks.json"))
+    ap.add_argument("--only", choices=["overload"],
+                    help="run one section alone and rewrite only its part of --out")
     args = ap.parse_args()
 
     run(["cargo", "build", "--release", "--bin", "ferroserve", "--example", "noop_server"])
     results = {"started": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
                "machine": f"{platform.machine()}, {os.cpu_count()} cores, {platform.platform()}",
                "secs": args.secs, "warmup": args.warmup}
+    command = "python3 benches/run.py" + "".join(
+        f" --{k} {v}" for k, v in (("secs", args.secs), ("warmup", args.warmup), ("only", args.only))
+        if v is not None and not (k == "secs" and v == 5.0) and not (k == "warmup" and v == 1.0))
+
+    if args.only == "overload":
+        log("(f) overload")
+        results["overload"] = overload(args.secs, args.warmup)
+        os.makedirs(os.path.dirname(args.json), exist_ok=True)
+        path = args.json.replace(".json", "-overload.json")
+        with open(path, "w") as f:
+            json.dump(results, f, indent=1)
+        splice_section(args.out, OVERLOAD_HEADING,
+                       render_overload(results["overload"], results["started"], results["machine"], command))
+        log(f"rewrote the overload section of {args.out}; wrote {path}")
+        return
 
     log("(a) in-process limit")
     results["inprocess"] = in_process(3)
@@ -262,6 +447,10 @@ def main():
 
     log("(c) micro-benchmarks")
     results["micro"] = micro()
+
+    log("(f) overload")
+    results["overload"] = overload(args.secs, args.warmup)
+    results["command"] = command
 
     os.makedirs(os.path.dirname(args.json), exist_ok=True)
     with open(args.json, "w") as f:
@@ -318,6 +507,13 @@ def render(res):
         w(line)
     w("")
 
+    w("## (c) Micro-benchmarks (criterion; [low estimate high])\n")
+    w("| benchmark | time |")
+    w("|---|---|")
+    for name, t in res["micro"]:
+        w(f"| {name} | {t} |")
+    w("")
+
     w("## (d) Engines: tract vs ONNX Runtime in-process\n")
     if "engines" in res:
         w("Each engine called directly on one thread (ONNX Runtime `intra_op_threads = 1`, as one "
@@ -362,12 +558,8 @@ def render(res):
     else:
         w(f"Skipped: {res.get('heavy_skipped')}.\n")
 
-    w("## (c) Micro-benchmarks (criterion; [low estimate high])\n")
-    w("| benchmark | time |")
-    w("|---|---|")
-    for name, t in res["micro"]:
-        w(f"| {name} | {t} |")
-    w("")
+    if res.get("overload"):
+        w(render_overload(res["overload"], res["started"], res["machine"], res.get("command", "python3 benches/run.py")))
     return "\n".join(out) + "\n"
 
 

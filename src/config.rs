@@ -59,6 +59,16 @@ pub struct ServerConfig {
     /// `[onnxruntime]`: where the `onnxruntime` backend finds its library.
     #[serde(default)]
     pub onnxruntime: OnnxRuntimeConfig,
+    /// Inference requests in flight across all models beyond which new ones are refused at once
+    /// (429 / RESOURCE_EXHAUSTED); 0: no server-wide limit.
+    pub max_concurrent_requests: usize,
+    /// Seconds an HTTP/1 client gets to send a request's headers before its connection is
+    /// closed, so slow clients cannot hold connections. hyper also applies it to keep-alive
+    /// connections waiting for their next request: keep it above a load balancer's idle timeout.
+    pub header_read_timeout_secs: f64,
+    /// Open HTTP connections (inference and metrics ports, each) at most; more wait to be
+    /// accepted.
+    pub max_connections: usize,
 }
 
 /// `[onnxruntime]` in the server config. The library is loaded once per process, by the first
@@ -141,6 +151,9 @@ impl Default for ServerConfig {
             admin_token: None,
             allow_unauthenticated_admin: false,
             onnxruntime: OnnxRuntimeConfig::default(),
+            max_concurrent_requests: 0,
+            header_read_timeout_secs: 75.0,
+            max_connections: 4096,
         }
     }
 }
@@ -165,7 +178,10 @@ impl ServerConfig {
             .set_default("strict_readiness", d.strict_readiness)?
             .set_default("log_format", "text")?
             .set_default("shutdown.drain_delay", d.shutdown.drain_delay)?
-            .set_default("shutdown.timeout", d.shutdown.timeout)?;
+            .set_default("shutdown.timeout", d.shutdown.timeout)?
+            .set_default("max_concurrent_requests", d.max_concurrent_requests as u64)?
+            .set_default("header_read_timeout_secs", d.header_read_timeout_secs)?
+            .set_default("max_connections", d.max_connections as u64)?;
         if let Some(file) = file {
             builder = builder.add_source(
                 config::File::from(file)
@@ -211,6 +227,17 @@ impl ServerConfig {
                     "{key} must be 0..=3600 seconds, got {v}"
                 )));
             }
+        }
+        if !(0.01..=3600.0).contains(&self.header_read_timeout_secs) {
+            return Err(ConfigError::Invalid(format!(
+                "header_read_timeout_secs must be 0.01..=3600, got {}",
+                self.header_read_timeout_secs
+            )));
+        }
+        if self.max_connections == 0 {
+            return Err(ConfigError::Invalid(
+                "max_connections must be positive".into(),
+            ));
         }
         if self.max_request_bytes == 0 {
             return Err(ConfigError::Invalid(
@@ -277,6 +304,9 @@ pub struct QueuePolicy {
     pub max_queue_size: usize,
     /// Deadline for requests that bring none of their own.
     pub default_timeout: Option<Duration>,
+    /// Requests in flight (queued or computing) beyond which new ones are refused at once
+    /// (429 / RESOURCE_EXHAUSTED); 0: no limit besides the queue.
+    pub max_concurrent_requests: usize,
 }
 
 impl Default for QueuePolicy {
@@ -284,6 +314,7 @@ impl Default for QueuePolicy {
         QueuePolicy {
             max_queue_size: 1024,
             default_timeout: None,
+            max_concurrent_requests: 0,
         }
     }
 }
@@ -416,6 +447,8 @@ struct RawModelConfig {
     dynamic_batching: Option<RawBatchingConfig>,
     max_queue_size: Option<u64>,
     default_timeout_us: Option<u64>,
+    #[serde(default)]
+    max_concurrent_requests: usize,
     #[serde(default)]
     version_policy: RawVersionPolicy,
     device: Option<String>,
@@ -552,6 +585,7 @@ impl ModelConfig {
             queue: QueuePolicy {
                 max_queue_size,
                 default_timeout,
+                max_concurrent_requests: raw.max_concurrent_requests,
             },
             version_policy: raw.version_policy.validate()?,
             device,
@@ -771,6 +805,8 @@ mod tests {
             ModelConfig::parse("", "m").unwrap().queue,
             QueuePolicy::default()
         );
+        let limited = ModelConfig::parse("max_concurrent_requests = 3", "m").unwrap();
+        assert_eq!(limited.queue.max_concurrent_requests, 3);
     }
 
     #[test]

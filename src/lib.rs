@@ -2,13 +2,16 @@
 //!
 //! Map of the crate (data path first, then the control path):
 //! - [`api`]: transports. `api::http` (axum, JSON + binary tensors), `api::grpc` (tonic,
-//!   `inference.GRPCInferenceService`), `api::error` (the one error → status/code table).
-//! - [`routing`]: per-request logic shared by both transports: resolve, validate, submit.
+//!   `inference.GRPCInferenceService`), `api::error` (the one error → status/code table),
+//!   `api::serve` (the HTTP accept loop: header read timeout, connection bound).
+//! - [`routing`]: per-request logic shared by both transports: resolve, admit (bounded
+//!   in-flight requests, `routing::admission`), validate, submit; request ids and spans.
 //! - [`batching`]: per-version queue, batch assembly, hand-off to free instances.
 //! - [`backend`]: the `Backend` trait, the tract engine, instance threads.
 //! - [`registry`]: the atomically swapped model table, the repository scan and the loader.
 //! - [`tensor`]: datatype, shape and bytes; concatenation and split along the batch dimension.
-//! - [`config`], [`metrics`], [`server`]: configuration, Prometheus metrics, wiring and shutdown.
+//! - [`config`], [`metrics`], [`server`]: configuration, Prometheus metrics (with process metrics
+//!   from `/proc`) and the statistics extension's counters, wiring and shutdown.
 //! - [`loadgen`]: `ferroserve bench`, the load generator (closed/open loop, HTTP and gRPC).
 
 pub mod api;

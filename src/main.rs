@@ -53,6 +53,13 @@ struct ServeArgs {
     /// Largest request body / gRPC message in bytes.
     #[arg(long)]
     max_request_bytes: Option<usize>,
+    /// Inference requests in flight on the whole server beyond which new ones are refused at
+    /// once (429 / RESOURCE_EXHAUSTED); 0: no server-wide limit.
+    #[arg(long)]
+    max_concurrent_requests: Option<usize>,
+    /// Seconds an HTTP/1 client gets to send a request's headers before its connection closes.
+    #[arg(long)]
+    header_read_timeout_secs: Option<f64>,
     /// Require every model to be ready for server readiness (Triton's default).
     #[arg(long)]
     strict_readiness: Option<bool>,
@@ -111,6 +118,14 @@ impl ServeArgs {
         set(
             "max_request_bytes",
             self.max_request_bytes.map(|p| p.to_string()),
+        );
+        set(
+            "max_concurrent_requests",
+            self.max_concurrent_requests.map(|v| v.to_string()),
+        );
+        set(
+            "header_read_timeout_secs",
+            self.header_read_timeout_secs.map(|v| v.to_string()),
         );
         set(
             "strict_readiness",

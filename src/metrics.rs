@@ -4,9 +4,15 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use std::collections::BTreeMap;
+use std::sync::{Mutex, PoisonError};
+
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder,
+    Encoder, GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry,
+    TextEncoder,
 };
+
+mod process;
 
 pub const PREFIX: &str = "ferroserve";
 pub const REQUESTS_TOTAL: &str = "requests_total";
@@ -15,13 +21,45 @@ pub const QUEUE_DURATION: &str = "queue_duration_seconds";
 pub const COMPUTE_DURATION: &str = "compute_duration_seconds";
 pub const BATCH_SIZE: &str = "batch_size";
 pub const MODEL_READY: &str = "model_ready";
+pub const MODEL_STATE: &str = "model_state";
+pub const MODEL_LOAD_DURATION: &str = "model_load_duration_seconds";
 pub const QUEUE_DEPTH: &str = "queue_depth";
+pub const IN_FLIGHT: &str = "inflight_requests";
+pub const REJECTED_TOTAL: &str = "rejected_total";
 pub const LOAD_FAILURES: &str = "model_load_failures_total";
+pub const BUILD_INFO: &str = "build_info";
 
-/// Latency buckets from 25 µs to 10 s: small models answer in microseconds, big ones in seconds.
+/// `code` label values of `requests_total`: one vocabulary for both protocols (gRPC's names).
+pub mod code {
+    pub const OK: &str = "ok";
+    pub const INVALID_ARGUMENT: &str = "invalid_argument";
+    pub const NOT_FOUND: &str = "not_found";
+    pub const UNAVAILABLE: &str = "unavailable";
+    pub const RESOURCE_EXHAUSTED: &str = "resource_exhausted";
+    pub const DEADLINE_EXCEEDED: &str = "deadline_exceeded";
+    pub const CANCELLED: &str = "cancelled";
+    pub const INTERNAL: &str = "internal";
+}
+
+/// `reason` label values of `rejected_total`: why a request was never computed.
+pub mod reason {
+    /// The version's queue held `max_queue_size` requests.
+    pub const QUEUE_FULL: &str = "queue_full";
+    /// Its deadline passed before an instance took it.
+    pub const DEADLINE: &str = "deadline";
+    /// Its client went away before an instance took it.
+    pub const CANCELLED: &str = "cancelled";
+    /// `max_concurrent_requests` (the version's or the server's) were in flight.
+    pub const OVERLOADED: &str = "overloaded";
+}
+
+/// The states `model_state` reports (Triton's repository index names).
+pub const MODEL_STATES: [&str; 3] = ["LOADING", "READY", "UNAVAILABLE"];
+
+/// Latency buckets from 5 µs to 10 s: small models answer in microseconds, big ones in seconds.
 const LATENCY_BUCKETS: &[f64] = &[
-    0.000_025, 0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1,
-    0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+    0.000_005, 0.000_01, 0.000_025, 0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005,
+    0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 ];
 const BATCH_BUCKETS: &[f64] = &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0];
 
@@ -49,7 +87,11 @@ pub struct Metrics {
     pub compute_duration: HistogramVec,
     pub batch_size: HistogramVec,
     pub model_ready: IntGaugeVec,
+    pub model_state: IntGaugeVec,
+    pub model_load_duration: GaugeVec,
     pub queue_depth: IntGaugeVec,
+    pub in_flight: IntGaugeVec,
+    pub rejected: IntCounterVec,
     pub load_failures: IntCounterVec,
 }
 
@@ -62,13 +104,14 @@ impl Metrics {
                 labels,
             )
         };
+        let mv = ["model", "version"];
         let m = Metrics {
             requests: IntCounterVec::new(
                 Opts::new(
                     REQUESTS_TOTAL,
-                    "Inference requests by model, version, protocol and outcome.",
+                    "Inference requests by model, version, protocol and status code.",
                 ),
-                &["model", "version", "protocol", "outcome"],
+                &["model", "version", "protocol", "code"],
             )?,
             request_duration: histogram(
                 REQUEST_DURATION,
@@ -79,28 +122,48 @@ impl Metrics {
             queue_duration: histogram(
                 QUEUE_DURATION,
                 "Time requests wait before an instance takes them, in seconds.",
-                &["model", "version"],
+                &mv,
                 LATENCY_BUCKETS,
             )?,
             compute_duration: histogram(
                 COMPUTE_DURATION,
-                "Backend time per batch, in seconds.",
-                &["model", "version"],
+                "Time per batch to assemble inputs, run the backend and split outputs, in seconds.",
+                &mv,
                 LATENCY_BUCKETS,
             )?,
-            batch_size: histogram(
-                BATCH_SIZE,
-                "Rows per backend call.",
-                &["model", "version"],
-                BATCH_BUCKETS,
-            )?,
+            batch_size: histogram(BATCH_SIZE, "Rows per backend call.", &mv, BATCH_BUCKETS)?,
             model_ready: IntGaugeVec::new(
                 Opts::new(MODEL_READY, "1 when the model version serves, else 0."),
-                &["model", "version"],
+                &mv,
+            )?,
+            model_state: IntGaugeVec::new(
+                Opts::new(
+                    MODEL_STATE,
+                    "1 for the state the model version is in (LOADING, READY, UNAVAILABLE), 0 for the others.",
+                ),
+                &["model", "version", "state"],
+            )?,
+            model_load_duration: GaugeVec::new(
+                Opts::new(
+                    MODEL_LOAD_DURATION,
+                    "Seconds the last successful load of the version took (build, warm-up, start).",
+                ),
+                &mv,
             )?,
             queue_depth: IntGaugeVec::new(
                 Opts::new(QUEUE_DEPTH, "Requests waiting for an instance."),
-                &["model", "version"],
+                &mv,
+            )?,
+            in_flight: IntGaugeVec::new(
+                Opts::new(IN_FLIGHT, "Requests admitted and not yet answered."),
+                &mv,
+            )?,
+            rejected: IntCounterVec::new(
+                Opts::new(
+                    REJECTED_TOTAL,
+                    "Requests never computed: refused at admission (queue_full, overloaded) or dropped before compute (deadline, cancelled).",
+                ),
+                &["model", "version", "reason"],
             )?,
             load_failures: IntCounterVec::new(
                 Opts::new(
@@ -117,8 +180,26 @@ impl Metrics {
         m.registry.register(Box::new(m.compute_duration.clone()))?;
         m.registry.register(Box::new(m.batch_size.clone()))?;
         m.registry.register(Box::new(m.model_ready.clone()))?;
+        m.registry.register(Box::new(m.model_state.clone()))?;
+        m.registry
+            .register(Box::new(m.model_load_duration.clone()))?;
         m.registry.register(Box::new(m.queue_depth.clone()))?;
+        m.registry.register(Box::new(m.in_flight.clone()))?;
+        m.registry.register(Box::new(m.rejected.clone()))?;
         m.registry.register(Box::new(m.load_failures.clone()))?;
+        let build = IntGaugeVec::new(
+            Opts::new(
+                BUILD_INFO,
+                "Always 1; the labels say the server version and the backends compiled in.",
+            ),
+            &["version", "backends"],
+        )?;
+        build
+            .with_label_values(&[env!("CARGO_PKG_VERSION"), &backends_compiled_in()])
+            .set(1);
+        m.registry.register(Box::new(build))?;
+        m.registry
+            .register(Box::new(process::ProcessCollector::new()?))?;
         Ok(m)
     }
 
@@ -129,6 +210,31 @@ impl Metrics {
         let _ = TextEncoder::new().encode(&self.registry.gather(), &mut buf);
         String::from_utf8(buf).unwrap_or_default()
     }
+
+    /// Marks `state` (one of [`MODEL_STATES`]) as the version's current state.
+    pub fn set_model_state(&self, model: &str, version: &str, state: &str) {
+        for s in MODEL_STATES {
+            self.model_state
+                .with_label_values(&[model, version, s])
+                .set(i64::from(s == state));
+        }
+    }
+
+    /// Forgets the state series of a version that left the repository.
+    pub fn clear_model_state(&self, model: &str, version: &str) {
+        for s in MODEL_STATES {
+            let _ = self.model_state.remove_label_values(&[model, version, s]);
+        }
+    }
+}
+
+/// `tract` or `tract,onnxruntime`.
+pub fn backends_compiled_in() -> String {
+    let mut b = vec!["tract"];
+    if cfg!(feature = "onnxruntime") {
+        b.push("onnxruntime");
+    }
+    b.join(",")
 }
 
 /// A count and a total duration, as Triton's `StatisticDuration`.
@@ -160,18 +266,54 @@ impl Duration64 {
     }
 }
 
+/// Durations of the three compute phases of one batch.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct PhaseTimes {
+    /// Assembling the batch's inputs (concatenation along the batch dimension).
+    pub input: Duration,
+    /// The backend call.
+    pub infer: Duration,
+    /// Splitting the outputs back per request.
+    pub output: Duration,
+}
+
+impl PhaseTimes {
+    pub fn total(&self) -> Duration {
+        self.input + self.infer + self.output
+    }
+}
+
+/// Executions of one batch size (Triton's `InferBatchStatistics`): how many, and the total
+/// nanoseconds of each phase.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct BatchTimes {
+    pub count: u64,
+    pub input_ns: u64,
+    pub infer_ns: u64,
+    pub output_ns: u64,
+}
+
+fn ns(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
+}
+
 /// Cumulative counters of one model version for the statistics extension.
 #[derive(Debug, Default)]
 pub struct VersionStats {
     pub success: Duration64,
     pub fail: Duration64,
     pub queue: Duration64,
+    /// Per request, as Triton counts them: each request of a batch adds the batch's whole phase.
+    pub compute_input: Duration64,
     pub compute_infer: Duration64,
+    pub compute_output: Duration64,
     /// Rows inferred (Triton's inference_count) and backend calls (execution_count).
     pub inference_count: AtomicU64,
     pub execution_count: AtomicU64,
     /// Milliseconds since the epoch of the last answered request.
     pub last_inference_ms: AtomicU64,
+    /// By batch size in rows; locked once per batch, by the instance that ran it.
+    batches: Mutex<BTreeMap<usize, BatchTimes>>,
 }
 
 impl VersionStats {
@@ -181,6 +323,33 @@ impl VersionStats {
             .map(|d| d.as_millis() as u64)
             .unwrap_or(0);
         self.last_inference_ms.store(ms, Ordering::Relaxed);
+    }
+
+    /// Records one executed batch of `requests` requests and `rows` rows.
+    pub fn record_batch(&self, requests: usize, rows: usize, t: PhaseTimes) {
+        let n = u32::try_from(requests).unwrap_or(u32::MAX);
+        self.compute_input
+            .record_n(u64::from(n), t.input.saturating_mul(n));
+        self.compute_infer
+            .record_n(u64::from(n), t.infer.saturating_mul(n));
+        self.compute_output
+            .record_n(u64::from(n), t.output.saturating_mul(n));
+        self.execution_count.fetch_add(1, Ordering::Relaxed);
+        self.inference_count
+            .fetch_add(rows as u64, Ordering::Relaxed);
+        // Plain counters: a panic cannot leave them half-updated in a harmful way.
+        let mut batches = self.batches.lock().unwrap_or_else(PoisonError::into_inner);
+        let b = batches.entry(rows).or_default();
+        b.count += 1;
+        b.input_ns = b.input_ns.saturating_add(ns(t.input));
+        b.infer_ns = b.infer_ns.saturating_add(ns(t.infer));
+        b.output_ns = b.output_ns.saturating_add(ns(t.output));
+    }
+
+    /// (batch size, its executions), by ascending batch size.
+    pub fn batch_stats(&self) -> Vec<(usize, BatchTimes)> {
+        let batches = self.batches.lock().unwrap_or_else(PoisonError::into_inner);
+        batches.iter().map(|(&k, &v)| (k, v)).collect()
     }
 }
 
@@ -192,12 +361,76 @@ mod tests {
     fn render_uses_the_prefix_and_labels() {
         let m = Metrics::new().unwrap();
         m.requests
-            .with_label_values(&["mlp", "1", "http", "success"])
+            .with_label_values(&["mlp", "1", "http", code::OK])
             .inc();
         let text = m.render();
         assert!(
-            text.contains(r#"ferroserve_requests_total{model="mlp",outcome="success",protocol="http",version="1"} 1"#),
+            text.contains(
+                r#"ferroserve_requests_total{code="ok",model="mlp",protocol="http",version="1"} 1"#
+            ),
             "{text}"
         );
+        assert!(text.contains("ferroserve_build_info{backends=\""), "{text}");
+        #[cfg(target_os = "linux")]
+        for name in [
+            "ferroserve_process_resident_memory_bytes",
+            "ferroserve_process_cpu_seconds_total",
+            "ferroserve_process_open_fds",
+            "ferroserve_process_start_time_seconds",
+        ] {
+            assert!(
+                text.contains(&format!("\n{name} ")),
+                "{name} missing: {text}"
+            );
+        }
+    }
+
+    #[test]
+    fn batch_statistics_count_each_request_and_each_size() {
+        let s = VersionStats::default();
+        let t = PhaseTimes {
+            input: Duration::from_nanos(10),
+            infer: Duration::from_nanos(100),
+            output: Duration::from_nanos(5),
+        };
+        s.record_batch(2, 3, t);
+        s.record_batch(1, 3, t);
+        s.record_batch(1, 1, t);
+        assert_eq!(s.compute_infer.get(), (4, 400));
+        assert_eq!(s.compute_input.get(), (4, 40));
+        assert_eq!(s.execution_count.load(Ordering::Relaxed), 3);
+        assert_eq!(s.inference_count.load(Ordering::Relaxed), 7);
+        let b = s.batch_stats();
+        assert_eq!(b.len(), 2);
+        assert_eq!(
+            b[1],
+            (
+                3,
+                BatchTimes {
+                    count: 2,
+                    input_ns: 20,
+                    infer_ns: 200,
+                    output_ns: 10
+                }
+            )
+        );
+    }
+
+    #[test]
+    fn model_state_marks_exactly_one_state() {
+        let m = Metrics::new().unwrap();
+        m.set_model_state("m", "1", "LOADING");
+        m.set_model_state("m", "1", "READY");
+        let text = m.render();
+        assert!(
+            text.contains(r#"ferroserve_model_state{model="m",state="READY",version="1"} 1"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"ferroserve_model_state{model="m",state="LOADING",version="1"} 0"#),
+            "{text}"
+        );
+        m.clear_model_state("m", "1");
+        assert!(!m.render().contains("ferroserve_model_state{"));
     }
 }

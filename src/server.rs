@@ -2,13 +2,12 @@
 //! repository, and shuts everything down when the given future completes. Listeners are passed
 //! in, so tests bind `127.0.0.1:0` and run servers side by side.
 
-use std::future::{Future, IntoFuture};
+use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::Context;
-use axum::serve::ListenerExt;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio_stream::wrappers::TcpListenerStream;
@@ -16,12 +15,16 @@ use tokio_stream::StreamExt;
 
 use crate::api;
 use crate::api::admin::Admin;
+use crate::api::serve::ConnLimits;
 use crate::config::ModelControlMode;
 use crate::config::ServerConfig;
 use crate::metrics::Metrics;
 use crate::registry::manager::ModelManager;
 use crate::registry::{repository, Registry, VersionState};
 use crate::routing::Router;
+
+/// HTTP/2 streams (concurrent gRPC calls) per connection.
+const GRPC_MAX_STREAMS: u32 = 1024;
 
 /// The three bound sockets the server serves on.
 pub struct Listeners {
@@ -62,11 +65,10 @@ pub async fn run(
     let (http_addr, grpc_addr, metrics_addr) = listeners.addrs()?;
     let metrics = Arc::new(Metrics::new().context("metrics registry")?);
     let registry = Arc::new(Registry::default());
-    let router = Arc::new(Router::new(
-        registry.clone(),
-        metrics.clone(),
-        config.strict_readiness,
-    ));
+    let router = Arc::new(
+        Router::new(registry.clone(), metrics.clone(), config.strict_readiness)
+            .with_max_concurrent_requests(config.max_concurrent_requests),
+    );
 
     let repo = &config.model_repository;
     repository::scan(repo)
@@ -90,14 +92,16 @@ pub async fn run(
 
     // Serve first: liveness answers while models load, readiness waits for them.
     let http_app = api::http::app(router.clone(), admin.clone(), config.max_request_bytes);
-    let http_listener = listeners.http.tap_io(|tcp| {
-        let _ = tcp.set_nodelay(true);
-    });
-    let http = tokio::spawn(
-        axum::serve(http_listener, http_app)
-            .with_graceful_shutdown(stopped())
-            .into_future(),
-    );
+    let limits = ConnLimits {
+        header_read_timeout: std::time::Duration::from_secs_f64(config.header_read_timeout_secs),
+        max_connections: config.max_connections,
+    };
+    let http = tokio::spawn(api::serve::serve(
+        listeners.http,
+        http_app,
+        limits,
+        stopped(),
+    ));
 
     let grpc_incoming = TcpListenerStream::new(listeners.grpc).map(|s| {
         if let Ok(tcp) = &s {
@@ -107,6 +111,10 @@ pub async fn run(
     });
     let grpc = tokio::spawn(
         tonic::transport::Server::builder()
+            // Bounded per connection, and dead peers found: no connection holds memory forever.
+            .max_concurrent_streams(Some(GRPC_MAX_STREAMS))
+            .http2_keepalive_interval(Some(std::time::Duration::from_secs(30)))
+            .http2_keepalive_timeout(Some(std::time::Duration::from_secs(20)))
             .layer(tower::util::MapResponseLayer::new(api::grpc::map_oversize))
             .add_service(api::grpc::service(
                 router.clone(),
@@ -131,11 +139,12 @@ pub async fn run(
             }
         }),
     );
-    let metrics_server = tokio::spawn(
-        axum::serve(listeners.metrics, metrics_app)
-            .with_graceful_shutdown(stopped())
-            .into_future(),
-    );
+    let metrics_server = tokio::spawn(api::serve::serve(
+        listeners.metrics,
+        metrics_app,
+        limits,
+        stopped(),
+    ));
 
     manager
         .load_initial(&config.load_models)

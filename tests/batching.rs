@@ -184,7 +184,7 @@ async fn an_expired_timeout_is_answered_504_and_not_computed() {
     );
     let text = server.metrics_text().await;
     assert!(
-        text.contains(r#"outcome="deadline_exceeded",protocol="http",version="1"} 1"#),
+        text.contains(r#"{code="deadline_exceeded",model="mlp",protocol="http",version="1"} 1"#),
         "{text}"
     );
 }
@@ -294,7 +294,7 @@ async fn a_full_queue_answers_429_and_resource_exhausted_at_once() {
     );
     let text = server.metrics_text().await;
     assert!(
-        text.contains(r#"model="dense",outcome="overloaded",protocol="grpc""#),
+        text.contains(r#"code="resource_exhausted",model="dense",protocol="grpc""#),
         "{text}"
     );
 }

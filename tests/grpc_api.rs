@@ -234,5 +234,10 @@ async fn grpc_requests_are_counted_under_their_protocol() {
     let mut c = client(&server).await;
     c.model_infer(request("iris", false)).await.unwrap();
     let text = server.metrics_text().await;
-    assert!(text.contains(r#"ferroserve_requests_total{model="iris",outcome="success",protocol="grpc",version="1"} 1"#), "{text}");
+    assert!(
+        text.contains(
+            r#"ferroserve_requests_total{code="ok",model="iris",protocol="grpc",version="1"} 1"#
+        ),
+        "{text}"
+    );
 }

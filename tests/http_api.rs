@@ -314,7 +314,7 @@ async fn health_metadata_and_config_describe_the_models() {
 }
 
 #[tokio::test]
-async fn metrics_and_statistics_count_requests_by_outcome() {
+async fn metrics_and_statistics_count_requests_by_code() {
     let server = TestServer::start().await;
     let c = reqwest::Client::new();
     for _ in 0..3 {
@@ -338,8 +338,13 @@ async fn metrics_and_statistics_count_requests_by_outcome() {
     );
 
     let text = server.metrics_text().await;
-    assert!(text.contains(r#"ferroserve_requests_total{model="mlp",outcome="success",protocol="http",version="1"} 3"#), "{text}");
-    assert!(text.contains(r#"ferroserve_requests_total{model="mlp",outcome="invalid_argument",protocol="http",version="1"} 1"#), "{text}");
+    assert!(
+        text.contains(
+            r#"ferroserve_requests_total{code="ok",model="mlp",protocol="http",version="1"} 3"#
+        ),
+        "{text}"
+    );
+    assert!(text.contains(r#"ferroserve_requests_total{code="invalid_argument",model="mlp",protocol="http",version="1"} 1"#), "{text}");
     assert!(text.contains(r#"ferroserve_request_duration_seconds_count{model="mlp",protocol="http",version="1"} 4"#), "{text}");
 
     let stats: Value = c

@@ -28,7 +28,7 @@ fn args(protocol: &str, url: &str, model: &str) -> BenchArgs {
 }
 
 /// The fields the module doc of `ferroserve::loadgen` promises.
-const FIELDS: [&str; 22] = [
+const FIELDS: [&str; 24] = [
     "protocol",
     "url",
     "model",
@@ -49,6 +49,8 @@ const FIELDS: [&str; 22] = [
     "throughput_rps",
     "rows_per_sec",
     "latency_us",
+    "rejected",
+    "rejected_latency_us",
     "client_cpu_us_per_request",
     "client_cpu_percent",
 ];
@@ -123,5 +125,43 @@ async fn bench_mlp_over_each_protocol() {
         .await
         .unwrap_err();
     assert!(format!("{err:#}").contains("404"), "{err:#}");
+    server.stop().await.unwrap();
+}
+
+/// A model that admits one request at a time under 8 closed-loop workers: most requests are
+/// refused, and the report keeps their count and latency apart from the admitted ones'.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_requests_are_reported_apart() {
+    let repo = tempfile::tempdir().unwrap();
+    let src = common::bundled_models().join("dense");
+    let dst = repo.path().join("dense");
+    std::fs::create_dir_all(dst.join("1")).unwrap();
+    std::fs::copy(src.join("1/model.onnx"), dst.join("1/model.onnx")).unwrap();
+    let cfg = std::fs::read_to_string(src.join("config.toml")).unwrap();
+    std::fs::write(
+        dst.join("config.toml"),
+        format!("{cfg}\nmax_concurrent_requests = 1\n"),
+    )
+    .unwrap();
+    let server = TestServer::start_with(
+        ferroserve::config::ServerConfig {
+            model_repository: repo.path().to_path_buf(),
+            ..common::test_config()
+        },
+        true,
+    )
+    .await;
+    let mut a = args("http-binary", &server.http.to_string(), "dense");
+    a.concurrency = Some(8);
+    a.batch_size = 16;
+    let report = loadgen::run(&a).await.unwrap();
+    assert!(report.rejected > 0, "nothing refused: {report:?}");
+    assert_eq!(
+        Some(&report.rejected),
+        report.errors.get("429"),
+        "{report:?}"
+    );
+    assert!(report.requests > 0, "nothing admitted: {report:?}");
+    assert!(report.rejected_latency_us.max > 0, "{report:?}");
     server.stop().await.unwrap();
 }

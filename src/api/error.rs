@@ -102,7 +102,16 @@ impl From<ApiError> for tonic::Status {
 impl axum::response::IntoResponse for ApiError {
     fn into_response(self) -> axum::response::Response {
         let body = serde_json::json!({ "error": self.to_string() });
-        (self.http_status(), axum::Json(body)).into_response()
+        let status = self.http_status();
+        let mut resp = (status, axum::Json(body)).into_response();
+        if status == StatusCode::TOO_MANY_REQUESTS {
+            // Refusals are immediate and overload is usually brief: try again in a second.
+            resp.headers_mut().insert(
+                axum::http::header::RETRY_AFTER,
+                axum::http::HeaderValue::from_static("1"),
+            );
+        }
+        resp
     }
 }
 

@@ -252,6 +252,16 @@ fn config_proto(mv: &ModelVersion) -> pb::ModelConfig {
 
 fn stats_proto(s: VersionStatistics) -> pb::ModelStatistics {
     let d = |(count, ns): (u64, u64)| Some(pb::StatisticDuration { count, ns });
+    let batch_stats = s
+        .batch_stats
+        .iter()
+        .map(|(size, b)| pb::InferBatchStatistics {
+            batch_size: *size as u64,
+            compute_input: d((b.count, b.input_ns)),
+            compute_infer: d((b.count, b.infer_ns)),
+            compute_output: d((b.count, b.output_ns)),
+        })
+        .collect();
     pb::ModelStatistics {
         name: s.name,
         version: s.version,
@@ -262,12 +272,13 @@ fn stats_proto(s: VersionStatistics) -> pb::ModelStatistics {
             success: d(s.success),
             fail: d(s.fail),
             queue: d(s.queue),
-            compute_input: d((s.compute_infer.0, 0)),
+            compute_input: d(s.compute_input),
             compute_infer: d(s.compute_infer),
-            compute_output: d((s.compute_infer.0, 0)),
+            compute_output: d(s.compute_output),
             cache_hit: d((0, 0)),
             cache_miss: d((0, 0)),
         }),
+        batch_stats,
         ..Default::default()
     }
 }
@@ -352,7 +363,9 @@ impl GrpcInferenceService for InferenceService {
         &self,
         req: Request<pb::ModelInferRequest>,
     ) -> GrpcResult<pb::ModelInferResponse> {
-        let request = decode(req)?;
+        let model = req.get_ref().model_name.clone();
+        let request =
+            decode(req).inspect_err(|_| self.router.count_undecodable(&model, Protocol::Grpc))?;
         let resp = self.router.infer(request).await.map_err(ApiError::from)?;
         let mut outputs = Vec::with_capacity(resp.outputs.len());
         let mut raw = Vec::with_capacity(resp.outputs.len());

@@ -4,6 +4,7 @@ pub mod admin;
 pub mod error;
 pub mod grpc;
 pub mod http;
+pub mod serve;
 
 pub const SERVER_NAME: &str = "ferroserve";
 

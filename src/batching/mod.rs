@@ -17,11 +17,11 @@ use std::time::Instant;
 use tokio::sync::{oneshot, watch};
 
 use crate::backend::Backend;
-use crate::metrics::{Metrics, VersionStats};
+use crate::metrics::{reason, Metrics, PhaseTimes, VersionStats};
 use crate::tensor::Tensor;
-use prometheus::{Histogram, IntGauge};
+use prometheus::{Histogram, IntCounter, IntGauge};
 pub use queue::BatchPolicy;
-use queue::{BatchQueue, Pending};
+use queue::{BatchQueue, Dropped, Pending};
 
 #[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
 pub enum BatchError {
@@ -94,6 +94,9 @@ struct VersionMetrics {
     compute_duration: Histogram,
     batch_size: Histogram,
     queue_depth: IntGauge,
+    rejected_queue_full: IntCounter,
+    rejected_deadline: IntCounter,
+    rejected_cancelled: IntCounter,
 }
 
 struct Shared {
@@ -109,6 +112,16 @@ impl Shared {
         let left = self.queued.fetch_sub(n, Ordering::AcqRel).saturating_sub(n);
         self.metrics.queue_depth.set(left as i64);
     }
+
+    /// Counts requests dropped without compute (they have been answered already).
+    fn count_dropped(&self, d: Dropped) {
+        if d.deadline > 0 {
+            self.metrics.rejected_deadline.inc_by(d.deadline as u64);
+        }
+        if d.cancelled > 0 {
+            self.metrics.rejected_cancelled.inc_by(d.cancelled as u64);
+        }
+    }
 }
 
 impl Batcher {
@@ -120,6 +133,11 @@ impl Batcher {
         metrics: &Metrics,
     ) -> std::io::Result<Batcher> {
         let labels = [config.model.as_str(), config.version.as_str()];
+        let rejected = |reason: &str| {
+            metrics
+                .rejected
+                .with_label_values(&[labels[0], labels[1], reason])
+        };
         let shared = Arc::new(Shared {
             stats,
             metrics: VersionMetrics {
@@ -127,6 +145,9 @@ impl Batcher {
                 compute_duration: metrics.compute_duration.with_label_values(&labels),
                 batch_size: metrics.batch_size.with_label_values(&labels),
                 queue_depth: metrics.queue_depth.with_label_values(&labels),
+                rejected_queue_full: rejected(reason::QUEUE_FULL),
+                rejected_deadline: rejected(reason::DEADLINE),
+                rejected_cancelled: rejected(reason::CANCELLED),
             },
             queued: AtomicUsize::new(0),
             max_queue_size: config.max_queue_size,
@@ -172,9 +193,14 @@ impl Batcher {
         deadline: Option<Instant>,
     ) -> Result<Vec<Tensor>, BatchError> {
         let shared = &self.core.shared;
+        if deadline.is_some_and(|d| d <= Instant::now()) {
+            shared.metrics.rejected_deadline.inc();
+            return Err(BatchError::DeadlineExceeded);
+        }
         let waiting = shared.queued.fetch_add(1, Ordering::AcqRel);
         if waiting >= shared.max_queue_size {
             shared.queued.fetch_sub(1, Ordering::AcqRel);
+            shared.metrics.rejected_queue_full.inc();
             return Err(BatchError::QueueFull(waiting));
         }
         shared.metrics.queue_depth.set(waiting as i64 + 1);
@@ -259,7 +285,8 @@ fn instance_loop(core: &Core, mut backend: Box<dyn Backend>) {
                 }
             }
         };
-        core.shared.dequeued(batch.len() + dropped);
+        core.shared.dequeued(batch.len() + dropped.total());
+        core.shared.count_dropped(dropped);
         if more {
             // Work left behind: another idle instance may take it.
             core.wake.notify_one();
@@ -277,10 +304,12 @@ fn execute(shared: &Shared, backend: &mut dyn Backend, batch: Vec<Pending>) {
     // Last look before compute: skip work nobody waits for.
     let (live, dead): (Vec<Pending>, Vec<Pending>) =
         batch.into_iter().partition(|p| p.check_live(start).is_ok());
+    let mut dropped = Dropped::default();
     for p in dead {
         let e = p.check_live(start).err().unwrap_or(BatchError::Cancelled);
-        let _ = p.reply.send(Err(e));
+        dropped.drop_with(p, e);
     }
+    shared.count_dropped(dropped);
     if live.is_empty() {
         return;
     }
@@ -292,21 +321,13 @@ fn execute(shared: &Shared, backend: &mut dyn Backend, batch: Vec<Pending>) {
     let rows: Vec<usize> = live.iter().map(|p| p.rows).collect();
     let total_rows: usize = rows.iter().sum();
 
-    let result = run_batch(backend, &live, &rows);
-    let elapsed = start.elapsed();
-    shared
-        .stats
-        .compute_infer
-        .record_n(live.len() as u64, elapsed);
-    shared.stats.execution_count.fetch_add(1, Ordering::Relaxed);
-    shared
-        .stats
-        .inference_count
-        .fetch_add(total_rows as u64, Ordering::Relaxed);
+    let mut times = PhaseTimes::default();
+    let result = run_batch(backend, &live, &rows, &mut times);
+    shared.stats.record_batch(live.len(), total_rows, times);
     shared
         .metrics
         .compute_duration
-        .observe(elapsed.as_secs_f64());
+        .observe(times.total().as_secs_f64());
     shared.metrics.batch_size.observe(total_rows as f64);
 
     match result {
@@ -323,37 +344,49 @@ fn execute(shared: &Shared, backend: &mut dyn Backend, batch: Vec<Pending>) {
     }
 }
 
-/// Concatenates, runs and splits; a panic inside the engine becomes an error for this batch only.
+/// Concatenates, runs and splits, timing each phase into `times`; a panic inside the engine
+/// becomes an error for this batch only.
 fn run_batch(
     backend: &mut dyn Backend,
     live: &[Pending],
     rows: &[usize],
+    times: &mut PhaseTimes,
 ) -> Result<Vec<Vec<Tensor>>, BatchError> {
     let backend_err = |e: String| BatchError::Backend(e);
+    let mut infer = |inputs: &[Tensor], times: &mut PhaseTimes| {
+        let t = Instant::now();
+        let out = catch_unwind(AssertUnwindSafe(|| backend.infer(inputs)));
+        times.infer = t.elapsed();
+        out.map_err(|_| backend_err("the backend panicked".into()))?
+            .map_err(|e| backend_err(e.to_string()))
+    };
+    // A single request's inputs and outputs are used as they are: no input or output phase.
     if let [single] = live {
-        let out = catch_unwind(AssertUnwindSafe(|| backend.infer(&single.inputs)))
-            .map_err(|_| backend_err("the backend panicked".into()))?
-            .map_err(|e| backend_err(e.to_string()))?;
-        return Ok(vec![out]);
+        return Ok(vec![infer(&single.inputs, times)?]);
     }
+    let t = Instant::now();
     let n_inputs = live[0].inputs.len();
     let inputs = (0..n_inputs)
         .map(|i| Tensor::concat(&live.iter().map(|p| p.inputs[i].clone()).collect::<Vec<_>>()))
         .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| backend_err(e.to_string()))?;
-    let outputs = catch_unwind(AssertUnwindSafe(|| backend.infer(&inputs)))
-        .map_err(|_| backend_err("the backend panicked".into()))?
-        .map_err(|e| backend_err(e.to_string()))?;
+        .map_err(|e| backend_err(e.to_string()));
+    times.input = t.elapsed();
+    let outputs = infer(&inputs?, times)?;
+    let t = Instant::now();
     let mut per_request: Vec<Vec<Tensor>> = vec![Vec::with_capacity(outputs.len()); live.len()];
-    for out in outputs {
-        for (slot, piece) in per_request
-            .iter_mut()
-            .zip(out.split(rows).map_err(|e| backend_err(e.to_string()))?)
-        {
-            slot.push(piece);
+    let split = (|| {
+        for out in outputs {
+            for (slot, piece) in per_request
+                .iter_mut()
+                .zip(out.split(rows).map_err(|e| backend_err(e.to_string()))?)
+            {
+                slot.push(piece);
+            }
         }
-    }
-    Ok(per_request)
+        Ok(())
+    })();
+    times.output = t.elapsed();
+    split.map(|()| per_request)
 }
 
 #[cfg(test)]

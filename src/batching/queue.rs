@@ -31,15 +31,36 @@ impl Pending {
             })
     }
 
-    /// Whether anyone still waits for the answer and it is still wanted in time.
+    /// Whether it is still wanted in time and anyone still waits for the answer. The deadline
+    /// comes first: a caller that timed out has also dropped its receiver.
     pub fn check_live(&self, now: Instant) -> Result<(), BatchError> {
-        if self.reply.is_closed() {
-            return Err(BatchError::Cancelled);
-        }
         match self.deadline {
             Some(d) if d <= now => Err(BatchError::DeadlineExceeded),
+            _ if self.reply.is_closed() => Err(BatchError::Cancelled),
             _ => Ok(()),
         }
+    }
+}
+
+/// Requests dropped unanswered by the backend, by reason.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Dropped {
+    pub deadline: usize,
+    pub cancelled: usize,
+}
+
+impl Dropped {
+    pub fn total(&self) -> usize {
+        self.deadline + self.cancelled
+    }
+
+    /// Answers `p` with `e` and counts it.
+    pub fn drop_with(&mut self, p: Pending, e: BatchError) {
+        match e {
+            BatchError::DeadlineExceeded => self.deadline += 1,
+            _ => self.cancelled += 1,
+        }
+        let _ = p.reply.send(Err(e));
     }
 }
 
@@ -124,20 +145,17 @@ impl BatchQueue {
 
     /// Takes the next batch: the oldest live request, then (when combining) later compatible ones
     /// in arrival order while the rows fit the target. Dead requests met on the way are answered
-    /// and dropped; their count is returned with the batch.
-    pub fn pop_batch(&mut self, now: Instant) -> (Vec<Pending>, usize) {
+    /// and dropped; their counts are returned with the batch.
+    pub fn pop_batch(&mut self, now: Instant) -> (Vec<Pending>, Dropped) {
         let target = self.target_rows();
-        let mut dropped = 0;
+        let mut dropped = Dropped::default();
         let first = loop {
             let Some(p) = self.remove(0) else {
                 return (Vec::new(), dropped);
             };
             match p.check_live(now) {
                 Ok(()) => break p,
-                Err(e) => {
-                    dropped += 1;
-                    let _ = p.reply.send(Err(e));
-                }
+                Err(e) => dropped.drop_with(p, e),
             }
         };
         let mut rows = first.rows;
@@ -150,8 +168,7 @@ impl BatchQueue {
             let p = &self.items[i];
             if let Err(e) = p.check_live(now) {
                 if let Some(p) = self.remove(i) {
-                    dropped += 1;
-                    let _ = p.reply.send(Err(e));
+                    dropped.drop_with(p, e);
                 }
                 continue;
             }
@@ -253,7 +270,16 @@ mod tests {
         q.push(expired);
         q.push(live);
         let (batch, dropped) = q.pop_batch(Instant::now());
-        assert_eq!((batch.len(), dropped), (1, 2));
+        assert_eq!(
+            (batch.len(), dropped),
+            (
+                1,
+                Dropped {
+                    deadline: 1,
+                    cancelled: 1
+                }
+            )
+        );
         assert!(matches!(
             rx_expired.try_recv(),
             Ok(Err(BatchError::DeadlineExceeded))

@@ -30,6 +30,15 @@ pub enum ErrorCode {
 }
 
 impl ErrorCode {
+    /// The server refused the request at admission (HTTP 429, gRPC RESOURCE_EXHAUSTED): it was
+    /// answered, quickly if admission control works, but not served.
+    pub fn is_rejection(self) -> bool {
+        matches!(
+            self,
+            ErrorCode::Http(429) | ErrorCode::Grpc(tonic::Code::ResourceExhausted)
+        )
+    }
+
     /// The report's key: the HTTP status, the gRPC code name, `connect` or `io`.
     pub fn name(self) -> String {
         use tonic::Code::*;
@@ -80,22 +89,37 @@ impl Conn {
 pub struct Stats {
     /// Microseconds, successful requests only.
     pub latency_us: Histogram<u64>,
+    /// Microseconds, refused requests only ([`ErrorCode::is_rejection`]).
+    pub rejected_latency_us: Histogram<u64>,
     pub ok: u64,
     /// A short list: a run sees a handful of distinct codes at most.
     pub errors: Vec<(ErrorCode, u64)>,
 }
 
+/// 3 significant digits, 1 µs to 1 s up front (~90 KiB, paged in as used), growing when a
+/// slower answer comes.
+fn histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, 1_000_000, 3)
+        .map(|mut h| {
+            h.auto(true);
+            h
+        })
+        .unwrap_or_else(|_| unreachable!("constant, valid bounds"))
+}
+
+fn record_us(h: &mut Histogram<u64>, sent: Instant) {
+    let us = u64::try_from(sent.elapsed().as_micros()).unwrap_or(u64::MAX);
+    // Not `saturating_record`: it clamps to the current range instead of growing.
+    if h.record(us).is_err() {
+        h.saturating_record(us);
+    }
+}
+
 impl Stats {
     fn new() -> Stats {
         Stats {
-            // 3 significant digits, 1 µs to 1 s up front (~90 KiB, paged in as used), growing
-            // when a slower answer comes.
-            latency_us: Histogram::new_with_bounds(1, 1_000_000, 3)
-                .map(|mut h| {
-                    h.auto(true);
-                    h
-                })
-                .unwrap_or_else(|_| unreachable!("constant, valid bounds")),
+            latency_us: histogram(),
+            rejected_latency_us: histogram(),
             ok: 0,
             errors: Vec::new(),
         }
@@ -105,22 +129,24 @@ impl Stats {
         match result {
             Ok(()) => {
                 self.ok += 1;
-                let us = u64::try_from(sent.elapsed().as_micros()).unwrap_or(u64::MAX);
-                // Not `saturating_record`: it clamps to the current range instead of growing.
-                if self.latency_us.record(us).is_err() {
-                    self.latency_us.saturating_record(us);
+                record_us(&mut self.latency_us, sent);
+            }
+            Err(code) => {
+                if code.is_rejection() {
+                    record_us(&mut self.rejected_latency_us, sent);
+                }
+                match self.errors.iter_mut().find(|(c, _)| *c == code) {
+                    Some((_, n)) => *n += 1,
+                    None => self.errors.push((code, 1)),
                 }
             }
-            Err(code) => match self.errors.iter_mut().find(|(c, _)| *c == code) {
-                Some((_, n)) => *n += 1,
-                None => self.errors.push((code, 1)),
-            },
         }
     }
 
     fn merge(&mut self, other: &Stats) {
         // Both histograms auto-resize, so adding cannot run out of range.
         let _ = self.latency_us.add(&other.latency_us);
+        let _ = self.rejected_latency_us.add(&other.rejected_latency_us);
         self.ok += other.ok;
         for &(code, n) in &other.errors {
             match self.errors.iter_mut().find(|(c, _)| *c == code) {
@@ -261,6 +287,11 @@ mod tests {
         assert_eq!(a.latency_us.len(), 1);
         let names: Vec<String> = a.errors.iter().map(|(c, _)| c.name()).collect();
         assert_eq!(names, ["503", "UNAVAILABLE"]);
+        assert_eq!(a.rejected_latency_us.len(), 0, "503 is not a rejection");
+        a.record(t, Err(ErrorCode::Http(429)));
+        a.record(t, Err(ErrorCode::Grpc(tonic::Code::ResourceExhausted)));
+        assert_eq!(a.rejected_latency_us.len(), 2);
+        assert_eq!(a.latency_us.len(), 1, "rejections are kept apart");
         assert!(process_cpu_time().is_some());
     }
 

@@ -38,6 +38,10 @@
 //! - `throughput_rps` = `requests` / `duration_secs`; `rows_per_sec` = that × `batch_size`.
 //! - `latency_us`: `p50`, `p90`, `p99`, `p999`, `max`, `min` (integers) and `mean`, in
 //!   microseconds, successful requests only (HdrHistogram, 3 significant digits).
+//! - `rejected`: requests the server refused at admission (HTTP 429, gRPC
+//!   `RESOURCE_EXHAUSTED`; also counted in `errors`), and `rejected_latency_us`: their latency,
+//!   same fields as `latency_us`, kept apart so that fast refusals do not flatter the admitted
+//!   requests' percentiles (all zero when none).
 //! - `client_cpu_us_per_request`: user + system CPU time of the load generator process over
 //!   the window (`getrusage`) divided by the requests it sent (successful + failed);
 //!   `client_cpu_percent`: the same CPU time over the window, in % of one core. Both are about
@@ -131,6 +135,9 @@ pub fn main(args: BenchArgs) -> anyhow::Result<ExitCode> {
     let report = rt.block_on(run(&args))?;
     println!("{}", Report::table_header());
     println!("{}", report.table_row());
+    if let Some(line) = report.rejected_row() {
+        println!("{line}");
+    }
     if let Some(path) = &args.json_out {
         let json = serde_json::to_string_pretty(&report)?;
         std::fs::write(path, json + "\n")

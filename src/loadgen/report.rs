@@ -42,13 +42,29 @@ pub struct Report {
     pub throughput_rps: f64,
     pub rows_per_sec: f64,
     pub latency_us: Latency,
+    pub rejected: u64,
+    pub rejected_latency_us: Latency,
     pub client_cpu_us_per_request: Option<f64>,
     pub client_cpu_percent: Option<f64>,
 }
 
+impl Latency {
+    fn of(h: &hdrhistogram::Histogram<u64>) -> Latency {
+        let empty = h.is_empty();
+        Latency {
+            p50: h.value_at_quantile(0.5),
+            p90: h.value_at_quantile(0.9),
+            p99: h.value_at_quantile(0.99),
+            p999: h.value_at_quantile(0.999),
+            max: h.max(),
+            min: if empty { 0 } else { h.min() },
+            mean: if empty { 0.0 } else { h.mean() },
+        }
+    }
+}
+
 impl Report {
     pub fn new(plan: &Plan, args: &BenchArgs, m: &Measured) -> Report {
-        let h = &m.stats.latency_us;
         let secs = m.window.as_secs_f64();
         let per_sec = |n: u64| if secs > 0.0 { n as f64 / secs } else { 0.0 };
         let errors_total = m.stats.errors_total();
@@ -61,7 +77,6 @@ impl Report {
                 max_in_flight,
             } => (None, Some(rate), Some(max_in_flight)),
         };
-        let empty = h.is_empty();
         Report {
             protocol: plan.protocol.as_str().into(),
             url: plan.addr.clone(),
@@ -87,15 +102,9 @@ impl Report {
             dropped_by_client: m.dropped_by_client,
             throughput_rps: per_sec(m.stats.ok),
             rows_per_sec: per_sec(m.stats.ok) * plan.batch_size as f64,
-            latency_us: Latency {
-                p50: h.value_at_quantile(0.5),
-                p90: h.value_at_quantile(0.9),
-                p99: h.value_at_quantile(0.99),
-                p999: h.value_at_quantile(0.999),
-                max: h.max(),
-                min: if empty { 0 } else { h.min() },
-                mean: if empty { 0.0 } else { h.mean() },
-            },
+            latency_us: Latency::of(&m.stats.latency_us),
+            rejected: m.stats.rejected_latency_us.len(),
+            rejected_latency_us: Latency::of(&m.stats.rejected_latency_us),
             client_cpu_us_per_request: cpu_us
                 .filter(|_| attempted > 0)
                 .map(|us| us / attempted as f64),
@@ -145,6 +154,23 @@ impl Report {
             "cpu_us/rq",
             "errors"
         )
+    }
+
+    /// The refused requests' latency line, when there were any; latencies in µs.
+    pub fn rejected_row(&self) -> Option<String> {
+        let l = &self.rejected_latency_us;
+        (self.rejected > 0).then(|| {
+            format!(
+                "rejected (429 / RESOURCE_EXHAUSTED): {} ({:.1}/s), latency p50 {} p90 {} p99 {} p99.9 {} max {}",
+                self.rejected,
+                self.rejected as f64 / self.duration_secs.max(1e-9),
+                l.p50,
+                l.p90,
+                l.p99,
+                l.p999,
+                l.max
+            )
+        })
     }
 
     /// One line under [`Report::table_header`]; latencies in µs.

@@ -13,6 +13,7 @@ use crate::backend::{self, Backend, GraphTensor, LoadOptions};
 use crate::batching::{BatchPolicy, Batcher, BatcherConfig};
 use crate::config::{ModelConfig, TensorConfig};
 use crate::metrics::{Metrics, VersionStats};
+use crate::routing::admission::Admission;
 use crate::tensor::{DataType, Tensor};
 
 /// Loads `file` as version `version` of model `name`. Blocking work runs off the async runtime.
@@ -65,6 +66,14 @@ pub async fn load_version(
         &metrics,
     )
     .map_err(|e| format!("cannot start instance threads: {e}"))?;
+    let admission = Admission::new(
+        config.queue.max_concurrent_requests,
+        Some(
+            metrics
+                .in_flight
+                .with_label_values(&[name, version_label.as_str()]),
+        ),
+    );
     Ok(Arc::new(ModelVersion {
         name: name.to_owned(),
         version,
@@ -73,6 +82,7 @@ pub async fn load_version(
         signature,
         batcher,
         stats,
+        admission,
         load_time: start.elapsed(),
         file_fingerprint,
     }))

@@ -337,16 +337,24 @@ impl ModelManager {
                 continue;
             }
             self.loading_set().insert((name.clone(), *v));
+            self.metrics
+                .set_model_state(&name, &v.to_string(), "LOADING");
+            let started = std::time::Instant::now();
             let loaded = loader::load_version(&name, *v, file, &config, self.metrics.clone()).await;
             self.loading_set().remove(&(name.clone(), *v));
             match loaded {
                 Ok(mv) => {
                     tracing::info!(model = %name, version = v, backend = config.backend.as_str(),
                         load_ms = mv.load_time.as_millis() as u64, "model version ready");
+                    self.metrics
+                        .model_load_duration
+                        .with_label_values(&[name.as_str(), &v.to_string()])
+                        .set(mv.load_time.as_secs_f64());
                     versions.insert(*v, VersionState::Ready(mv));
                 }
                 Err(reason) => {
-                    tracing::error!(model = %name, version = v, file = %file.display(), "model version failed to load: {reason}");
+                    tracing::error!(model = %name, version = v, file = %file.display(),
+                        load_ms = started.elapsed().as_millis() as u64, "model version failed to load: {reason}");
                     self.metrics
                         .load_failures
                         .with_label_values(&[name.as_str()])
@@ -426,6 +434,8 @@ impl ModelManager {
                 .model_ready
                 .with_label_values(&[name, &v.to_string()])
                 .set(ready);
+            self.metrics
+                .set_model_state(name, &v.to_string(), s.as_str());
         }
         let entry = ModelEntry {
             name: name.to_owned(),
@@ -484,6 +494,7 @@ fn retired(
                 let kept = matches!(after.get(&v), Some(VersionState::Ready(new)) if Arc::ptr_eq(new, &old));
                 if !after.contains_key(&v) {
                     metrics.model_ready.with_label_values(&[old.name.as_str(), &v.to_string()]).set(0);
+                    metrics.clear_model_state(&old.name, &v.to_string());
                 }
                 (!kept).then_some(old)
             }

@@ -14,6 +14,7 @@ use arc_swap::ArcSwap;
 use crate::batching::Batcher;
 use crate::config::ModelConfig;
 use crate::metrics::VersionStats;
+use crate::routing::admission::Admission;
 use crate::tensor::DataType;
 
 /// A tensor of the served signature; `dims` excludes the batch dimension when the model batches.
@@ -53,6 +54,8 @@ pub struct ModelVersion {
     pub signature: Signature,
     pub batcher: Batcher,
     pub stats: Arc<VersionStats>,
+    /// Requests in flight on this version, bounded by `max_concurrent_requests`.
+    pub admission: Admission,
     pub load_time: Duration,
     /// Size and modification time of the model file when loaded: a change means reload.
     pub file_fingerprint: Option<(u64, std::time::SystemTime)>,

@@ -6,8 +6,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use tracing::Instrument;
+
 use crate::batching::BatchError;
-use crate::metrics::{Metrics, Protocol};
+use crate::metrics::{code, BatchTimes, Metrics, Protocol};
 use crate::registry::{ModelEntry, ModelVersion, Registry, VersionState};
 use crate::tensor::{DataType, Tensor};
 
@@ -62,16 +64,16 @@ pub enum InferError {
 }
 
 impl InferError {
-    /// Short outcome name for metric labels.
+    /// The `code` label of `requests_total` (one vocabulary for both protocols).
     pub fn kind(&self) -> &'static str {
         match self {
-            InferError::ModelNotFound(_) | InferError::VersionNotFound { .. } => "not_found",
-            InferError::NotReady { .. } | InferError::Unavailable(_) => "unavailable",
-            InferError::InvalidInput(_) => "invalid_argument",
-            InferError::Overloaded { .. } => "overloaded",
-            InferError::DeadlineExceeded(_) => "deadline_exceeded",
-            InferError::Cancelled => "cancelled",
-            InferError::Internal { .. } => "internal",
+            InferError::ModelNotFound(_) | InferError::VersionNotFound { .. } => code::NOT_FOUND,
+            InferError::NotReady { .. } | InferError::Unavailable(_) => code::UNAVAILABLE,
+            InferError::InvalidInput(_) => code::INVALID_ARGUMENT,
+            InferError::Overloaded { .. } => code::RESOURCE_EXHAUSTED,
+            InferError::DeadlineExceeded(_) => code::DEADLINE_EXCEEDED,
+            InferError::Cancelled => code::CANCELLED,
+            InferError::Internal { .. } => code::INTERNAL,
         }
     }
 }
@@ -99,7 +101,11 @@ pub struct VersionStatistics {
     pub success: (u64, u64),
     pub fail: (u64, u64),
     pub queue: (u64, u64),
+    pub compute_input: (u64, u64),
     pub compute_infer: (u64, u64),
+    pub compute_output: (u64, u64),
+    /// (batch size in rows, its executions), ascending.
+    pub batch_stats: Vec<(usize, BatchTimes)>,
 }
 
 pub struct Router {
@@ -108,6 +114,8 @@ pub struct Router {
     strict_readiness: bool,
     /// Set on shutdown: readiness turns false while requests are still served.
     draining: AtomicBool,
+    /// Inference requests in flight on the whole server (`max_concurrent_requests`).
+    admission: admission::Admission,
 }
 
 impl Router {
@@ -117,7 +125,29 @@ impl Router {
             metrics,
             strict_readiness,
             draining: AtomicBool::new(false),
+            admission: admission::Admission::new(0, None),
         }
+    }
+
+    /// Refuses inference requests at once while `limit` are in flight (0: no limit).
+    pub fn with_max_concurrent_requests(mut self, limit: usize) -> Router {
+        self.admission = admission::Admission::new(limit, None);
+        self
+    }
+
+    /// Counts a request that could not be decoded (it never reached [`Router::infer`]); an
+    /// unknown model stays out of the labels.
+    pub fn count_undecodable(&self, model: &str, protocol: Protocol) {
+        let known = self.registry.snapshot().models.contains_key(model);
+        self.metrics
+            .requests
+            .with_label_values(&[
+                if known { model } else { "" },
+                "",
+                protocol.as_str(),
+                code::INVALID_ARGUMENT,
+            ])
+            .inc();
     }
 
     pub fn is_draining(&self) -> bool {
@@ -268,14 +298,28 @@ impl Router {
                     success: s.success.get(),
                     fail: s.fail.get(),
                     queue: s.queue.get(),
+                    compute_input: s.compute_input.get(),
                     compute_infer: s.compute_infer.get(),
+                    compute_output: s.compute_output.get(),
+                    batch_stats: s.batch_stats(),
                 }
             })
             .collect())
     }
 
-    /// Runs one inference request end to end.
+    /// Runs one inference request end to end, in a span that carries its id (the client's, else
+    /// a generated one) into every log line about it.
     pub async fn infer(&self, request: InferRequest) -> Result<InferResponse, InferError> {
+        let span = tracing::info_span!(
+            "request",
+            id = %RequestId::of(&request.id),
+            model = %request.model,
+            protocol = request.protocol.as_str(),
+        );
+        self.infer_traced(request).instrument(span).await
+    }
+
+    async fn infer_traced(&self, request: InferRequest) -> Result<InferResponse, InferError> {
         let start = Instant::now();
         let protocol = request.protocol;
         let mv = match self.version(&request.model, request.version.as_deref()) {
@@ -294,12 +338,14 @@ impl Router {
                 return Err(e);
             }
         };
+        let unanswered = Unanswered::new(&self.metrics, &mv, protocol);
         let result = self.infer_on(&mv, request, start).await;
+        unanswered.answered();
         let elapsed = start.elapsed();
         let outcome = match &result {
             Ok(_) => {
                 mv.stats.success.record(elapsed);
-                "success"
+                code::OK
             }
             Err(e) => {
                 mv.stats.fail.record(elapsed);
@@ -320,6 +366,15 @@ impl Router {
             .request_duration
             .with_label_values(&labels)
             .observe(elapsed.as_secs_f64());
+        match &result {
+            Err(e @ InferError::Internal { .. }) => tracing::warn!(error = %e, "inference failed"),
+            _ => tracing::debug!(
+                code = outcome,
+                version = mv.version_label.as_str(),
+                elapsed_us = elapsed.as_micros() as u64,
+                "answered"
+            ),
+        }
         result
     }
 
@@ -329,6 +384,7 @@ impl Router {
         request: InferRequest,
         start: Instant,
     ) -> Result<InferResponse, InferError> {
+        let (_server_permit, _permit) = self.admit(mv)?;
         let (inputs, rows) = validate::inputs(mv, request.inputs)?;
         let wanted = validate::outputs(mv, &request.outputs)?;
         let deadline = request
@@ -379,4 +435,8 @@ fn ready_versions(entry: &ModelEntry) -> impl Iterator<Item = Arc<ModelVersion>>
     })
 }
 
+pub mod admission;
+mod tracking;
 mod validate;
+
+use tracking::{RequestId, Unanswered};

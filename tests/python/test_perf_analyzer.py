@@ -62,7 +62,7 @@ def test_perf_analyzer_binary_launches():
 
 
 @pytest.mark.parametrize("protocol", ["http", "grpc"])
-def test_perf_analyzer_measures_mlp_without_errors(server, protocol):
+def test_perf_analyzer_measures_mlp_without_errors_and_shows_server_statistics(server, protocol):
     url = server.http_url if protocol == "http" else server.grpc_url
     cmd = [
         str(find_perf_analyzer()),
@@ -110,3 +110,19 @@ def test_perf_analyzer_measures_mlp_without_errors(server, protocol):
 
     counts = [int(x) for x in re.findall(r"^\s*Request count:\s*(\d+)", out, re.MULTILINE)]
     assert counts and counts[-1] > 0, out
+
+    # Server-side statistics (Triton's statistics extension): perf_analyzer prints a "Server:"
+    # block with the server's own counts and the per-phase breakdown of its request latency.
+    assert re.search(r"^\s*Server:\s*$", out, re.MULTILINE), f"no server-side statistics:\n{out}"
+    inference = [int(x) for x in re.findall(r"^\s*Inference count:\s*(\d+)", out, re.MULTILINE)]
+    executions = [int(x) for x in re.findall(r"^\s*Execution count:\s*(\d+)", out, re.MULTILINE)]
+    assert inference and inference[-1] > 0, out
+    assert executions and 0 < executions[-1] <= inference[-1], out
+    breakdown = re.findall(
+        r"Avg request latency:\s*(\d+) usec \(overhead (\d+) usec \+ queue (\d+) usec \+ "
+        r"compute input (\d+) usec \+ compute infer (\d+) usec \+ compute output (\d+) usec\)",
+        out,
+    )
+    assert breakdown, f"no server-side latency breakdown:\n{out}"
+    total, _overhead, _queue, _cin, infer, _cout = map(int, breakdown[-1])
+    assert total > 0 and infer <= total, breakdown[-1]

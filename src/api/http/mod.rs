@@ -17,6 +17,7 @@ use serde_json::{json, Value};
 use super::admin::Admin;
 use super::error::ApiError;
 use super::{server_extensions, SERVER_NAME};
+use crate::metrics::Protocol;
 use crate::registry::{ModelVersion, TensorSpec};
 use crate::routing::{Router, VersionStatistics};
 
@@ -26,6 +27,7 @@ pub const HEADER_CONTENT_LENGTH: &str = "inference-header-content-length";
 struct AppState {
     router: Arc<Router>,
     admin: Arc<Admin>,
+    max_request_bytes: usize,
 }
 
 /// The axum app for the inference port.
@@ -72,7 +74,11 @@ pub fn app(router: Arc<Router>, admin: Arc<Admin>, max_request_bytes: usize) -> 
             router.clone(),
             close_when_draining,
         ))
-        .with_state(AppState { router, admin })
+        .with_state(AppState {
+            router,
+            admin,
+            max_request_bytes,
+        })
 }
 
 /// While draining, every answer asks the client to close its connection, so keep-alive clients
@@ -217,11 +223,24 @@ async fn version_config(
     )))
 }
 
+/// Triton's statistics extension JSON (`ModelStatisticsResponse` in its JSON form).
 fn stats_json(stats: Vec<VersionStatistics>) -> Json<Value> {
     let d = |(count, ns): (u64, u64)| json!({"count": count, "ns": ns});
     let list: Vec<Value> = stats
         .into_iter()
         .map(|s| {
+            let batch_stats: Vec<Value> = s
+                .batch_stats
+                .iter()
+                .map(|(size, b)| {
+                    json!({
+                        "batch_size": size,
+                        "compute_input": d((b.count, b.input_ns)),
+                        "compute_infer": d((b.count, b.infer_ns)),
+                        "compute_output": d((b.count, b.output_ns)),
+                    })
+                })
+                .collect();
             json!({
                 "name": s.name,
                 "version": s.version,
@@ -232,13 +251,15 @@ fn stats_json(stats: Vec<VersionStatistics>) -> Json<Value> {
                     "success": d(s.success),
                     "fail": d(s.fail),
                     "queue": d(s.queue),
-                    "compute_input": d((s.compute_infer.0, 0)),
+                    "compute_input": d(s.compute_input),
                     "compute_infer": d(s.compute_infer),
-                    "compute_output": d((s.compute_infer.0, 0)),
+                    "compute_output": d(s.compute_output),
                     "cache_hit": d((0, 0)),
                     "cache_miss": d((0, 0)),
                 },
-                "batch_stats": [],
+                "response_stats": {},
+                "batch_stats": batch_stats,
+                "memory_usage": [],
             })
         })
         .collect();
@@ -271,7 +292,7 @@ async fn model_infer(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
-    infer(&s.router, &model, None, &headers, body).await
+    infer(&s, &model, None, &headers, body).await
 }
 
 async fn version_infer(
@@ -280,20 +301,22 @@ async fn version_infer(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
-    infer(&s.router, &model, Some(&version), &headers, body).await
+    infer(&s, &model, Some(&version), &headers, body).await
 }
 
 async fn infer(
-    router: &Router,
+    s: &AppState,
     model: &str,
     version: Option<&str>,
     headers: &HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
+    let router = &s.router;
     let body = body.map_err(|e| match e.status() {
-        StatusCode::PAYLOAD_TOO_LARGE => {
-            ApiError::PayloadTooLarge(format!("request body is too large: {}", e.body_text()))
-        }
+        StatusCode::PAYLOAD_TOO_LARGE => ApiError::PayloadTooLarge(format!(
+            "request body is too large: it exceeds the server's max_request_bytes ({} bytes)",
+            s.max_request_bytes
+        )),
         _ => ApiError::BadRequest(e.body_text()),
     })?;
     if let Some(enc) = headers.get(header::CONTENT_ENCODING) {
@@ -316,7 +339,8 @@ async fn infer(
                 })?,
         ),
     };
-    let decoded = codec::decode(model, version, body, header_len)?;
+    let decoded = codec::decode(model, version, body, header_len)
+        .inspect_err(|_| router.count_undecodable(model, Protocol::Http))?;
     let response = router.infer(decoded.request).await?;
     let (body, json_len) =
         codec::encode(&response, &decoded.output_binary, decoded.binary_default)?;
