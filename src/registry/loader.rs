@@ -73,6 +73,7 @@ pub async fn load_version(
         signature,
         batcher,
         stats,
+        window: Default::default(),
         load_time: start.elapsed(),
         file_fingerprint,
     }))

@@ -14,6 +14,8 @@ use arc_swap::ArcSwap;
 use crate::batching::Batcher;
 use crate::config::ModelConfig;
 use crate::metrics::VersionStats;
+use crate::routing::traffic::{self, RouteReason, TrafficPolicy};
+use crate::routing::window::WindowStats;
 use crate::tensor::DataType;
 
 /// A tensor of the served signature; `dims` excludes the batch dimension when the model batches.
@@ -53,6 +55,8 @@ pub struct ModelVersion {
     pub signature: Signature,
     pub batcher: Batcher,
     pub stats: Arc<VersionStats>,
+    /// Counters a rollout reads over a step's window.
+    pub window: Arc<WindowStats>,
     pub load_time: Duration,
     /// Size and modification time of the model file when loaded: a change means reload.
     pub file_fingerprint: Option<(u64, std::time::SystemTime)>,
@@ -84,6 +88,11 @@ pub struct ModelEntry {
     pub error: Option<String>,
     /// Why the last load or reload failed while other versions kept serving.
     pub last_failure: Option<String>,
+    /// How requests that name no version are split; `None`: the highest ready version serves.
+    pub traffic: Option<Arc<TrafficPolicy>>,
+    /// The `[traffic]` of `config.toml` last applied: a reload applies the file's policy again
+    /// only when it changed, so a policy set through the admin API survives reloads.
+    pub file_traffic: Option<TrafficPolicy>,
 }
 
 impl ModelEntry {
@@ -93,6 +102,46 @@ impl ModelEntry {
             VersionState::Ready(v) => Some(v),
             _ => None,
         })
+    }
+
+    /// A ready version by number.
+    pub fn ready(&self, version: u64) -> Option<&Arc<ModelVersion>> {
+        match self.versions.get(&version) {
+            Some(VersionState::Ready(mv)) => Some(mv),
+            _ => None,
+        }
+    }
+
+    /// Ready version numbers, ascending.
+    pub fn ready_versions(&self) -> Vec<u64> {
+        self.versions
+            .iter()
+            .filter(|(_, s)| matches!(s, VersionState::Ready(_)))
+            .map(|(v, _)| *v)
+            .collect()
+    }
+
+    /// The version for a request that names none, by the traffic policy: sticky when a routing
+    /// key is given, weighted random otherwise. Weighted versions that are not ready are
+    /// skipped, so their share goes to the other weighted versions in proportion; with none of
+    /// them ready, the highest ready version serves. Requests never fail for a policy.
+    pub fn route(&self, key: Option<&[u8]>) -> Option<(&Arc<ModelVersion>, RouteReason)> {
+        if let Some(policy) = self.traffic.as_deref().filter(|p| !p.weights.is_empty()) {
+            let candidates = policy
+                .weights
+                .iter()
+                .filter(|(v, w)| **w > 0 && self.ready(**v).is_some())
+                .map(|(v, w)| (*v, *w));
+            if let Some(mv) = traffic::pick(candidates, key).and_then(|v| self.ready(v)) {
+                let reason = if key.is_some() {
+                    RouteReason::Sticky
+                } else {
+                    RouteReason::Weighted
+                };
+                return Some((mv, reason));
+            }
+        }
+        self.default_version().map(|mv| (mv, RouteReason::Default))
     }
 
     /// It serves: some version is ready. A version loading or failing beside a ready one does

@@ -9,6 +9,8 @@ use std::time::{Duration, Instant};
 use crate::batching::BatchError;
 use crate::metrics::{Metrics, Protocol};
 use crate::registry::{ModelEntry, ModelVersion, Registry, VersionState};
+use shadow::ShadowGate;
+use traffic::RouteReason;
 use crate::tensor::{DataType, Tensor};
 
 /// A tensor with its name, as it travels between transports and the core.
@@ -29,6 +31,9 @@ pub struct InferRequest {
     pub outputs: Vec<String>,
     pub timeout: Option<Duration>,
     pub protocol: Protocol,
+    /// Sticky routing key (`x-route-key`): the same key lands on the same version while the
+    /// weights stay the same.
+    pub route_key: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -108,6 +113,14 @@ pub struct Router {
     strict_readiness: bool,
     /// Set on shutdown: readiness turns false while requests are still served.
     draining: AtomicBool,
+    shadow: ShadowGate,
+}
+
+/// Where one request goes: the serving version, why, and the version to mirror it to.
+struct Route {
+    version: Arc<ModelVersion>,
+    reason: RouteReason,
+    shadow: Option<Arc<ModelVersion>>,
 }
 
 impl Router {
@@ -117,6 +130,7 @@ impl Router {
             metrics,
             strict_readiness,
             draining: AtomicBool::new(false),
+            shadow: ShadowGate::default(),
         }
     }
 
@@ -201,6 +215,48 @@ impl Router {
         }
     }
 
+    /// The version a request goes to: the one it names (pinned), else the traffic policy's
+    /// choice (sticky with a key, weighted otherwise), else the highest ready version; and, for
+    /// requests the policy routed, the shadow version to mirror to (when sampled and ready).
+    fn route(
+        &self,
+        model: &str,
+        version: Option<&str>,
+        key: Option<&str>,
+    ) -> Result<Route, InferError> {
+        if version.is_some_and(|v| !v.is_empty()) {
+            return Ok(Route {
+                version: self.version(model, version)?,
+                reason: RouteReason::Pinned,
+                shadow: None,
+            });
+        }
+        let table = self.registry.snapshot();
+        let entry = table
+            .models
+            .get(model)
+            .ok_or_else(|| InferError::ModelNotFound(model.to_owned()))?;
+        let (mv, reason) = entry
+            .route(key.map(str::as_bytes))
+            .ok_or_else(|| InferError::NotReady {
+                model: model.to_owned(),
+                reason: entry
+                    .reason()
+                    .unwrap_or_else(|| "no version is loaded".into()),
+            })?;
+        let shadow = entry
+            .traffic
+            .as_ref()
+            .and_then(|p| p.shadow.as_ref())
+            .filter(|s| s.version != mv.version && traffic::sample(s.percent))
+            .and_then(|s| entry.ready(s.version).cloned());
+        Ok(Route {
+            version: mv.clone(),
+            reason,
+            shadow,
+        })
+    }
+
     /// Readiness of a model (default version) or of one version. Unknown names are errors.
     pub fn model_ready(&self, model: &str, version: Option<&str>) -> Result<bool, InferError> {
         match self.version(model, version) {
@@ -278,8 +334,13 @@ impl Router {
     pub async fn infer(&self, request: InferRequest) -> Result<InferResponse, InferError> {
         let start = Instant::now();
         let protocol = request.protocol;
-        let mv = match self.version(&request.model, request.version.as_deref()) {
-            Ok(mv) => mv,
+        let route = self.route(
+            &request.model,
+            request.version.as_deref(),
+            request.route_key.as_deref(),
+        );
+        let route = match route {
+            Ok(route) => route,
             Err(e) => {
                 // Unknown names stay out of the labels: clients must not create time series.
                 let model = if matches!(e, InferError::ModelNotFound(_)) {
@@ -294,15 +355,41 @@ impl Router {
                 return Err(e);
             }
         };
+        let mv = route.version;
+        self.metrics
+            .traffic
+            .routed
+            .with_label_values(&[
+                mv.name.as_str(),
+                mv.version_label.as_str(),
+                route.reason.as_str(),
+            ])
+            .inc();
+        let mirror = route.shadow.and_then(|shadow| {
+            let deadline = request
+                .timeout
+                .or(shadow.config.queue.default_timeout)
+                .map(|t| start + t);
+            self.shadow
+                .mirror(shadow, request.inputs.clone(), deadline, self.metrics.clone())
+        });
         let result = self.infer_on(&mv, request, start).await;
         let elapsed = start.elapsed();
         let outcome = match &result {
-            Ok(_) => {
+            Ok(response) => {
                 mv.stats.success.record(elapsed);
+                mv.window.record(true, elapsed);
+                if let Some(tx) = mirror {
+                    let _ = tx.send(response.outputs.clone());
+                }
                 "success"
             }
             Err(e) => {
                 mv.stats.fail.record(elapsed);
+                // A client that went away says nothing about the version.
+                if !matches!(e, InferError::Cancelled) {
+                    mv.window.record(false, elapsed);
+                }
                 e.kind()
             }
         };
@@ -380,3 +467,6 @@ fn ready_versions(entry: &ModelEntry) -> impl Iterator<Item = Arc<ModelVersion>>
 }
 
 mod validate;
+pub mod shadow;
+pub mod traffic;
+pub mod window;

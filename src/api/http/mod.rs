@@ -21,6 +21,8 @@ use crate::registry::{ModelVersion, TensorSpec};
 use crate::routing::{Router, VersionStatistics};
 
 pub const HEADER_CONTENT_LENGTH: &str = "inference-header-content-length";
+/// Sticky routing key: requests with the same key land on the same version.
+pub const ROUTE_KEY: &str = "x-route-key";
 
 #[derive(Clone)]
 struct AppState {
@@ -316,7 +318,17 @@ async fn infer(
                 })?,
         ),
     };
-    let decoded = codec::decode(model, version, body, header_len)?;
+    let mut decoded = codec::decode(model, version, body, header_len)?;
+    decoded.request.route_key = match headers.get(ROUTE_KEY) {
+        None => None,
+        Some(v) => Some(
+            v.to_str()
+                .map_err(|_| {
+                    ApiError::BadRequest(format!("{ROUTE_KEY} must be visible ASCII, got {v:?}"))
+                })?
+                .to_owned(),
+        ),
+    };
     let response = router.infer(decoded.request).await?;
     let (body, json_len) =
         codec::encode(&response, &decoded.output_binary, decoded.binary_default)?;
