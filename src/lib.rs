@@ -3,10 +3,13 @@
 //! Map of the crate (data path first, then the control path):
 //! - [`api`]: transports. `api::http` (axum, JSON + binary tensors), `api::grpc` (tonic,
 //!   `inference.GRPCInferenceService`), `api::error` (the one error → status/code table).
-//! - [`routing`]: per-request logic shared by both transports: resolve, validate, submit.
+//! - [`routing`]: per-request logic shared by both transports: resolve, validate, submit;
+//!   `routing::traffic` picks a version by policy (weights, sticky key), `routing::shadow`
+//!   mirrors, `routing::window` counts per version for rollouts.
 //! - [`batching`]: per-version queue, batch assembly, hand-off to free instances.
 //! - [`backend`]: the `Backend` trait, the tract engine, instance threads.
 //! - [`registry`]: the atomically swapped model table, the repository scan and the loader.
+//! - [`rollout`]: the traffic control plane: policies, promotion, progressive rollouts.
 //! - [`tensor`]: datatype, shape and bytes; concatenation and split along the batch dimension.
 //! - [`config`], [`metrics`], [`server`]: configuration, Prometheus metrics, wiring and shutdown.
 //! - [`loadgen`]: `ferroserve bench`, the load generator (closed/open loop, HTTP and gRPC).
@@ -18,6 +21,7 @@ pub mod config;
 pub mod loadgen;
 pub mod metrics;
 pub mod registry;
+pub mod rollout;
 pub mod routing;
 pub mod server;
 pub mod tensor;

@@ -78,7 +78,8 @@ pub async fn run(
         config.model_control_mode,
         config.shutdown.timeout(),
     ));
-    let admin = Arc::new(Admin::new(manager.clone(), &config));
+    let traffic = crate::rollout::TrafficControl::new(registry.clone(), metrics.clone());
+    let admin = Arc::new(Admin::new(manager.clone(), traffic, &config));
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let stopped = move || {

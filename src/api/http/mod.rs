@@ -2,6 +2,7 @@
 //! configuration and statistics routes. Handlers translate and call `Router`; nothing more.
 
 mod codec;
+mod traffic;
 
 use std::sync::Arc;
 
@@ -10,7 +11,7 @@ use axum::extract::rejection::BytesRejection;
 use axum::extract::{DefaultBodyLimit, Path, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{get, post, put};
 use axum::{Json, Router as AxumRouter};
 use serde_json::{json, Value};
 
@@ -61,6 +62,24 @@ pub fn app(router: Arc<Router>, admin: Arc<Admin>, max_request_bytes: usize) -> 
         .route(
             "/v2/models/{model}/versions/{version}/infer",
             post(version_infer),
+        )
+        .route(
+            "/v2/models/{model}/traffic",
+            get(traffic::get_traffic).merge(put(traffic::put_traffic)),
+        )
+        .route(
+            "/v2/models/{model}/traffic/promote",
+            post(traffic::promote),
+        )
+        .route(
+            "/v2/models/{model}/rollout",
+            get(traffic::get_rollout)
+                .merge(post(traffic::start_rollout))
+                .merge(axum::routing::delete(traffic::abort_rollout)),
+        )
+        .route(
+            "/v2/models/{model}/rollout/abort",
+            post(traffic::abort_rollout),
         )
         .route("/v2/repository/index", post(repository_index))
         .route("/v2/repository/models/{model}/load", post(repository_load))

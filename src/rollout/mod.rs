@@ -1,0 +1,490 @@
+//! The traffic control plane: read and replace a model's traffic policy, promote a version, and
+//! run progressive rollouts. A rollout is a task per model that moves the candidate through its
+//! steps, judges each step's window (`judge`), and promotes the candidate or rolls it back.
+//!
+//! Every change to a policy is one `Registry::publish` (one atomic swap of the snapshot that
+//! requests read without a lock). Changes are serialised by one mutex on the control path, held
+//! for a check and a publish, never across an await: a rollout step, an abort and an admin PUT
+//! cannot interleave.
+
+pub mod judge;
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use crate::metrics::Metrics;
+use crate::registry::Registry;
+use crate::routing::traffic::TrafficPolicy;
+use crate::routing::window::{WindowSnapshot, WindowStats};
+use judge::{judge, RolloutRequest, RolloutSpec, Verdict};
+
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+pub enum TrafficError {
+    #[error("unknown model {0:?}")]
+    ModelNotFound(String),
+    #[error("{0}")]
+    Invalid(String),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("model {0:?} has had no rollout")]
+    NoRollout(String),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RolloutState {
+    Running,
+    Promoted,
+    RolledBack,
+    Aborted,
+}
+
+impl RolloutState {
+    pub const ALL: [RolloutState; 4] = [
+        RolloutState::Running,
+        RolloutState::Promoted,
+        RolloutState::RolledBack,
+        RolloutState::Aborted,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RolloutState::Running => "running",
+            RolloutState::Promoted => "promoted",
+            RolloutState::RolledBack => "rolled_back",
+            RolloutState::Aborted => "aborted",
+        }
+    }
+}
+
+/// One version's counts over the current step's window.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WindowSummary {
+    pub requests: u64,
+    pub errors: u64,
+    pub error_rate: f64,
+    pub p99: Option<Duration>,
+}
+
+impl From<&WindowSnapshot> for WindowSummary {
+    fn from(w: &WindowSnapshot) -> Self {
+        WindowSummary {
+            requests: w.requests(),
+            errors: w.errors,
+            error_rate: w.error_rate(),
+            p99: w.quantile(0.99),
+        }
+    }
+}
+
+/// What `GET .../rollout` reports.
+#[derive(Debug, Clone)]
+pub struct RolloutStatus {
+    pub spec: RolloutSpec,
+    pub stable: u64,
+    pub state: RolloutState,
+    /// 1-based index into `spec.steps`.
+    pub step: usize,
+    pub percent: u32,
+    /// Why it ended (rolled back, aborted, promoted), or why a running step is extended.
+    pub reason: Option<String>,
+    pub candidate_window: Option<WindowSummary>,
+    pub stable_window: Option<WindowSummary>,
+}
+
+struct Record {
+    /// Tells a task whether the record is still its own (a new rollout replaces it).
+    id: u64,
+    status: RolloutStatus,
+}
+
+pub struct TrafficControl {
+    registry: Arc<Registry>,
+    metrics: Arc<Metrics>,
+    rollouts: Mutex<HashMap<String, Record>>,
+    next_id: std::sync::atomic::AtomicU64,
+}
+
+impl TrafficControl {
+    pub fn new(registry: Arc<Registry>, metrics: Arc<Metrics>) -> Arc<TrafficControl> {
+        Arc::new(TrafficControl {
+            registry,
+            metrics,
+            rollouts: Mutex::new(HashMap::new()),
+            next_id: std::sync::atomic::AtomicU64::new(1),
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, HashMap<String, Record>> {
+        // Held only for checks and a publish; a poisoned map of statuses is still usable.
+        self.rollouts.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The model's policy (`None`: the highest ready version serves) and its latest rollout.
+    pub fn policy(
+        &self,
+        model: &str,
+    ) -> Result<(Option<Arc<TrafficPolicy>>, Option<RolloutStatus>), TrafficError> {
+        let table = self.registry.snapshot();
+        let entry = table
+            .models
+            .get(model)
+            .ok_or_else(|| TrafficError::ModelNotFound(model.to_owned()))?;
+        let rollout = self.lock().get(model).map(|r| r.status.clone());
+        Ok((entry.traffic.clone(), rollout))
+    }
+
+    /// Replaces the policy atomically. Versions must be loaded; empty weights and no shadow
+    /// clear the policy. Refused while a rollout runs (it owns the weights).
+    pub fn set_policy(
+        &self,
+        model: &str,
+        weights: &[(String, i64)],
+        shadow: Option<(String, f64)>,
+    ) -> Result<Option<Arc<TrafficPolicy>>, TrafficError> {
+        let rollouts = self.lock();
+        refuse_while_running(&rollouts, model)?;
+        let loaded = self.loaded(model)?;
+        let policy =
+            TrafficPolicy::validate(weights, shadow, Some(&loaded)).map_err(TrafficError::Invalid)?;
+        let policy = (!policy.weights.is_empty() || policy.shadow.is_some()).then_some(policy);
+        self.publish(model, |_| policy.clone());
+        drop(rollouts);
+        Ok(self.policy(model)?.0)
+    }
+
+    /// All traffic to `version` in one publish (blue/green switch); the shadow is kept.
+    pub fn promote(
+        &self,
+        model: &str,
+        version: &str,
+    ) -> Result<Option<Arc<TrafficPolicy>>, TrafficError> {
+        let rollouts = self.lock();
+        refuse_while_running(&rollouts, model)?;
+        let loaded = self.loaded(model)?;
+        let v = version
+            .trim()
+            .parse::<u64>()
+            .ok()
+            .filter(|v| loaded.contains(v))
+            .ok_or_else(|| {
+                TrafficError::Invalid(format!(
+                    "version {version:?} is not loaded (loaded: {loaded:?})"
+                ))
+            })?;
+        self.publish(model, |p| {
+            Some(p.cloned().unwrap_or(TrafficPolicy {
+                weights: BTreeMap::new(),
+                shadow: None,
+            }))
+            .map(|p| p.all_to(v))
+        });
+        drop(rollouts);
+        Ok(self.policy(model)?.0)
+    }
+
+    /// Starts a rollout of `request.candidate` against the stable version: the given one, else
+    /// the weighted version with the largest weight, else the highest ready version.
+    pub fn start_rollout(
+        self: &Arc<Self>,
+        model: &str,
+        request: &RolloutRequest,
+    ) -> Result<RolloutStatus, TrafficError> {
+        let spec = request.validate().map_err(TrafficError::Invalid)?;
+        let mut rollouts = self.lock();
+        refuse_while_running(&rollouts, model)?;
+        let loaded = self.loaded(model)?;
+        let not_loaded = |what: &str, v: u64| {
+            TrafficError::Invalid(format!(
+                "{what} version {v} is not loaded (loaded: {loaded:?})"
+            ))
+        };
+        if !loaded.contains(&spec.candidate) {
+            return Err(not_loaded("candidate", spec.candidate));
+        }
+        let stable = match spec.stable {
+            Some(s) if loaded.contains(&s) => s,
+            Some(s) => return Err(not_loaded("stable", s)),
+            None => self.pick_stable(model, spec.candidate, &loaded).ok_or_else(|| {
+                TrafficError::Invalid(format!(
+                    "no stable version to compare version {} with: load another version",
+                    spec.candidate
+                ))
+            })?,
+        };
+        let id = self
+            .next_id
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let status = RolloutStatus {
+            spec: RolloutSpec {
+                stable: Some(stable),
+                ..spec.clone()
+            },
+            stable,
+            state: RolloutState::Running,
+            step: 1,
+            percent: spec.steps[0],
+            reason: None,
+            candidate_window: None,
+            stable_window: None,
+        };
+        rollouts.insert(
+            model.to_owned(),
+            Record {
+                id,
+                status: status.clone(),
+            },
+        );
+        self.publish_split(model, stable, spec.candidate, spec.steps[0]);
+        self.set_state_metrics(model, RolloutState::Running, spec.steps[0]);
+        drop(rollouts);
+        tracing::info!(model, candidate = spec.candidate, stable, steps = ?spec.steps, "rollout started");
+        tokio::spawn(run(self.clone(), model.to_owned(), id, status.spec.clone(), stable));
+        Ok(status)
+    }
+
+    pub fn rollout(&self, model: &str) -> Result<RolloutStatus, TrafficError> {
+        self.lock()
+            .get(model)
+            .map(|r| r.status.clone())
+            .ok_or_else(|| TrafficError::NoRollout(model.to_owned()))
+    }
+
+    /// Stops a running rollout and sends all traffic back to the stable version.
+    pub fn abort_rollout(&self, model: &str) -> Result<RolloutStatus, TrafficError> {
+        let id = match self.lock().get(model) {
+            None => return Err(TrafficError::NoRollout(model.to_owned())),
+            Some(r) if r.status.state != RolloutState::Running => {
+                return Err(TrafficError::Conflict(format!(
+                    "the rollout of model {model:?} is not running (it {})",
+                    r.status.state.as_str().replace('_', " ")
+                )))
+            }
+            Some(r) => r.id,
+        };
+        self.finish(model, id, RolloutState::Aborted, "aborted by request".into());
+        self.rollout(model)
+    }
+
+    /// Ready versions of the model, or NOT_FOUND.
+    fn loaded(&self, model: &str) -> Result<Vec<u64>, TrafficError> {
+        self.registry
+            .snapshot()
+            .models
+            .get(model)
+            .map(|e| e.ready_versions())
+            .ok_or_else(|| TrafficError::ModelNotFound(model.to_owned()))
+    }
+
+    fn pick_stable(&self, model: &str, candidate: u64, loaded: &[u64]) -> Option<u64> {
+        let table = self.registry.snapshot();
+        let entry = table.models.get(model)?;
+        let weighted = entry.traffic.as_ref().and_then(|p| {
+            p.weights
+                .iter()
+                .filter(|(v, w)| **v != candidate && **w > 0 && loaded.contains(v))
+                .max_by_key(|(v, w)| (**w, **v))
+                .map(|(v, _)| *v)
+        });
+        weighted.or_else(|| loaded.iter().rev().find(|&&v| v != candidate).copied())
+    }
+
+    /// Applies `change` to the model's policy in one atomic publish.
+    fn publish(&self, model: &str, change: impl Fn(Option<&TrafficPolicy>) -> Option<TrafficPolicy>) {
+        self.registry.publish(|table| {
+            if let Some(entry) = table.models.get_mut(model) {
+                entry.traffic = change(entry.traffic.as_deref()).map(Arc::new);
+            }
+        });
+    }
+
+    /// Weights `{stable: 100 - percent, candidate: percent}`, the shadow kept.
+    fn publish_split(&self, model: &str, stable: u64, candidate: u64, percent: u32) {
+        self.publish(model, |p| {
+            Some(TrafficPolicy {
+                weights: BTreeMap::from([(stable, 100 - percent), (candidate, percent)]),
+                shadow: p.and_then(|p| p.shadow.clone()),
+            })
+        });
+    }
+
+    fn set_state_metrics(&self, model: &str, state: RolloutState, percent: u32) {
+        let t = &self.metrics.traffic;
+        for s in RolloutState::ALL {
+            t.rollout_state
+                .with_label_values(&[model, s.as_str()])
+                .set(i64::from(s == state));
+        }
+        t.rollout_percent
+            .with_label_values(&[model])
+            .set(i64::from(percent));
+    }
+
+    /// Moves a running rollout to step `step` (0-based). False when it is no longer ours.
+    fn advance(&self, model: &str, id: u64, step: usize) -> bool {
+        let mut rollouts = self.lock();
+        let Some(r) = rollouts
+            .get_mut(model)
+            .filter(|r| r.id == id && r.status.state == RolloutState::Running)
+        else {
+            return false;
+        };
+        let percent = r.status.spec.steps[step];
+        r.status.step = step + 1;
+        r.status.percent = percent;
+        r.status.reason = None;
+        let (stable, candidate) = (r.status.stable, r.status.spec.candidate);
+        self.publish_split(model, stable, candidate, percent);
+        self.set_state_metrics(model, RolloutState::Running, percent);
+        tracing::info!(model, candidate, step = step + 1, percent, "rollout step");
+        true
+    }
+
+    /// Records a step's window so far. False when the rollout is no longer ours.
+    fn report(
+        &self,
+        model: &str,
+        id: u64,
+        candidate: &WindowSnapshot,
+        stable: &WindowSnapshot,
+        note: Option<String>,
+    ) -> bool {
+        let mut rollouts = self.lock();
+        let Some(r) = rollouts
+            .get_mut(model)
+            .filter(|r| r.id == id && r.status.state == RolloutState::Running)
+        else {
+            return false;
+        };
+        r.status.candidate_window = Some(candidate.into());
+        r.status.stable_window = Some(stable.into());
+        r.status.reason = note;
+        true
+    }
+
+    /// Ends a running rollout: promoted sends all traffic to the candidate; rolled back and
+    /// aborted send it all to the stable version (the candidate stays listed at weight 0).
+    fn finish(&self, model: &str, id: u64, state: RolloutState, reason: String) {
+        let mut rollouts = self.lock();
+        let Some(r) = rollouts
+            .get_mut(model)
+            .filter(|r| r.id == id && r.status.state == RolloutState::Running)
+        else {
+            return;
+        };
+        r.status.state = state;
+        r.status.reason = Some(reason.clone());
+        let (stable, candidate) = (r.status.stable, r.status.spec.candidate);
+        let percent = if state == RolloutState::Promoted {
+            self.publish_split(model, stable, candidate, 100);
+            100
+        } else {
+            self.publish_split(model, stable, candidate, 0);
+            0
+        };
+        r.status.percent = percent;
+        self.set_state_metrics(model, state, percent);
+        tracing::info!(model, candidate, stable, state = state.as_str(), %reason, "rollout ended");
+    }
+
+    /// The window counters of the two versions as loaded now.
+    fn windows(
+        &self,
+        model: &str,
+        candidate: u64,
+        stable: u64,
+    ) -> Result<(Arc<WindowStats>, Arc<WindowStats>), String> {
+        let table = self.registry.snapshot();
+        let entry = table
+            .models
+            .get(model)
+            .ok_or_else(|| format!("model {model:?} was unloaded"))?;
+        let get = |what: &str, v: u64| {
+            entry
+                .ready(v)
+                .map(|mv| mv.window.clone())
+                .ok_or_else(|| format!("{what} version {v} is no longer loaded"))
+        };
+        Ok((get("candidate", candidate)?, get("stable", stable)?))
+    }
+}
+
+fn refuse_while_running(
+    rollouts: &HashMap<String, Record>,
+    model: &str,
+) -> Result<(), TrafficError> {
+    match rollouts.get(model) {
+        Some(r) if r.status.state == RolloutState::Running => Err(TrafficError::Conflict(format!(
+            "a rollout of version {} of model {model:?} is running: abort it first",
+            r.status.spec.candidate
+        ))),
+        _ => Ok(()),
+    }
+}
+
+/// One rollout, start to end. Each step: publish the split, then look at the step's window
+/// every tick; a breach ends it at once (once the candidate has `min_requests` in the window),
+/// a pass at the end of the step moves on, too few requests extend the step.
+async fn run(control: Arc<TrafficControl>, model: String, id: u64, spec: RolloutSpec, stable: u64) {
+    let tick = (spec.step_duration / 10).clamp(Duration::from_millis(10), Duration::from_millis(500));
+    let candidate = spec.candidate;
+    // The stable's latest window with enough requests: at 100 % it serves none of its own.
+    let mut baseline: Option<WindowSnapshot> = None;
+    let mut step = 0;
+    'steps: while step < spec.steps.len() {
+        if !control.advance(&model, id, step) {
+            return;
+        }
+        let percent = spec.steps[step];
+        let (cw, sw) = match control.windows(&model, candidate, stable) {
+            Ok(w) => w,
+            Err(why) => return control.finish(&model, id, RolloutState::Aborted, why),
+        };
+        let (c0, s0) = (cw.snapshot(), sw.snapshot());
+        let started = Instant::now();
+        loop {
+            tokio::time::sleep(tick).await;
+            match control.windows(&model, candidate, stable) {
+                Err(why) => return control.finish(&model, id, RolloutState::Aborted, why),
+                // A version reloaded under the same number: its counters started over, and so
+                // does the step.
+                Ok((c, s)) if !Arc::ptr_eq(&c, &cw) || !Arc::ptr_eq(&s, &sw) => continue 'steps,
+                Ok(_) => {}
+            }
+            let (cwin, swin) = (cw.snapshot().since(&c0), sw.snapshot().since(&s0));
+            let base = if swin.requests() >= spec.min_requests {
+                &swin
+            } else {
+                baseline.as_ref().unwrap_or(&swin)
+            };
+            let verdict = judge(&spec, &cwin, base);
+            let due = started.elapsed() >= spec.step_duration;
+            let note = match &verdict {
+                Verdict::Wait(why) if due => Some(format!("step {} extended: {why}", step + 1)),
+                _ => None,
+            };
+            if !control.report(&model, id, &cwin, &swin, note) {
+                return;
+            }
+            match verdict {
+                Verdict::Breach(why) => {
+                    let reason = format!("step {} ({percent}%): {why}", step + 1);
+                    return control.finish(&model, id, RolloutState::RolledBack, reason);
+                }
+                Verdict::Pass if due => {
+                    if swin.requests() >= spec.min_requests {
+                        baseline = Some(swin);
+                    }
+                    step += 1;
+                    continue 'steps;
+                }
+                _ => {}
+            }
+        }
+    }
+    let reason = format!(
+        "all {} steps passed; version {candidate} serves 100%",
+        spec.steps.len()
+    );
+    control.finish(&model, id, RolloutState::Promoted, reason);
+}
