@@ -367,7 +367,9 @@ impl RawTraffic {
                     StrOrNum::Int(i) => i as f64,
                     StrOrNum::Float(f) => f,
                     StrOrNum::Str(t) => {
-                        return Err(format!("traffic.shadow.percent must be a number, got {t:?}"))
+                        return Err(format!(
+                            "traffic.shadow.percent must be a number, got {t:?}"
+                        ))
                     }
                 };
                 Some((s.version.text(), percent))
@@ -893,13 +895,22 @@ mod tests {
         )
         .unwrap();
         let t = cfg.traffic.clone().unwrap();
-        assert_eq!(t.weights, std::collections::BTreeMap::from([(1, 90), (2, 10)]));
-        assert_eq!(t.shadow.as_ref().map(|s| (s.version, s.percent)), Some((3, 5.0)));
+        assert_eq!(
+            t.weights,
+            std::collections::BTreeMap::from([(1, 90), (2, 10)])
+        );
+        assert_eq!(
+            t.shadow.as_ref().map(|s| (s.version, s.percent)),
+            Some((3, 5.0))
+        );
         assert!(cfg.same_versions_as(&ModelConfig::parse("", "m").unwrap()));
         for (text, want) in [
             ("[traffic]\nweights = { \"1\" = -5 }", "weight -5"),
             ("[traffic]\nweights = { \"1\" = 0 }", "all weights are zero"),
-            ("[traffic]\nweights = { \"a\" = 1 }", "not a positive integer"),
+            (
+                "[traffic]\nweights = { \"a\" = 1 }",
+                "not a positive integer",
+            ),
             (
                 "[traffic]\nshadow = { version = \"2\", percent = 150 }",
                 "outside 0..=100",

@@ -114,6 +114,7 @@ pub async fn run(
                 admin.clone(),
                 config.max_request_bytes,
             ))
+            .add_service(api::admin_grpc::service(admin.clone()))
             .serve_with_incoming_shutdown(grpc_incoming, stopped()),
     );
 

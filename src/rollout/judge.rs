@@ -86,7 +86,9 @@ impl RolloutRequest {
         }
         let max_p99_ratio = self.max_p99_ratio.unwrap_or(DEFAULT_MAX_P99_RATIO);
         if !(max_p99_ratio.is_finite() && max_p99_ratio >= 1.0) {
-            return Err(format!("max_p99_ratio must be at least 1, got {max_p99_ratio}"));
+            return Err(format!(
+                "max_p99_ratio must be at least 1, got {max_p99_ratio}"
+            ));
         }
         let min_requests = self.min_requests.unwrap_or(DEFAULT_MIN_REQUESTS as i64);
         if !(1..=1_000_000_000).contains(&min_requests) {
@@ -183,13 +185,19 @@ mod tests {
     #[test]
     fn a_healthy_candidate_passes_and_a_quiet_one_waits() {
         let ms = Duration::from_millis(1);
-        assert_eq!(judge(&spec(), &window(50, 0, ms), &window(900, 0, ms)), Verdict::Pass);
+        assert_eq!(
+            judge(&spec(), &window(50, 0, ms), &window(900, 0, ms)),
+            Verdict::Pass
+        );
         let Verdict::Wait(why) = judge(&spec(), &window(5, 0, ms), &window(900, 0, ms)) else {
             panic!("too few requests must not pass");
         };
         assert!(why.contains("5 of 10"), "{why}");
         // The stable's own errors raise the bar.
-        assert_eq!(judge(&spec(), &window(95, 5, ms), &window(950, 50, ms)), Verdict::Pass);
+        assert_eq!(
+            judge(&spec(), &window(95, 5, ms), &window(950, 50, ms)),
+            Verdict::Pass
+        );
     }
 
     #[test]
@@ -199,13 +207,16 @@ mod tests {
             panic!("10% errors against 0% must breach");
         };
         assert!(why.contains("error rate 10.00%"), "{why}");
-        let Verdict::Breach(why) =
-            judge(&spec(), &window(50, 0, ms * 10), &window(900, 0, ms)) else {
+        let Verdict::Breach(why) = judge(&spec(), &window(50, 0, ms * 10), &window(900, 0, ms))
+        else {
             panic!("10x slower must breach a 1.5x limit");
         };
         assert!(why.contains("p99"), "{why}");
         // No stable successes: latency cannot be compared, errors still are.
-        assert_eq!(judge(&spec(), &window(50, 0, ms * 10), &window(0, 0, ms)), Verdict::Pass);
+        assert_eq!(
+            judge(&spec(), &window(50, 0, ms * 10), &window(0, 0, ms)),
+            Verdict::Pass
+        );
     }
 
     #[test]
@@ -222,15 +233,69 @@ mod tests {
             (0.01, Some(1.5), 100)
         );
         for (req, want) in [
-            (RolloutRequest { steps: vec![50, 25], ..base.clone() }, "increase strictly"),
-            (RolloutRequest { steps: vec![0, 25], ..base.clone() }, "outside 1..=100"),
-            (RolloutRequest { steps: vec![], ..base.clone() }, "1 to 100"),
-            (RolloutRequest { candidate: "x".into(), ..base.clone() }, "candidate"),
-            (RolloutRequest { stable: Some("2".into()), ..base.clone() }, "same version"),
-            (RolloutRequest { step_duration_s: 0.0, ..base.clone() }, "step_duration_s"),
-            (RolloutRequest { max_p99_ratio: Some(0.5), ..base.clone() }, "max_p99_ratio"),
-            (RolloutRequest { max_error_rate_increase: Some(2.0), ..base.clone() }, "max_error_rate"),
-            (RolloutRequest { min_requests: Some(0), ..base.clone() }, "min_requests"),
+            (
+                RolloutRequest {
+                    steps: vec![50, 25],
+                    ..base.clone()
+                },
+                "increase strictly",
+            ),
+            (
+                RolloutRequest {
+                    steps: vec![0, 25],
+                    ..base.clone()
+                },
+                "outside 1..=100",
+            ),
+            (
+                RolloutRequest {
+                    steps: vec![],
+                    ..base.clone()
+                },
+                "1 to 100",
+            ),
+            (
+                RolloutRequest {
+                    candidate: "x".into(),
+                    ..base.clone()
+                },
+                "candidate",
+            ),
+            (
+                RolloutRequest {
+                    stable: Some("2".into()),
+                    ..base.clone()
+                },
+                "same version",
+            ),
+            (
+                RolloutRequest {
+                    step_duration_s: 0.0,
+                    ..base.clone()
+                },
+                "step_duration_s",
+            ),
+            (
+                RolloutRequest {
+                    max_p99_ratio: Some(0.5),
+                    ..base.clone()
+                },
+                "max_p99_ratio",
+            ),
+            (
+                RolloutRequest {
+                    max_error_rate_increase: Some(2.0),
+                    ..base.clone()
+                },
+                "max_error_rate",
+            ),
+            (
+                RolloutRequest {
+                    min_requests: Some(0),
+                    ..base.clone()
+                },
+                "min_requests",
+            ),
         ] {
             let err = req.validate().unwrap_err();
             assert!(err.contains(want), "{req:?}: {err}");

@@ -145,8 +145,8 @@ impl TrafficControl {
         let rollouts = self.lock();
         refuse_while_running(&rollouts, model)?;
         let loaded = self.loaded(model)?;
-        let policy =
-            TrafficPolicy::validate(weights, shadow, Some(&loaded)).map_err(TrafficError::Invalid)?;
+        let policy = TrafficPolicy::validate(weights, shadow, Some(&loaded))
+            .map_err(TrafficError::Invalid)?;
         let policy = (!policy.weights.is_empty() || policy.shadow.is_some()).then_some(policy);
         self.publish(model, |_| policy.clone());
         drop(rollouts);
@@ -205,12 +205,14 @@ impl TrafficControl {
         let stable = match spec.stable {
             Some(s) if loaded.contains(&s) => s,
             Some(s) => return Err(not_loaded("stable", s)),
-            None => self.pick_stable(model, spec.candidate, &loaded).ok_or_else(|| {
-                TrafficError::Invalid(format!(
-                    "no stable version to compare version {} with: load another version",
-                    spec.candidate
-                ))
-            })?,
+            None => self
+                .pick_stable(model, spec.candidate, &loaded)
+                .ok_or_else(|| {
+                    TrafficError::Invalid(format!(
+                        "no stable version to compare version {} with: load another version",
+                        spec.candidate
+                    ))
+                })?,
         };
         let id = self
             .next_id
@@ -239,7 +241,13 @@ impl TrafficControl {
         self.set_state_metrics(model, RolloutState::Running, spec.steps[0]);
         drop(rollouts);
         tracing::info!(model, candidate = spec.candidate, stable, steps = ?spec.steps, "rollout started");
-        tokio::spawn(run(self.clone(), model.to_owned(), id, status.spec.clone(), stable));
+        tokio::spawn(run(
+            self.clone(),
+            model.to_owned(),
+            id,
+            status.spec.clone(),
+            stable,
+        ));
         Ok(status)
     }
 
@@ -262,7 +270,12 @@ impl TrafficControl {
             }
             Some(r) => r.id,
         };
-        self.finish(model, id, RolloutState::Aborted, "aborted by request".into());
+        self.finish(
+            model,
+            id,
+            RolloutState::Aborted,
+            "aborted by request".into(),
+        );
         self.rollout(model)
     }
 
@@ -290,7 +303,11 @@ impl TrafficControl {
     }
 
     /// Applies `change` to the model's policy in one atomic publish.
-    fn publish(&self, model: &str, change: impl Fn(Option<&TrafficPolicy>) -> Option<TrafficPolicy>) {
+    fn publish(
+        &self,
+        model: &str,
+        change: impl Fn(Option<&TrafficPolicy>) -> Option<TrafficPolicy>,
+    ) {
         self.registry.publish(|table| {
             if let Some(entry) = table.models.get_mut(model) {
                 entry.traffic = change(entry.traffic.as_deref()).map(Arc::new);
@@ -426,7 +443,8 @@ fn refuse_while_running(
 /// every tick; a breach ends it at once (once the candidate has `min_requests` in the window),
 /// a pass at the end of the step moves on, too few requests extend the step.
 async fn run(control: Arc<TrafficControl>, model: String, id: u64, spec: RolloutSpec, stable: u64) {
-    let tick = (spec.step_duration / 10).clamp(Duration::from_millis(10), Duration::from_millis(500));
+    let tick =
+        (spec.step_duration / 10).clamp(Duration::from_millis(10), Duration::from_millis(500));
     let candidate = spec.candidate;
     // The stable's latest window with enough requests: at 100 % it serves none of its own.
     let mut baseline: Option<WindowSnapshot> = None;

@@ -9,9 +9,9 @@ use std::time::{Duration, Instant};
 use crate::batching::BatchError;
 use crate::metrics::{Metrics, Protocol};
 use crate::registry::{ModelEntry, ModelVersion, Registry, VersionState};
+use crate::tensor::{DataType, Tensor};
 use shadow::ShadowGate;
 use traffic::RouteReason;
-use crate::tensor::{DataType, Tensor};
 
 /// A tensor with its name, as it travels between transports and the core.
 #[derive(Debug, Clone, PartialEq)]
@@ -236,14 +236,15 @@ impl Router {
             .models
             .get(model)
             .ok_or_else(|| InferError::ModelNotFound(model.to_owned()))?;
-        let (mv, reason) = entry
-            .route(key.map(str::as_bytes))
-            .ok_or_else(|| InferError::NotReady {
-                model: model.to_owned(),
-                reason: entry
-                    .reason()
-                    .unwrap_or_else(|| "no version is loaded".into()),
-            })?;
+        let (mv, reason) =
+            entry
+                .route(key.map(str::as_bytes))
+                .ok_or_else(|| InferError::NotReady {
+                    model: model.to_owned(),
+                    reason: entry
+                        .reason()
+                        .unwrap_or_else(|| "no version is loaded".into()),
+                })?;
         let shadow = entry
             .traffic
             .as_ref()
@@ -370,8 +371,12 @@ impl Router {
                 .timeout
                 .or(shadow.config.queue.default_timeout)
                 .map(|t| start + t);
-            self.shadow
-                .mirror(shadow, request.inputs.clone(), deadline, self.metrics.clone())
+            self.shadow.mirror(
+                shadow,
+                request.inputs.clone(),
+                deadline,
+                self.metrics.clone(),
+            )
         });
         let result = self.infer_on(&mv, request, start).await;
         let elapsed = start.elapsed();
@@ -466,7 +471,7 @@ fn ready_versions(entry: &ModelEntry) -> impl Iterator<Item = Arc<ModelVersion>>
     })
 }
 
-mod validate;
 pub mod shadow;
 pub mod traffic;
+mod validate;
 pub mod window;

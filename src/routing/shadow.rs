@@ -74,7 +74,11 @@ impl ShadowGate {
             let outputs = match result {
                 Ok(outputs) => outputs,
                 Err(reason) => {
-                    tracing::debug!(model = labels[0], version = labels[1], "shadow request failed: {reason}");
+                    tracing::debug!(
+                        model = labels[0],
+                        version = labels[1],
+                        "shadow request failed: {reason}"
+                    );
                     count(&metrics, &shadow, "failed");
                     return;
                 }
@@ -97,7 +101,9 @@ impl ShadowGate {
                 let l = [labels[0], labels[1], d.output.as_str()];
                 if d.compared > 0 {
                     t.shadow_compared.with_label_values(&l).inc_by(d.compared);
-                    t.shadow_mismatches.with_label_values(&l).inc_by(d.mismatches);
+                    t.shadow_mismatches
+                        .with_label_values(&l)
+                        .inc_by(d.mismatches);
                 }
                 if let Some(diff) = d.max_abs_diff {
                     t.shadow_max_abs_diff.with_label_values(&l).observe(diff);
@@ -234,12 +240,17 @@ mod tests {
             named("p", vec![2, 3], &[0.1f32, 0.6, 0.3, 0.2, 0.3, 0.5]),
         ];
         let d = compare(&primary, &shadow);
-        assert_eq!((d[0].compared, d[0].mismatches, d[0].max_abs_diff), (4, 2, None));
+        assert_eq!(
+            (d[0].compared, d[0].mismatches, d[0].max_abs_diff),
+            (4, 2, None)
+        );
         assert_eq!((d[1].compared, d[1].mismatches), (2, 1));
         let diff = d[1].max_abs_diff.unwrap();
         assert!((diff - 0.3).abs() < 1e-6, "{diff}");
         let same = compare(&primary, &primary);
-        assert!(same.iter().all(|d| d.mismatches == 0 && d.max_abs_diff.unwrap_or(0.0) == 0.0));
+        assert!(same
+            .iter()
+            .all(|d| d.mismatches == 0 && d.max_abs_diff.unwrap_or(0.0) == 0.0));
     }
 
     #[test]
@@ -249,6 +260,10 @@ mod tests {
             &[named("y", vec![3, 4], &[0f32; 12])],
         );
         assert_eq!((d[0].compared, d[0].mismatches), (3, 3));
-        assert!(compare(&[named("y", vec![1], &[1i32])], &[named("z", vec![1], &[1i32])]).is_empty());
+        assert!(compare(
+            &[named("y", vec![1], &[1i32])],
+            &[named("z", vec![1], &[1i32])]
+        )
+        .is_empty());
     }
 }

@@ -107,7 +107,10 @@ impl TrafficPolicy {
                 if !(0.0..=100.0).contains(&percent) {
                     return Err(format!("shadow: percent {percent} is outside 0..=100"));
                 }
-                Some(Shadow { version: n, percent })
+                Some(Shadow {
+                    version: n,
+                    percent,
+                })
             }
         };
         Ok(TrafficPolicy {
@@ -239,7 +242,10 @@ mod tests {
             .iter()
             .map(|k| pick(policy.iter().copied(), Some(k.as_bytes())).unwrap())
             .collect();
-        assert_eq!(first, again, "the same key always lands on the same version");
+        assert_eq!(
+            first, again,
+            "the same key always lands on the same version"
+        );
         let canary = first.iter().filter(|&&v| v == 2).count() as f64;
         // Binomial(10000, 0.1): sd 30; 5 sd either side.
         assert!((850.0..=1150.0).contains(&canary), "canary keys: {canary}");
@@ -290,7 +296,9 @@ mod tests {
     fn weighted_random_follows_the_weights_and_skips_zero() {
         let mut counts = BTreeMap::new();
         for _ in 0..20_000 {
-            *counts.entry(pick([(1, 90), (2, 10), (3, 0)].into_iter(), None).unwrap()).or_insert(0) += 1;
+            *counts
+                .entry(pick([(1, 90), (2, 10), (3, 0)].into_iter(), None).unwrap())
+                .or_insert(0) += 1;
         }
         assert_eq!(counts.get(&3), None);
         let c2 = f64::from(counts[&2]);
@@ -314,8 +322,16 @@ mod tests {
             (w(&[("1", 0), ("2", 0)]), None, "all weights are zero"),
             (w(&[("x", 1)]), None, "not a positive integer"),
             (w(&[("0", 1)]), None, "not a positive integer"),
-            (w(&[("1", 1)]), Some(("2".to_string(), 101.0)), "outside 0..=100"),
-            (w(&[("1", 1)]), Some(("9".to_string(), 5.0)), "shadow: version 9"),
+            (
+                w(&[("1", 1)]),
+                Some(("2".to_string(), 101.0)),
+                "outside 0..=100",
+            ),
+            (
+                w(&[("1", 1)]),
+                Some(("9".to_string(), 5.0)),
+                "shadow: version 9",
+            ),
         ] {
             let err = TrafficPolicy::validate(&weights, shadow, Some(&loaded)).unwrap_err();
             assert!(err.contains(want), "{err}");

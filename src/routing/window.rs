@@ -147,11 +147,20 @@ mod tests {
         assert_eq!((window.ok, window.errors), (100, 1));
         assert!((window.error_rate() - 1.0 / 101.0).abs() < 1e-12);
         let p50 = window.quantile(0.5).unwrap();
-        assert!(p50 >= Duration::from_micros(200) && p50 <= Duration::from_micros(225), "{p50:?}");
+        assert!(
+            p50 >= Duration::from_micros(200) && p50 <= Duration::from_micros(225),
+            "{p50:?}"
+        );
         let p99 = window.quantile(0.99).unwrap();
-        assert!(p99 >= Duration::from_micros(200) && p99 < Duration::from_millis(1), "{p99:?}");
+        assert!(
+            p99 >= Duration::from_micros(200) && p99 < Duration::from_millis(1),
+            "{p99:?}"
+        );
         let max = window.quantile(1.0).unwrap();
-        assert!(max >= Duration::from_millis(20) && max <= Duration::from_micros(22_600), "{max:?}");
+        assert!(
+            max >= Duration::from_millis(20) && max <= Duration::from_micros(22_600),
+            "{max:?}"
+        );
         assert_eq!(WindowSnapshot::default().quantile(0.99), None);
     }
 
@@ -160,7 +169,10 @@ mod tests {
         for us in [1u64, 2, 3, 7, 9, 100, 1_000, 12_345, 1_000_000, 60_000_000] {
             let b = bucket(Duration::from_micros(us));
             let hi = upper_bound(b).as_micros() as u64;
-            assert!(hi >= us && (hi as f64) <= us as f64 * 1.125 + 1.0, "{us} µs -> {hi}");
+            assert!(
+                hi >= us && (hi as f64) <= us as f64 * 1.125 + 1.0,
+                "{us} µs -> {hi}"
+            );
         }
         assert_eq!(bucket(Duration::from_secs(100_000)), BUCKETS - 1);
         assert_eq!(bucket(Duration::ZERO), 0);

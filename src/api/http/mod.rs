@@ -67,10 +67,7 @@ pub fn app(router: Arc<Router>, admin: Arc<Admin>, max_request_bytes: usize) -> 
             "/v2/models/{model}/traffic",
             get(traffic::get_traffic).merge(put(traffic::put_traffic)),
         )
-        .route(
-            "/v2/models/{model}/traffic/promote",
-            post(traffic::promote),
-        )
+        .route("/v2/models/{model}/traffic/promote", post(traffic::promote))
         .route(
             "/v2/models/{model}/rollout",
             get(traffic::get_rollout)

@@ -172,7 +172,10 @@ fn parse_policy(body: &[u8]) -> Result<(Weights, Option<(String, f64)>), ApiErro
     let shadow = match obj.get("shadow") {
         None | Some(Value::Null) => None,
         Some(Value::Object(s)) => {
-            if let Some(k) = s.keys().find(|k| !matches!(k.as_str(), "version" | "percent")) {
+            if let Some(k) = s
+                .keys()
+                .find(|k| !matches!(k.as_str(), "version" | "percent"))
+            {
                 return Err(bad(format!(
                     "shadow: unknown field {k:?} (expected version, percent)"
                 )));
