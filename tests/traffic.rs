@@ -65,10 +65,7 @@ fn perturbed(mut model: Vec<u8>) -> Vec<u8> {
     let name = b"fc1.weight";
     let at = model
         .windows(name.len())
-        .enumerate()
-        .filter(|(_, w)| *w == name)
-        .map(|(i, _)| i)
-        .last()
+        .rposition(|w| w == name)
         .expect("fc1.weight in the graph");
     for b in &mut model[at + 2_000..at + 40_000] {
         *b ^= 0x01;

@@ -202,10 +202,8 @@ thread_local! {
     /// Per-thread splitmix64 state, seeded once from std's per-process random keys and the
     /// thread's id: no lock, no syscall per request.
     static RNG: Cell<u64> = Cell::new({
-        use std::hash::{BuildHasher, Hash, Hasher};
-        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-        std::thread::current().id().hash(&mut h);
-        h.finish()
+        use std::hash::BuildHasher;
+        std::collections::hash_map::RandomState::new().hash_one(std::thread::current().id())
     });
 }
 
