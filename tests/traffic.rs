@@ -30,6 +30,9 @@ enum V2 {
     Perturbed,
     /// the iris graph: 4 inputs instead of 64, so every mlp request fails on it.
     Failing,
+    /// mlp's signature, ~200 M multiply-adds a row: two orders of magnitude slower than mlp
+    /// (about 10 ms against 0.1 ms). The model's batch size is 1, so warm-up runs one row.
+    Slow,
 }
 
 /// `mlp` versions 1 and 2, both served (`version_policy = "all"`), plus `extra` config lines.
@@ -50,13 +53,89 @@ fn repo(v2: V2, extra: &str) -> tempfile::TempDir {
             )
             .unwrap();
         }
+        V2::Slow => std::fs::write(mlp.join("2/model.onnx"), slow_mlp()).unwrap(),
     }
+    let max_batch = if matches!(v2, V2::Slow) { 1 } else { 64 };
     std::fs::write(
         mlp.join("config.toml"),
-        format!("max_batch_size = 64\nversion_policy = \"all\"\n{extra}"),
+        format!("max_batch_size = {max_batch}\nversion_policy = \"all\"\n{extra}"),
     )
     .unwrap();
     dir
+}
+
+/// An ONNX graph with mlp's signature (`input` FP32 [N,64] -> `output` FP32 [N,10]) that runs
+/// 200 MatMuls of width 1024 in a chain: input -> 1024 -> (1024x1024, shared) x 200 -> 10.
+fn slow_mlp() -> Vec<u8> {
+    use pb::tensor_shape_proto::{dimension::Value as Dim, Dimension};
+    use prost::Message;
+    use tract_onnx::pb;
+    const WIDTH: i64 = 1024;
+    const LAYERS: usize = 200;
+    let value_info = |name: &str, last: i64| pb::ValueInfoProto {
+        name: name.into(),
+        r#type: Some(pb::TypeProto {
+            value: Some(pb::type_proto::Value::TensorType(pb::type_proto::Tensor {
+                elem_type: 1, // FLOAT
+                shape: Some(pb::TensorShapeProto {
+                    dim: [Dim::DimParam("N".into()), Dim::DimValue(last)]
+                        .into_iter()
+                        .map(|v| Dimension {
+                            value: Some(v),
+                            ..Default::default()
+                        })
+                        .collect(),
+                }),
+            })),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    // Varied, bounded weights (rows sum to about 0.5): activations stay finite.
+    let weight = |name: &str, rows: i64, cols: i64| pb::TensorProto {
+        name: name.into(),
+        dims: vec![rows, cols],
+        data_type: 1,
+        raw_data: (0..rows * cols)
+            .flat_map(|i| {
+                (((i * 31 + i / cols * 17) % 13) as f32 / (6.0 * 13.0 * rows as f32) * 6.0)
+                    .to_le_bytes()
+            })
+            .collect(),
+        ..Default::default()
+    };
+    let matmul = |a: &str, b: &str, out: &str| pb::NodeProto {
+        input: vec![a.into(), b.into()],
+        output: vec![out.into()],
+        op_type: "MatMul".into(),
+        ..Default::default()
+    };
+    let mut node = vec![matmul("input", "w_in", "h0")];
+    for i in 1..=LAYERS {
+        node.push(matmul(&format!("h{}", i - 1), "w", &format!("h{i}")));
+    }
+    node.push(matmul(&format!("h{LAYERS}"), "w_out", "output"));
+    let model = pb::ModelProto {
+        ir_version: 8,
+        opset_import: vec![pb::OperatorSetIdProto {
+            domain: String::new(),
+            version: 15,
+        }],
+        graph: Some(pb::GraphProto {
+            name: "slow".into(),
+            node,
+            initializer: vec![
+                weight("w_in", 64, WIDTH),
+                weight("w", WIDTH, WIDTH),
+                weight("w_out", WIDTH, 10),
+            ],
+            input: vec![value_info("input", 64)],
+            output: vec![value_info("output", 10)],
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    model.encode_to_vec()
 }
 
 /// Flips one low exponent bit in the bytes of `fc1.weight`'s data (64 KiB of floats in the
@@ -659,6 +738,59 @@ async fn a_failing_candidate_is_rolled_back_within_one_step() {
         text.contains(r#"ferroserve_rollout_state{model="mlp",state="rolled_back"} 1"#),
         "{text}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_much_slower_candidate_is_rolled_back_within_one_step() {
+    let dir = repo(V2::Slow, "[traffic]\nweights = { \"1\" = 100 }\n");
+    let server = Arc::new(start(dir.path(), ModelControlMode::None).await);
+    let c = reqwest::Client::new();
+    assert_eq!(
+        infer(&c, &server, Some("2"), None).await.unwrap().0,
+        "2",
+        "the slow graph serves"
+    );
+    let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let clients = load(&server, &done);
+    let (status, started) = send(
+        &server,
+        reqwest::Method::POST,
+        "/v2/models/mlp/rollout",
+        Some(
+            json!({"candidate": "2", "steps": [10, 50, 100], "step_duration_s": 2,
+                    "max_p99_ratio": 1.5, "min_requests": 10}),
+        ),
+        Some(TOKEN),
+    )
+    .await;
+    assert_eq!(status, 200, "{started}");
+    let end = rollout_until_done(&server).await;
+    done.store(true, std::sync::atomic::Ordering::Relaxed);
+    let mut responses = Vec::new();
+    for c in clients {
+        responses.extend(c.await.unwrap());
+    }
+    assert!(responses.iter().all(|(_, ok)| *ok), "slow, not failing");
+    assert_eq!(end["state"], "rolled_back", "{end}");
+    assert_eq!(end["step"], 1, "caught at the first step: {end}");
+    assert!(
+        end["reason"].as_str().unwrap().contains("p99 latency"),
+        "{end}"
+    );
+    let w = &end["window"];
+    assert!(
+        w["candidate"]["p99_ms"].as_f64().unwrap() > 1.5 * w["stable"]["p99_ms"].as_f64().unwrap(),
+        "{end}"
+    );
+    let (_, policy) = send(
+        &server,
+        reqwest::Method::GET,
+        "/v2/models/mlp/traffic",
+        None,
+        None,
+    )
+    .await;
+    assert_eq!(policy["weights"], json!({"1": 100, "2": 0}));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
