@@ -634,6 +634,55 @@ async fn an_unloaded_weighted_version_hands_its_share_to_the_others() {
     assert_eq!(policy["weights"], json!({"1": 50, "2": 50}));
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_changed_traffic_section_applies_without_reloading_versions() {
+    let dir = repo(V2::Perturbed, "");
+    let server = start(dir.path(), ModelControlMode::Poll).await;
+    let c = reqwest::Client::new();
+    for _ in 0..5 {
+        infer(&c, &server, Some("1"), None).await.unwrap();
+    }
+    let config = dir.path().join("mlp/config.toml");
+    let text = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(
+        &config,
+        format!("{text}[traffic]\nweights = {{ \"1\" = 0, \"2\" = 100 }}\n"),
+    )
+    .unwrap();
+    let t0 = Instant::now();
+    loop {
+        let (_, policy) = send(
+            &server,
+            reqwest::Method::GET,
+            "/v2/models/mlp/traffic",
+            None,
+            None,
+        )
+        .await;
+        if policy["weights"] == json!({"1": 0, "2": 100}) {
+            break;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(30),
+            "the poller never applied it: {policy}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    for _ in 0..20 {
+        assert_eq!(infer(&c, &server, None, None).await.unwrap().0, "2");
+    }
+    // Version 1 kept its statistics: it was not reloaded for a policy change.
+    let stats: Value = c
+        .get(server.url("/v2/models/mlp/versions/1/stats"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(stats["model_stats"][0]["inference_count"], 5, "{stats}");
+}
+
 async fn rollout_until_done(server: &TestServer) -> Value {
     let t0 = Instant::now();
     loop {
