@@ -192,6 +192,10 @@ impl TrafficControl {
         request: &RolloutRequest,
     ) -> Result<RolloutStatus, TrafficError> {
         let spec = request.validate().map_err(TrafficError::Invalid)?;
+        let first = *spec
+            .steps
+            .first()
+            .ok_or_else(|| TrafficError::Invalid("steps: give at least one step".into()))?;
         let mut rollouts = self.lock();
         refuse_while_running(&rollouts, model)?;
         let loaded = self.loaded(model)?;
@@ -226,7 +230,7 @@ impl TrafficControl {
             stable,
             state: RolloutState::Running,
             step: 1,
-            percent: spec.steps[0],
+            percent: first,
             reason: None,
             candidate_window: None,
             stable_window: None,
@@ -238,8 +242,8 @@ impl TrafficControl {
                 status: status.clone(),
             },
         );
-        self.publish_split(model, stable, spec.candidate, spec.steps[0]);
-        self.set_state_metrics(model, RolloutState::Running, spec.steps[0]);
+        self.publish_split(model, stable, spec.candidate, first);
+        self.set_state_metrics(model, RolloutState::Running, first);
         drop(rollouts);
         tracing::info!(model, candidate = spec.candidate, stable, steps = ?spec.steps, "rollout started");
         tokio::spawn(task::run(

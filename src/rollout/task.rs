@@ -19,7 +19,9 @@ impl TrafficControl {
         else {
             return false;
         };
-        let percent = r.status.spec.steps[step];
+        let Some(&percent) = r.status.spec.steps.get(step) else {
+            return false;
+        };
         r.status.step = step + 1;
         r.status.percent = percent;
         r.status.reason = None;
@@ -119,7 +121,9 @@ pub(super) async fn run(
         if !control.advance(&model, id, step) {
             return;
         }
-        let percent = spec.steps[step];
+        let Some(&percent) = spec.steps.get(step) else {
+            break;
+        };
         let (cw, sw) = match control.windows(&model, candidate, stable) {
             Ok(w) => w,
             Err(why) => return control.finish(&model, id, RolloutState::Aborted, why),

@@ -208,14 +208,18 @@ fn floats(t: &Tensor) -> Option<Vec<f64>> {
     }
 }
 
+/// Index of the first largest value (NaN never wins).
 fn argmax(row: &[f64]) -> usize {
-    let mut best = 0;
-    for (i, v) in row.iter().enumerate() {
-        if *v > row[best] {
-            best = i;
-        }
-    }
-    best
+    row.iter()
+        .enumerate()
+        .fold((0, f64::NEG_INFINITY), |(bi, bv), (i, &v)| {
+            if v > bv {
+                (i, v)
+            } else {
+                (bi, bv)
+            }
+        })
+        .0
 }
 
 #[cfg(test)]
