@@ -4,10 +4,10 @@
 //!
 //! Sticky routing is weighted rendezvous hashing: for a key, each weighted version `v` gets a
 //! score `w_v / -ln(u_v)` with `u_v` a fixed hash of (key, v) in (0, 1), and the highest score
-//! wins. A version then gets a share `w_v / Σw` of the keys, and a key changes version only when
-//! its version's weight falls or another's rises, and then only to a version whose weight rose:
-//! growing a canary moves keys from the other versions into the canary and never out of it. (A
-//! cumulative split of [0, 1) gives that for two versions only; with three, growing the last
+//! wins. A version then gets a share `w_v / Σw` of the keys, and a key moves from version `a` to
+//! `b` only if `w_b / w_a` rose (its score for `b` must overtake the one for `a`): growing a
+//! canary while the other weights stay or shrink moves keys into the canary and never out of it.
+//! (A cumulative split of [0, 1) gives that for two versions only; with three, growing the last
 //! segment shifts the middle one and moves keys between versions whose weights did not change.)
 
 use std::cell::Cell;
