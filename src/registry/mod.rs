@@ -224,3 +224,106 @@ impl Registry {
             })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::batching::{BatchPolicy, BatcherConfig};
+    use crate::metrics::Metrics;
+
+    /// A ready version with no instances: enough to be routed to, never computed on.
+    fn ready(version: u64, metrics: &Metrics) -> VersionState {
+        let batcher = Batcher::start(
+            BatcherConfig {
+                model: "m".into(),
+                version: version.to_string(),
+                policy: BatchPolicy {
+                    max_rows: 0,
+                    combine: false,
+                    preferred: Vec::new(),
+                    max_delay: Duration::ZERO,
+                },
+                max_queue_size: 1,
+            },
+            Vec::new(),
+            Arc::default(),
+            metrics,
+        )
+        .unwrap();
+        VersionState::Ready(Arc::new(ModelVersion {
+            name: "m".into(),
+            version,
+            version_label: version.to_string(),
+            config: ModelConfig::parse("", "m").unwrap(),
+            signature: Signature {
+                max_batch_size: 0,
+                inputs: Vec::new(),
+                outputs: Vec::new(),
+            },
+            batcher,
+            stats: Arc::default(),
+            window: Arc::default(),
+            load_time: Duration::ZERO,
+            file_fingerprint: None,
+        }))
+    }
+
+    fn entry(versions: Vec<(u64, VersionState)>, weights: &[(u64, u32)]) -> ModelEntry {
+        ModelEntry {
+            name: "m".into(),
+            versions: versions.into_iter().collect(),
+            error: None,
+            last_failure: None,
+            traffic: (!weights.is_empty()).then(|| {
+                Arc::new(TrafficPolicy {
+                    weights: weights.iter().copied().collect(),
+                    shadow: None,
+                })
+            }),
+            file_traffic: None,
+        }
+    }
+
+    fn routed(e: &ModelEntry, key: Option<&[u8]>) -> (u64, RouteReason) {
+        let (mv, reason) = e.route(key).unwrap();
+        (mv.version, reason)
+    }
+
+    #[test]
+    fn without_a_policy_the_highest_ready_version_serves() {
+        let m = Metrics::new().unwrap();
+        let e = entry(vec![(1, ready(1, &m)), (2, ready(2, &m))], &[]);
+        assert_eq!(routed(&e, None), (2, RouteReason::Default));
+        assert_eq!(routed(&e, Some(b"k")), (2, RouteReason::Default));
+    }
+
+    #[test]
+    fn a_weighted_version_that_is_not_ready_hands_its_share_to_the_others() {
+        let m = Metrics::new().unwrap();
+        // Version 2 holds 90% of the weight but is loading: version 1 takes everything.
+        let e = entry(
+            vec![
+                (1, ready(1, &m)),
+                (2, VersionState::Loading),
+                (3, ready(3, &m)),
+            ],
+            &[(1, 10), (2, 90)],
+        );
+        for i in 0..200 {
+            assert_eq!(routed(&e, None), (1, RouteReason::Weighted));
+            let key = format!("k{i}");
+            assert_eq!(routed(&e, Some(key.as_bytes())), (1, RouteReason::Sticky));
+        }
+        // No weighted version ready: the highest ready one serves; requests never fail.
+        let e = entry(
+            vec![
+                (1, ready(1, &m)),
+                (2, VersionState::Unavailable("x".into())),
+            ],
+            &[(2, 100)],
+        );
+        assert_eq!(routed(&e, None), (1, RouteReason::Default));
+        let e = entry(vec![(1, VersionState::Loading)], &[(1, 100)]);
+        assert!(e.route(None).is_none());
+    }
+}
