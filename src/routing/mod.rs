@@ -366,19 +366,10 @@ impl Router {
                 route.reason.as_str(),
             ])
             .inc();
-        let mirror = route.shadow.and_then(|shadow| {
-            let deadline = request
-                .timeout
-                .or(shadow.config.queue.default_timeout)
-                .map(|t| start + t);
-            self.shadow.mirror(
-                shadow,
-                request.inputs.clone(),
-                deadline,
-                self.metrics.clone(),
-            )
-        });
-        let result = self.infer_on(&mv, request, start).await;
+        let mut mirror = None;
+        let result = self
+            .infer_on(&mv, request, start, route.shadow, &mut mirror)
+            .await;
         let elapsed = start.elapsed();
         let outcome = match &result {
             Ok(response) => {
@@ -415,14 +406,28 @@ impl Router {
         result
     }
 
+    /// Validates and computes on `mv`. With a `shadow`, a copy of a request the primary accepted
+    /// is mirrored to it, and `mirror` receives where to send the primary's outputs.
     async fn infer_on(
         &self,
         mv: &ModelVersion,
         request: InferRequest,
         start: Instant,
+        shadow: Option<Arc<ModelVersion>>,
+        mirror: &mut Option<tokio::sync::oneshot::Sender<Vec<NamedTensor>>>,
     ) -> Result<InferResponse, InferError> {
+        let copy = shadow.as_ref().map(|_| request.inputs.clone());
         let (inputs, rows) = validate::inputs(mv, request.inputs)?;
         let wanted = validate::outputs(mv, &request.outputs)?;
+        if let (Some(shadow), Some(copy)) = (shadow, copy) {
+            let deadline = request
+                .timeout
+                .or(shadow.config.queue.default_timeout)
+                .map(|t| start + t);
+            *mirror = self
+                .shadow
+                .mirror(shadow, copy, deadline, self.metrics.clone());
+        }
         let deadline = request
             .timeout
             .or(mv.config.queue.default_timeout)
