@@ -10,6 +10,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .bytes(".")
         .build_client(true)
         .build_server(true)
-        .compile_protos(&["proto/inference.proto"], &["proto"])?;
+        .compile_protos(
+            &["proto/inference.proto", "proto/ferroserve_admin.proto"],
+            &["proto"],
+        )?;
     Ok(())
 }

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::routing::traffic::TrafficPolicy;
 use crate::tensor::DataType;
 
 /// Request bodies above this are refused (HTTP 413 / gRPC RESOURCE_EXHAUSTED) unless configured.
@@ -336,6 +337,77 @@ pub struct ModelConfig {
     pub device: Device,
     /// Session options of `backend = "onnxruntime"` (defaults otherwise).
     pub onnxruntime: OnnxRuntimeOptions,
+    /// `[traffic]`: weights and shadow applied when the model loads (see `routing::traffic`).
+    /// Not part of what a version is built from: changing it never reloads a version.
+    pub traffic: Option<TrafficPolicy>,
+}
+
+impl ModelConfig {
+    /// Equal in everything a loaded version is built from (all but `[traffic]`).
+    pub fn same_versions_as(&self, other: &ModelConfig) -> bool {
+        let strip = |c: &ModelConfig| ModelConfig {
+            traffic: None,
+            ..c.clone()
+        };
+        strip(self) == strip(other)
+    }
+}
+
+/// `[traffic]` of a model config: `weights = { "1" = 90, "2" = 10 }` and
+/// `shadow = { version = "3", percent = 5 }` (versions as strings or integers).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTraffic {
+    #[serde(default)]
+    weights: std::collections::BTreeMap<String, i64>,
+    shadow: Option<RawShadow>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawShadow {
+    version: StrOrNum,
+    percent: StrOrNum,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum StrOrNum {
+    Int(i64),
+    Float(f64),
+    Str(String),
+}
+
+impl StrOrNum {
+    fn text(&self) -> String {
+        match self {
+            StrOrNum::Int(i) => i.to_string(),
+            StrOrNum::Float(f) => f.to_string(),
+            StrOrNum::Str(s) => s.clone(),
+        }
+    }
+}
+
+impl RawTraffic {
+    fn validate(self) -> Result<TrafficPolicy, String> {
+        let weights: Vec<(String, i64)> = self.weights.into_iter().collect();
+        let shadow = match self.shadow {
+            None => None,
+            Some(s) => {
+                let percent = match s.percent {
+                    StrOrNum::Int(i) => i as f64,
+                    StrOrNum::Float(f) => f,
+                    StrOrNum::Str(t) => {
+                        return Err(format!(
+                            "traffic.shadow.percent must be a number, got {t:?}"
+                        ))
+                    }
+                };
+                Some((s.version.text(), percent))
+            }
+        };
+        TrafficPolicy::validate(&weights, shadow, None).map_err(|e| format!("traffic.{e}"))
+    }
 }
 
 /// Which of a model's versions are served (Triton's version policy).
@@ -455,6 +527,7 @@ struct RawModelConfig {
     intra_op_threads: Option<usize>,
     inter_op_threads: Option<usize>,
     graph_optimization_level: Option<GraphOptimizationLevel>,
+    traffic: Option<RawTraffic>,
     /// Free-form annotations, ignored by the server.
     #[serde(default)]
     #[allow(dead_code)]
@@ -567,6 +640,7 @@ impl ModelConfig {
                 Ok(out)
             };
         let (device, onnxruntime) = onnxruntime_keys(&raw)?;
+        let traffic = raw.traffic.map(RawTraffic::validate).transpose()?;
         Ok(ModelConfig {
             backend: raw.backend,
             max_batch_size: raw.max_batch_size,
@@ -590,6 +664,7 @@ impl ModelConfig {
             version_policy: raw.version_policy.validate()?,
             device,
             onnxruntime,
+            traffic,
         })
     }
 }
@@ -842,6 +917,41 @@ mod tests {
                 "backend = 'onnxruntime'\ngraph_optimization_level = 'max'",
                 "unknown variant",
             ),
+        ] {
+            let err = ModelConfig::parse(text, "m").unwrap_err();
+            assert!(err.contains(want), "{text}: {err}");
+        }
+    }
+
+    #[test]
+    fn traffic_section_parses_weights_and_shadow() {
+        let cfg = ModelConfig::parse(
+            "[traffic]\nweights = { \"1\" = 90, \"2\" = 10 }\nshadow = { version = 3, percent = 5 }",
+            "m",
+        )
+        .unwrap();
+        let t = cfg.traffic.clone().unwrap();
+        assert_eq!(
+            t.weights,
+            std::collections::BTreeMap::from([(1, 90), (2, 10)])
+        );
+        assert_eq!(
+            t.shadow.as_ref().map(|s| (s.version, s.percent)),
+            Some((3, 5.0))
+        );
+        assert!(cfg.same_versions_as(&ModelConfig::parse("", "m").unwrap()));
+        for (text, want) in [
+            ("[traffic]\nweights = { \"1\" = -5 }", "weight -5"),
+            ("[traffic]\nweights = { \"1\" = 0 }", "all weights are zero"),
+            (
+                "[traffic]\nweights = { \"a\" = 1 }",
+                "not a positive integer",
+            ),
+            (
+                "[traffic]\nshadow = { version = \"2\", percent = 150 }",
+                "outside 0..=100",
+            ),
+            ("[traffic]\nsplit = 3", "unknown field"),
         ] {
             let err = ModelConfig::parse(text, "m").unwrap_err();
             assert!(err.contains(want), "{text}: {err}");

@@ -5,10 +5,13 @@
 //!   `inference.GRPCInferenceService`), `api::error` (the one error → status/code table),
 //!   `api::serve` (the HTTP accept loop: header read timeout, connection bound).
 //! - [`routing`]: per-request logic shared by both transports: resolve, admit (bounded
-//!   in-flight requests, `routing::admission`), validate, submit; request ids and spans.
+//!   in-flight requests, `routing::admission`), validate, submit; request ids and spans;
+//!   `routing::traffic` picks a version by policy (weights, sticky key), `routing::shadow`
+//!   mirrors, `routing::window` counts per version for rollouts.
 //! - [`batching`]: per-version queue, batch assembly, hand-off to free instances.
 //! - [`backend`]: the `Backend` trait, the tract engine, instance threads.
 //! - [`registry`]: the atomically swapped model table, the repository scan and the loader.
+//! - [`rollout`]: the traffic control plane: policies, promotion, progressive rollouts.
 //! - [`tensor`]: datatype, shape and bytes; concatenation and split along the batch dimension.
 //! - [`config`], [`metrics`], [`server`]: configuration, Prometheus metrics (with process metrics
 //!   from `/proc`) and the statistics extension's counters, wiring and shutdown.
@@ -21,6 +24,7 @@ pub mod config;
 pub mod loadgen;
 pub mod metrics;
 pub mod registry;
+pub mod rollout;
 pub mod routing;
 pub mod server;
 pub mod tensor;

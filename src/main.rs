@@ -2,6 +2,7 @@
 //! `bench` (the load generator of [`ferroserve::loadgen`]).
 
 mod models_cli;
+mod traffic_cli;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -30,6 +31,10 @@ enum Command {
     Bench(ferroserve::loadgen::BenchArgs),
     /// List, load or unload the models of a running server (its repository API).
     Models(models_cli::ModelsArgs),
+    /// Show or change a model's traffic policy (weights, shadow) or promote a version.
+    Traffic(traffic_cli::TrafficArgs),
+    /// Start, watch or abort a progressive rollout of a model version.
+    Rollout(traffic_cli::RolloutArgs),
 }
 
 /// Flags override `FERROSERVE_*` variables, which override the config file.
@@ -213,6 +218,8 @@ fn main() -> anyhow::Result<ExitCode> {
         // The load generator builds its own runtime (`--threads`), separate from the server's.
         Command::Bench(args) => ferroserve::loadgen::main(args),
         Command::Models(args) => models_cli::run(args).map(|()| ExitCode::SUCCESS),
+        Command::Traffic(args) => traffic_cli::traffic(args).map(|()| ExitCode::SUCCESS),
+        Command::Rollout(args) => traffic_cli::rollout(args).map(|()| ExitCode::SUCCESS),
     }
 }
 

@@ -28,6 +28,13 @@ pub const IN_FLIGHT: &str = "inflight_requests";
 pub const REJECTED_TOTAL: &str = "rejected_total";
 pub const LOAD_FAILURES: &str = "model_load_failures_total";
 pub const BUILD_INFO: &str = "build_info";
+pub const ROUTED_REQUESTS: &str = "routed_requests_total";
+pub const ROLLOUT_STATE: &str = "rollout_state";
+pub const ROLLOUT_CANDIDATE_PERCENT: &str = "rollout_candidate_percent";
+pub const SHADOW_REQUESTS: &str = "shadow_requests_total";
+pub const SHADOW_COMPARED: &str = "shadow_compared_total";
+pub const SHADOW_MISMATCHES: &str = "shadow_mismatches_total";
+pub const SHADOW_MAX_ABS_DIFF: &str = "shadow_max_abs_diff";
 
 /// `code` label values of `requests_total`: one vocabulary for both protocols (gRPC's names).
 pub mod code {
@@ -93,6 +100,7 @@ pub struct Metrics {
     pub in_flight: IntGaugeVec,
     pub rejected: IntCounterVec,
     pub load_failures: IntCounterVec,
+    pub traffic: TrafficMetrics,
 }
 
 impl Metrics {
@@ -172,8 +180,10 @@ impl Metrics {
                 ),
                 &["model"],
             )?,
+            traffic: TrafficMetrics::new()?,
             registry,
         };
+        m.traffic.register(&m.registry)?;
         m.registry.register(Box::new(m.requests.clone()))?;
         m.registry.register(Box::new(m.request_duration.clone()))?;
         m.registry.register(Box::new(m.queue_duration.clone()))?;
@@ -235,6 +245,98 @@ pub fn backends_compiled_in() -> String {
         b.push("onnxruntime");
     }
     b.join(",")
+}
+
+/// Traffic policy, rollout and shadow metrics.
+pub struct TrafficMetrics {
+    /// model, version, reason (`default`, `pinned`, `weighted`, `sticky`, `shadow`).
+    pub routed: IntCounterVec,
+    /// model, state (`running`, `promoted`, `rolled_back`, `aborted`): 1 for the current state.
+    pub rollout_state: IntGaugeVec,
+    /// model: the candidate's share of traffic during a rollout.
+    pub rollout_percent: IntGaugeVec,
+    /// model, version (the shadow), outcome (`compared`, `skipped`, `failed`).
+    pub shadow_requests: IntCounterVec,
+    /// model, version, output: labels (integer outputs) or rows' argmax (float outputs)
+    /// compared, and how many differed from the primary's.
+    pub shadow_compared: IntCounterVec,
+    pub shadow_mismatches: IntCounterVec,
+    /// model, version, output: per mirrored request, the largest |shadow - primary| of a float
+    /// output.
+    pub shadow_max_abs_diff: HistogramVec,
+}
+
+/// 1e-7 to 100 by decades and halves: from rounding noise to a different model.
+const DIFF_BUCKETS: &[f64] = &[
+    1e-7, 1e-6, 1e-5, 1e-4, 1e-3, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0, 100.0,
+];
+
+impl TrafficMetrics {
+    fn new() -> Result<TrafficMetrics, prometheus::Error> {
+        Ok(TrafficMetrics {
+            routed: IntCounterVec::new(
+                Opts::new(
+                    ROUTED_REQUESTS,
+                    "Requests routed to a version, by model, version and route reason.",
+                ),
+                &["model", "version", "reason"],
+            )?,
+            rollout_state: IntGaugeVec::new(
+                Opts::new(
+                    ROLLOUT_STATE,
+                    "1 for the state of the model's latest progressive rollout, else 0.",
+                ),
+                &["model", "state"],
+            )?,
+            rollout_percent: IntGaugeVec::new(
+                Opts::new(
+                    ROLLOUT_CANDIDATE_PERCENT,
+                    "The rollout candidate's share of traffic, in percent.",
+                ),
+                &["model"],
+            )?,
+            shadow_requests: IntCounterVec::new(
+                Opts::new(
+                    SHADOW_REQUESTS,
+                    "Mirrored requests by model, shadow version and outcome.",
+                ),
+                &["model", "version", "outcome"],
+            )?,
+            shadow_compared: IntCounterVec::new(
+                Opts::new(
+                    SHADOW_COMPARED,
+                    "Labels or rows' argmax compared between shadow and primary.",
+                ),
+                &["model", "version", "output"],
+            )?,
+            shadow_mismatches: IntCounterVec::new(
+                Opts::new(
+                    SHADOW_MISMATCHES,
+                    "Labels or rows' argmax where the shadow differed from the primary.",
+                ),
+                &["model", "version", "output"],
+            )?,
+            shadow_max_abs_diff: HistogramVec::new(
+                HistogramOpts::new(
+                    SHADOW_MAX_ABS_DIFF,
+                    "Per mirrored request, the largest absolute difference of a float output.",
+                )
+                .buckets(DIFF_BUCKETS.to_vec()),
+                &["model", "version", "output"],
+            )?,
+        })
+    }
+
+    fn register(&self, registry: &Registry) -> Result<(), prometheus::Error> {
+        registry.register(Box::new(self.routed.clone()))?;
+        registry.register(Box::new(self.rollout_state.clone()))?;
+        registry.register(Box::new(self.rollout_percent.clone()))?;
+        registry.register(Box::new(self.shadow_requests.clone()))?;
+        registry.register(Box::new(self.shadow_compared.clone()))?;
+        registry.register(Box::new(self.shadow_mismatches.clone()))?;
+        registry.register(Box::new(self.shadow_max_abs_diff.clone()))?;
+        Ok(())
+    }
 }
 
 /// A count and a total duration, as Triton's `StatisticDuration`.

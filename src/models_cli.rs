@@ -94,7 +94,7 @@ pub async fn run(args: ModelsArgs) -> anyhow::Result<()> {
 }
 
 /// `req` with the bearer token, when there is one.
-fn authorized<T>(
+pub fn authorized<T>(
     token: Option<&str>,
     mut req: tonic::Request<T>,
 ) -> anyhow::Result<tonic::Request<T>> {
@@ -107,6 +107,6 @@ fn authorized<T>(
     Ok(req)
 }
 
-fn status(s: tonic::Status) -> anyhow::Error {
+pub fn status(s: tonic::Status) -> anyhow::Error {
     anyhow::anyhow!("{:?}: {}", s.code(), s.message())
 }

@@ -80,7 +80,8 @@ pub async fn run(
         config.model_control_mode,
         config.shutdown.timeout(),
     ));
-    let admin = Arc::new(Admin::new(manager.clone(), &config));
+    let traffic = crate::rollout::TrafficControl::new(registry.clone(), metrics.clone());
+    let admin = Arc::new(Admin::new(manager.clone(), traffic, &config));
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let stopped = move || {
@@ -121,6 +122,7 @@ pub async fn run(
                 admin.clone(),
                 config.max_request_bytes,
             ))
+            .add_service(api::admin_grpc::service(admin.clone()))
             .serve_with_incoming_shutdown(grpc_incoming, stopped()),
     );
 

@@ -1,4 +1,5 @@
-//! The control plane both transports expose: repository index, load and unload. Mutations are
+//! The control plane both transports expose: repository index, load and unload, traffic policy,
+//! promotion and rollouts (the latter in every model-control mode). Mutations are
 //! authenticated: with an admin token set, `Authorization: Bearer <token>` (HTTP header or gRPC
 //! metadata) compared in constant time; with none set, only a loopback-only server (or one
 //! started with `--allow-unauthenticated-admin`) accepts them.
@@ -9,22 +10,34 @@ use std::sync::Arc;
 use super::error::ApiError;
 use crate::config::ServerConfig;
 use crate::registry::manager::{ControlError, IndexRow, ModelManager};
+use crate::rollout::judge::RolloutRequest;
+use crate::rollout::{RolloutStatus, TrafficControl};
+use crate::routing::traffic::TrafficPolicy;
+
+/// A policy and the model's latest rollout, as `GET .../traffic` reports them.
+pub type TrafficView = (Option<Arc<TrafficPolicy>>, Option<RolloutStatus>);
 
 pub struct Admin {
     manager: Arc<ModelManager>,
+    traffic: Arc<TrafficControl>,
     token: Option<String>,
     /// No token configured, and mutations are allowed anyway (loopback-only or explicit flag).
     open_without_token: bool,
 }
 
 impl Admin {
-    pub fn new(manager: Arc<ModelManager>, config: &ServerConfig) -> Admin {
+    pub fn new(
+        manager: Arc<ModelManager>,
+        traffic: Arc<TrafficControl>,
+        config: &ServerConfig,
+    ) -> Admin {
         let loopback_only = match config.host.as_str() {
             "localhost" => true,
             host => host.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback()),
         };
         Admin {
             manager,
+            traffic,
             token: config.admin_token.clone().filter(|t| !t.is_empty()),
             open_without_token: loopback_only || config.allow_unauthenticated_admin,
         }
@@ -71,6 +84,57 @@ impl Admin {
     pub async fn unload(&self, authorization: Option<&[u8]>, model: &str) -> Result<(), ApiError> {
         self.authorize(authorization)?;
         Ok(self.manager.unload(model).await?)
+    }
+
+    /// The policy and latest rollout (reads need no token, as the index).
+    pub fn traffic(&self, model: &str) -> Result<TrafficView, ApiError> {
+        Ok(self.traffic.policy(model)?)
+    }
+
+    pub fn set_traffic(
+        &self,
+        authorization: Option<&[u8]>,
+        model: &str,
+        weights: &[(String, i64)],
+        shadow: Option<(String, f64)>,
+    ) -> Result<TrafficView, ApiError> {
+        self.authorize(authorization)?;
+        self.traffic.set_policy(model, weights, shadow)?;
+        self.traffic(model)
+    }
+
+    pub fn promote(
+        &self,
+        authorization: Option<&[u8]>,
+        model: &str,
+        version: &str,
+    ) -> Result<TrafficView, ApiError> {
+        self.authorize(authorization)?;
+        self.traffic.promote(model, version)?;
+        self.traffic(model)
+    }
+
+    pub fn start_rollout(
+        &self,
+        authorization: Option<&[u8]>,
+        model: &str,
+        request: &RolloutRequest,
+    ) -> Result<RolloutStatus, ApiError> {
+        self.authorize(authorization)?;
+        Ok(self.traffic.start_rollout(model, request)?)
+    }
+
+    pub fn rollout(&self, model: &str) -> Result<RolloutStatus, ApiError> {
+        Ok(self.traffic.rollout(model)?)
+    }
+
+    pub fn abort_rollout(
+        &self,
+        authorization: Option<&[u8]>,
+        model: &str,
+    ) -> Result<RolloutStatus, ApiError> {
+        self.authorize(authorization)?;
+        Ok(self.traffic.abort_rollout(model)?)
     }
 }
 

@@ -4,6 +4,7 @@
 use axum::http::StatusCode;
 
 use crate::registry::manager::ControlError;
+use crate::rollout::TrafficError;
 use crate::routing::InferError;
 
 /// Everything a transport can answer with, besides success.
@@ -24,6 +25,8 @@ pub enum ApiError {
     Unauthenticated(String),
     #[error("{0}")]
     Forbidden(String),
+    #[error(transparent)]
+    Traffic(#[from] TrafficError),
 }
 
 impl ApiError {
@@ -58,6 +61,13 @@ impl ApiError {
             },
             ApiError::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
             ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
+            ApiError::Traffic(e) => match e {
+                TrafficError::ModelNotFound(_) | TrafficError::NoRollout(_) => {
+                    StatusCode::NOT_FOUND
+                }
+                TrafficError::Invalid(_) => StatusCode::BAD_REQUEST,
+                TrafficError::Conflict(_) => StatusCode::CONFLICT,
+            },
         }
     }
 
@@ -89,6 +99,13 @@ impl ApiError {
             },
             ApiError::Unauthenticated(_) => tonic::Code::Unauthenticated,
             ApiError::Forbidden(_) => tonic::Code::PermissionDenied,
+            ApiError::Traffic(e) => match e {
+                TrafficError::ModelNotFound(_) | TrafficError::NoRollout(_) => {
+                    tonic::Code::NotFound
+                }
+                TrafficError::Invalid(_) => tonic::Code::InvalidArgument,
+                TrafficError::Conflict(_) => tonic::Code::FailedPrecondition,
+            },
         }
     }
 }
@@ -155,6 +172,21 @@ mod tests {
                 ApiError::BadRequest("json".into()),
                 400,
                 tonic::Code::InvalidArgument,
+            ),
+            (
+                TrafficError::Invalid("weights".into()).into(),
+                400,
+                tonic::Code::InvalidArgument,
+            ),
+            (
+                TrafficError::Conflict("running".into()).into(),
+                409,
+                tonic::Code::FailedPrecondition,
+            ),
+            (
+                TrafficError::NoRollout("m".into()).into(),
+                404,
+                tonic::Code::NotFound,
             ),
         ];
         for (err, status, code) in cases {

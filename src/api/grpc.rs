@@ -144,6 +144,14 @@ fn contents_tensor(
 
 fn decode(req: Request<pb::ModelInferRequest>) -> Result<InferRequest, ApiError> {
     let deadline = grpc_timeout(req.metadata());
+    let route_key = match req.metadata().get(super::http::ROUTE_KEY) {
+        None => None,
+        Some(v) => Some(
+            v.to_str()
+                .map_err(|_| bad(format!("{} must be visible ASCII", super::http::ROUTE_KEY)))?
+                .to_owned(),
+        ),
+    };
     let r = req.into_inner();
     let raw = r.raw_input_contents;
     if !raw.is_empty() && raw.len() != r.inputs.len() {
@@ -184,6 +192,7 @@ fn decode(req: Request<pb::ModelInferRequest>) -> Result<InferRequest, ApiError>
         outputs: r.outputs.into_iter().map(|o| o.name).collect(),
         timeout: param_timeout(&r.parameters).or(deadline),
         protocol: Protocol::Grpc,
+        route_key,
     })
 }
 

@@ -1,6 +1,7 @@
 //! Transports: each translates its wire format to the core's types and calls `routing::Router`.
 
 pub mod admin;
+pub mod admin_grpc;
 pub mod error;
 pub mod grpc;
 pub mod http;

@@ -83,6 +83,7 @@ pub async fn load_version(
         batcher,
         stats,
         admission,
+        window: Default::default(),
         load_time: start.elapsed(),
         file_fingerprint,
     }))

@@ -14,6 +14,7 @@ use super::repository::{self, ModelDir};
 use super::{loader, ModelEntry, ModelVersion, Registry, VersionState};
 use crate::config::ModelControlMode;
 use crate::metrics::Metrics;
+use crate::routing::traffic::TrafficPolicy;
 
 #[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
 pub enum ControlError {
@@ -128,6 +129,8 @@ impl ModelManager {
                         versions,
                         error: None,
                         last_failure: None,
+                        traffic: None,
+                        file_traffic: None,
                     },
                 );
             }
@@ -326,7 +329,8 @@ impl ModelManager {
         for (v, file) in &wanted {
             let kept = current.as_ref().and_then(|e| match e.versions.get(v) {
                 Some(VersionState::Ready(mv))
-                    if mv.config == config && mv.file_fingerprint == fingerprint(file) =>
+                    if mv.config.same_versions_as(&config)
+                        && mv.file_fingerprint == fingerprint(file) =>
                 {
                     Some(mv.clone())
                 }
@@ -390,7 +394,13 @@ impl ModelManager {
         let last_failure = (!failures.is_empty()).then(|| failures.join("; "));
         // Our copy of the old entry must go before waiting for retired versions to stop.
         drop(current);
-        let retired = self.publish(&name, versions, None, last_failure.clone());
+        let retired = self.publish(
+            &name,
+            versions,
+            None,
+            last_failure.clone(),
+            Some(config.traffic.clone()),
+        );
         self.wait_stopped(retired).await;
         if any_new_ready {
             None
@@ -410,22 +420,26 @@ impl ModelManager {
         self.metrics.load_failures.with_label_values(&[name]).inc();
         match current.filter(ModelEntry::is_ready) {
             Some(entry) => {
-                self.publish(name, entry.versions, None, Some(reason.clone()));
+                self.publish(name, entry.versions, None, Some(reason.clone()), None);
             }
             None => {
-                self.publish(name, BTreeMap::new(), Some(reason.clone()), None);
+                self.publish(name, BTreeMap::new(), Some(reason.clone()), None, None);
             }
         }
         Some(reason)
     }
 
-    /// Swaps the model's entry in; returns the versions that left the table.
+    /// Swaps the model's entry in; returns the versions that left the table. `file_traffic`
+    /// is the config's `[traffic]` when the config was read (`None`: unreadable, keep what is
+    /// set). The policy is carried over from the table as it is at the swap, not as it was when
+    /// the load began, so a policy set through the admin API meanwhile is not lost.
     fn publish(
         &self,
         name: &str,
         versions: BTreeMap<u64, VersionState>,
         error: Option<String>,
         last_failure: Option<String>,
+        file_traffic: Option<Option<TrafficPolicy>>,
     ) -> Vec<Arc<ModelVersion>> {
         let before = self.registry.snapshot().models.get(name).cloned();
         for (v, s) in &versions {
@@ -442,9 +456,28 @@ impl ModelManager {
             versions: versions.clone(),
             error,
             last_failure,
+            traffic: None,
+            file_traffic: None,
         };
         self.registry.publish(|table| {
-            table.models.insert(name.to_owned(), entry.clone());
+            let mut entry = entry.clone();
+            let current = table.models.get(name);
+            match (&file_traffic, current) {
+                (Some(file), Some(cur)) if cur.file_traffic == *file => {
+                    entry.traffic = cur.traffic.clone();
+                    entry.file_traffic = cur.file_traffic.clone();
+                }
+                (Some(file), _) => {
+                    entry.traffic = file.clone().map(Arc::new);
+                    entry.file_traffic = file.clone();
+                }
+                (None, Some(cur)) => {
+                    entry.traffic = cur.traffic.clone();
+                    entry.file_traffic = cur.file_traffic.clone();
+                }
+                (None, None) => {}
+            }
+            table.models.insert(name.to_owned(), entry);
         });
         retired(before, &versions, &self.metrics)
     }

@@ -15,6 +15,8 @@ use crate::batching::Batcher;
 use crate::config::ModelConfig;
 use crate::metrics::VersionStats;
 use crate::routing::admission::Admission;
+use crate::routing::traffic::{self, RouteReason, TrafficPolicy};
+use crate::routing::window::WindowStats;
 use crate::tensor::DataType;
 
 /// A tensor of the served signature; `dims` excludes the batch dimension when the model batches.
@@ -56,6 +58,8 @@ pub struct ModelVersion {
     pub stats: Arc<VersionStats>,
     /// Requests in flight on this version, bounded by `max_concurrent_requests`.
     pub admission: Admission,
+    /// Counters a rollout reads over a step's window.
+    pub window: Arc<WindowStats>,
     pub load_time: Duration,
     /// Size and modification time of the model file when loaded: a change means reload.
     pub file_fingerprint: Option<(u64, std::time::SystemTime)>,
@@ -87,6 +91,11 @@ pub struct ModelEntry {
     pub error: Option<String>,
     /// Why the last load or reload failed while other versions kept serving.
     pub last_failure: Option<String>,
+    /// How requests that name no version are split; `None`: the highest ready version serves.
+    pub traffic: Option<Arc<TrafficPolicy>>,
+    /// The `[traffic]` of `config.toml` last applied: a reload applies the file's policy again
+    /// only when it changed, so a policy set through the admin API survives reloads.
+    pub file_traffic: Option<TrafficPolicy>,
 }
 
 impl ModelEntry {
@@ -96,6 +105,46 @@ impl ModelEntry {
             VersionState::Ready(v) => Some(v),
             _ => None,
         })
+    }
+
+    /// A ready version by number.
+    pub fn ready(&self, version: u64) -> Option<&Arc<ModelVersion>> {
+        match self.versions.get(&version) {
+            Some(VersionState::Ready(mv)) => Some(mv),
+            _ => None,
+        }
+    }
+
+    /// Ready version numbers, ascending.
+    pub fn ready_versions(&self) -> Vec<u64> {
+        self.versions
+            .iter()
+            .filter(|(_, s)| matches!(s, VersionState::Ready(_)))
+            .map(|(v, _)| *v)
+            .collect()
+    }
+
+    /// The version for a request that names none, by the traffic policy: sticky when a routing
+    /// key is given, weighted random otherwise. Weighted versions that are not ready are
+    /// skipped, so their share goes to the other weighted versions in proportion; with none of
+    /// them ready, the highest ready version serves. Requests never fail for a policy.
+    pub fn route(&self, key: Option<&[u8]>) -> Option<(&Arc<ModelVersion>, RouteReason)> {
+        if let Some(policy) = self.traffic.as_deref().filter(|p| !p.weights.is_empty()) {
+            let candidates = policy
+                .weights
+                .iter()
+                .filter(|(v, w)| **w > 0 && self.ready(**v).is_some())
+                .map(|(v, w)| (*v, *w));
+            if let Some(mv) = traffic::pick(candidates, key).and_then(|v| self.ready(v)) {
+                let reason = if key.is_some() {
+                    RouteReason::Sticky
+                } else {
+                    RouteReason::Weighted
+                };
+                return Some((mv, reason));
+            }
+        }
+        self.default_version().map(|mv| (mv, RouteReason::Default))
     }
 
     /// It serves: some version is ready. A version loading or failing beside a ready one does
@@ -176,5 +225,109 @@ impl Registry {
                     .values()
                     .any(|s| matches!(s, VersionState::Loading))
             })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::batching::{BatchPolicy, BatcherConfig};
+    use crate::metrics::Metrics;
+
+    /// A ready version with no instances: enough to be routed to, never computed on.
+    fn ready(version: u64, metrics: &Metrics) -> VersionState {
+        let batcher = Batcher::start(
+            BatcherConfig {
+                model: "m".into(),
+                version: version.to_string(),
+                policy: BatchPolicy {
+                    max_rows: 0,
+                    combine: false,
+                    preferred: Vec::new(),
+                    max_delay: Duration::ZERO,
+                },
+                max_queue_size: 1,
+            },
+            Vec::new(),
+            Arc::default(),
+            metrics,
+        )
+        .unwrap();
+        VersionState::Ready(Arc::new(ModelVersion {
+            name: "m".into(),
+            version,
+            version_label: version.to_string(),
+            config: ModelConfig::parse("", "m").unwrap(),
+            signature: Signature {
+                max_batch_size: 0,
+                inputs: Vec::new(),
+                outputs: Vec::new(),
+            },
+            batcher,
+            stats: Arc::default(),
+            admission: crate::routing::admission::Admission::new(0, None),
+            window: Arc::default(),
+            load_time: Duration::ZERO,
+            file_fingerprint: None,
+        }))
+    }
+
+    fn entry(versions: Vec<(u64, VersionState)>, weights: &[(u64, u32)]) -> ModelEntry {
+        ModelEntry {
+            name: "m".into(),
+            versions: versions.into_iter().collect(),
+            error: None,
+            last_failure: None,
+            traffic: (!weights.is_empty()).then(|| {
+                Arc::new(TrafficPolicy {
+                    weights: weights.iter().copied().collect(),
+                    shadow: None,
+                })
+            }),
+            file_traffic: None,
+        }
+    }
+
+    fn routed(e: &ModelEntry, key: Option<&[u8]>) -> (u64, RouteReason) {
+        let (mv, reason) = e.route(key).unwrap();
+        (mv.version, reason)
+    }
+
+    #[test]
+    fn without_a_policy_the_highest_ready_version_serves() {
+        let m = Metrics::new().unwrap();
+        let e = entry(vec![(1, ready(1, &m)), (2, ready(2, &m))], &[]);
+        assert_eq!(routed(&e, None), (2, RouteReason::Default));
+        assert_eq!(routed(&e, Some(b"k")), (2, RouteReason::Default));
+    }
+
+    #[test]
+    fn a_weighted_version_that_is_not_ready_hands_its_share_to_the_others() {
+        let m = Metrics::new().unwrap();
+        // Version 2 holds 90% of the weight but is loading: version 1 takes everything.
+        let e = entry(
+            vec![
+                (1, ready(1, &m)),
+                (2, VersionState::Loading),
+                (3, ready(3, &m)),
+            ],
+            &[(1, 10), (2, 90)],
+        );
+        for i in 0..200 {
+            assert_eq!(routed(&e, None), (1, RouteReason::Weighted));
+            let key = format!("k{i}");
+            assert_eq!(routed(&e, Some(key.as_bytes())), (1, RouteReason::Sticky));
+        }
+        // No weighted version ready: the highest ready one serves; requests never fail.
+        let e = entry(
+            vec![
+                (1, ready(1, &m)),
+                (2, VersionState::Unavailable("x".into())),
+            ],
+            &[(2, 100)],
+        );
+        assert_eq!(routed(&e, None), (1, RouteReason::Default));
+        let e = entry(vec![(1, VersionState::Loading)], &[(1, 100)]);
+        assert!(e.route(None).is_none());
     }
 }

@@ -12,6 +12,8 @@ use crate::batching::BatchError;
 use crate::metrics::{code, BatchTimes, Metrics, Protocol};
 use crate::registry::{ModelEntry, ModelVersion, Registry, VersionState};
 use crate::tensor::{DataType, Tensor};
+use shadow::ShadowGate;
+use traffic::RouteReason;
 
 /// A tensor with its name, as it travels between transports and the core.
 #[derive(Debug, Clone, PartialEq)]
@@ -31,6 +33,9 @@ pub struct InferRequest {
     pub outputs: Vec<String>,
     pub timeout: Option<Duration>,
     pub protocol: Protocol,
+    /// Sticky routing key (`x-route-key`): the same key lands on the same version while the
+    /// weights stay the same.
+    pub route_key: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -116,6 +121,14 @@ pub struct Router {
     draining: AtomicBool,
     /// Inference requests in flight on the whole server (`max_concurrent_requests`).
     admission: admission::Admission,
+    shadow: ShadowGate,
+}
+
+/// Where one request goes: the serving version, why, and the version to mirror it to.
+struct Route {
+    version: Arc<ModelVersion>,
+    reason: RouteReason,
+    shadow: Option<Arc<ModelVersion>>,
 }
 
 impl Router {
@@ -126,6 +139,7 @@ impl Router {
             strict_readiness,
             draining: AtomicBool::new(false),
             admission: admission::Admission::new(0, None),
+            shadow: ShadowGate::default(),
         }
     }
 
@@ -231,6 +245,49 @@ impl Router {
         }
     }
 
+    /// The version a request goes to: the one it names (pinned), else the traffic policy's
+    /// choice (sticky with a key, weighted otherwise), else the highest ready version; and, for
+    /// requests the policy routed, the shadow version to mirror to (when sampled and ready).
+    fn route(
+        &self,
+        model: &str,
+        version: Option<&str>,
+        key: Option<&str>,
+    ) -> Result<Route, InferError> {
+        if version.is_some_and(|v| !v.is_empty()) {
+            return Ok(Route {
+                version: self.version(model, version)?,
+                reason: RouteReason::Pinned,
+                shadow: None,
+            });
+        }
+        let table = self.registry.snapshot();
+        let entry = table
+            .models
+            .get(model)
+            .ok_or_else(|| InferError::ModelNotFound(model.to_owned()))?;
+        let (mv, reason) =
+            entry
+                .route(key.map(str::as_bytes))
+                .ok_or_else(|| InferError::NotReady {
+                    model: model.to_owned(),
+                    reason: entry
+                        .reason()
+                        .unwrap_or_else(|| "no version is loaded".into()),
+                })?;
+        let shadow = entry
+            .traffic
+            .as_ref()
+            .and_then(|p| p.shadow.as_ref())
+            .filter(|s| s.version != mv.version && traffic::sample(s.percent))
+            .and_then(|s| entry.ready(s.version).cloned());
+        Ok(Route {
+            version: mv.clone(),
+            reason,
+            shadow,
+        })
+    }
+
     /// Readiness of a model (default version) or of one version. Unknown names are errors.
     pub fn model_ready(&self, model: &str, version: Option<&str>) -> Result<bool, InferError> {
         match self.version(model, version) {
@@ -322,8 +379,13 @@ impl Router {
     async fn infer_traced(&self, request: InferRequest) -> Result<InferResponse, InferError> {
         let start = Instant::now();
         let protocol = request.protocol;
-        let mv = match self.version(&request.model, request.version.as_deref()) {
-            Ok(mv) => mv,
+        let route = self.route(
+            &request.model,
+            request.version.as_deref(),
+            request.route_key.as_deref(),
+        );
+        let route = match route {
+            Ok(route) => route,
             Err(e) => {
                 // Unknown names stay out of the labels: clients must not create time series.
                 let model = if matches!(e, InferError::ModelNotFound(_)) {
@@ -338,17 +400,38 @@ impl Router {
                 return Err(e);
             }
         };
+        let mv = route.version;
+        self.metrics
+            .traffic
+            .routed
+            .with_label_values(&[
+                mv.name.as_str(),
+                mv.version_label.as_str(),
+                route.reason.as_str(),
+            ])
+            .inc();
         let unanswered = Unanswered::new(&self.metrics, &mv, protocol);
-        let result = self.infer_on(&mv, request, start).await;
+        let mut mirror = None;
+        let result = self
+            .infer_on(&mv, request, start, route.shadow, &mut mirror)
+            .await;
         unanswered.answered();
         let elapsed = start.elapsed();
         let outcome = match &result {
-            Ok(_) => {
+            Ok(response) => {
                 mv.stats.success.record(elapsed);
+                mv.window.record(true, elapsed);
+                if let Some(tx) = mirror {
+                    let _ = tx.send(response.outputs.clone());
+                }
                 code::OK
             }
             Err(e) => {
                 mv.stats.fail.record(elapsed);
+                // A client that went away says nothing about the version.
+                if !matches!(e, InferError::Cancelled) {
+                    mv.window.record(false, elapsed);
+                }
                 e.kind()
             }
         };
@@ -378,15 +461,29 @@ impl Router {
         result
     }
 
+    /// Validates and computes on `mv`. With a `shadow`, a copy of a request the primary accepted
+    /// is mirrored to it, and `mirror` receives where to send the primary's outputs.
     async fn infer_on(
         &self,
         mv: &ModelVersion,
         request: InferRequest,
         start: Instant,
+        shadow: Option<Arc<ModelVersion>>,
+        mirror: &mut Option<tokio::sync::oneshot::Sender<Vec<NamedTensor>>>,
     ) -> Result<InferResponse, InferError> {
         let (_server_permit, _permit) = self.admit(mv)?;
+        let copy = shadow.as_ref().map(|_| request.inputs.clone());
         let (inputs, rows) = validate::inputs(mv, request.inputs)?;
         let wanted = validate::outputs(mv, &request.outputs)?;
+        if let (Some(shadow), Some(copy)) = (shadow, copy) {
+            let deadline = request
+                .timeout
+                .or(shadow.config.queue.default_timeout)
+                .map(|t| start + t);
+            *mirror = self
+                .shadow
+                .mirror(shadow, copy, deadline, self.metrics.clone());
+        }
         let deadline = request
             .timeout
             .or(mv.config.queue.default_timeout)
@@ -436,7 +533,10 @@ fn ready_versions(entry: &ModelEntry) -> impl Iterator<Item = Arc<ModelVersion>>
 }
 
 pub mod admission;
+pub mod shadow;
 mod tracking;
+pub mod traffic;
 mod validate;
+pub mod window;
 
 use tracking::{RequestId, Unanswered};

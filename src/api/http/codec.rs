@@ -177,6 +177,7 @@ pub fn decode(
             outputs: req.outputs.into_iter().map(|o| o.name).collect(),
             timeout,
             protocol: Protocol::Http,
+            route_key: None,
         },
         output_binary,
         binary_default,

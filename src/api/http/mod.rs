@@ -2,6 +2,7 @@
 //! configuration and statistics routes. Handlers translate and call `Router`; nothing more.
 
 mod codec;
+mod traffic;
 
 use std::sync::Arc;
 
@@ -10,7 +11,7 @@ use axum::extract::rejection::BytesRejection;
 use axum::extract::{DefaultBodyLimit, Path, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{get, post, put};
 use axum::{Json, Router as AxumRouter};
 use serde_json::{json, Value};
 
@@ -22,6 +23,8 @@ use crate::registry::{ModelVersion, TensorSpec};
 use crate::routing::{Router, VersionStatistics};
 
 pub const HEADER_CONTENT_LENGTH: &str = "inference-header-content-length";
+/// Sticky routing key: requests with the same key land on the same version.
+pub const ROUTE_KEY: &str = "x-route-key";
 
 #[derive(Clone)]
 struct AppState {
@@ -61,6 +64,21 @@ pub fn app(router: Arc<Router>, admin: Arc<Admin>, max_request_bytes: usize) -> 
         .route(
             "/v2/models/{model}/versions/{version}/infer",
             post(version_infer),
+        )
+        .route(
+            "/v2/models/{model}/traffic",
+            get(traffic::get_traffic).merge(put(traffic::put_traffic)),
+        )
+        .route("/v2/models/{model}/traffic/promote", post(traffic::promote))
+        .route(
+            "/v2/models/{model}/rollout",
+            get(traffic::get_rollout)
+                .merge(post(traffic::start_rollout))
+                .merge(axum::routing::delete(traffic::abort_rollout)),
+        )
+        .route(
+            "/v2/models/{model}/rollout/abort",
+            post(traffic::abort_rollout),
         )
         .route("/v2/repository/index", post(repository_index))
         .route("/v2/repository/models/{model}/load", post(repository_load))
@@ -339,8 +357,18 @@ async fn infer(
                 })?,
         ),
     };
-    let decoded = codec::decode(model, version, body, header_len)
+    let mut decoded = codec::decode(model, version, body, header_len)
         .inspect_err(|_| router.count_undecodable(model, Protocol::Http))?;
+    decoded.request.route_key = match headers.get(ROUTE_KEY) {
+        None => None,
+        Some(v) => Some(
+            v.to_str()
+                .map_err(|_| {
+                    ApiError::BadRequest(format!("{ROUTE_KEY} must be visible ASCII, got {v:?}"))
+                })?
+                .to_owned(),
+        ),
+    };
     let response = router.infer(decoded.request).await?;
     let (body, json_len) =
         codec::encode(&response, &decoded.output_binary, decoded.binary_default)?;

@@ -1,0 +1,158 @@
+//! gRPC front end of the traffic control plane: `ferroserve.admin.v1.TrafficAdmin`, the same
+//! operations and errors as the HTTP traffic and rollout routes. Handlers translate and call
+//! `Admin`.
+
+use std::sync::Arc;
+
+use tonic::{Request, Response, Status};
+
+use super::admin::{Admin, TrafficView};
+use crate::rollout::judge::RolloutRequest;
+use crate::rollout::{RolloutStatus, WindowSummary};
+
+#[allow(clippy::all, clippy::pedantic)]
+pub mod pb {
+    tonic::include_proto!("ferroserve.admin.v1");
+}
+
+use pb::traffic_admin_server::{TrafficAdmin, TrafficAdminServer};
+
+pub struct AdminService {
+    admin: Arc<Admin>,
+}
+
+pub fn service(admin: Arc<Admin>) -> TrafficAdminServer<AdminService> {
+    TrafficAdminServer::new(AdminService { admin })
+}
+
+fn auth<T>(req: &Request<T>) -> Option<Vec<u8>> {
+    req.metadata()
+        .get("authorization")
+        .map(|v| v.as_bytes().to_vec())
+}
+
+fn policy_proto(model: &str, (policy, rollout): TrafficView) -> pb::TrafficPolicy {
+    pb::TrafficPolicy {
+        model: model.to_owned(),
+        weights: policy
+            .as_ref()
+            .map(|p| {
+                p.weights
+                    .iter()
+                    .map(|(v, w)| (v.to_string(), i64::from(*w)))
+                    .collect()
+            })
+            .unwrap_or_default(),
+        shadow: policy
+            .as_ref()
+            .and_then(|p| p.shadow.as_ref())
+            .map(|s| pb::Shadow {
+                version: s.version.to_string(),
+                percent: s.percent,
+            }),
+        rollout: rollout.map(|r| rollout_proto(model, &r)),
+    }
+}
+
+fn window_proto(w: &Option<WindowSummary>) -> Option<pb::Window> {
+    w.as_ref().map(|w| pb::Window {
+        requests: w.requests,
+        errors: w.errors,
+        error_rate: w.error_rate,
+        p99_ms: w.p99.map(|d| d.as_secs_f64() * 1e3),
+    })
+}
+
+fn rollout_proto(model: &str, s: &RolloutStatus) -> pb::RolloutStatus {
+    pb::RolloutStatus {
+        model: model.to_owned(),
+        candidate: s.spec.candidate.to_string(),
+        stable: s.stable.to_string(),
+        state: s.state.as_str().to_owned(),
+        step: u32::try_from(s.step).unwrap_or(u32::MAX),
+        percent: s.percent,
+        steps: s.spec.steps.clone(),
+        step_duration_s: s.spec.step_duration.as_secs_f64(),
+        max_error_rate_increase: s.spec.max_error_rate_increase,
+        max_p99_ratio: s.spec.max_p99_ratio.unwrap_or(0.0),
+        min_requests: s.spec.min_requests,
+        reason: s.reason.clone().unwrap_or_default(),
+        candidate_window: window_proto(&s.candidate_window),
+        stable_window: window_proto(&s.stable_window),
+    }
+}
+
+type GrpcResult<T> = Result<Response<T>, Status>;
+
+#[tonic::async_trait]
+impl TrafficAdmin for AdminService {
+    async fn get_traffic(
+        &self,
+        req: Request<pb::GetTrafficRequest>,
+    ) -> GrpcResult<pb::TrafficPolicy> {
+        let model = req.into_inner().model;
+        let view = self.admin.traffic(&model)?;
+        Ok(Response::new(policy_proto(&model, view)))
+    }
+
+    async fn set_traffic(
+        &self,
+        req: Request<pb::SetTrafficRequest>,
+    ) -> GrpcResult<pb::TrafficPolicy> {
+        let auth = auth(&req);
+        let r = req.into_inner();
+        let weights: Vec<(String, i64)> = r.weights.into_iter().collect();
+        let shadow = r.shadow.map(|s| (s.version, s.percent));
+        let view = self
+            .admin
+            .set_traffic(auth.as_deref(), &r.model, &weights, shadow)?;
+        Ok(Response::new(policy_proto(&r.model, view)))
+    }
+
+    async fn promote(&self, req: Request<pb::PromoteRequest>) -> GrpcResult<pb::TrafficPolicy> {
+        let auth = auth(&req);
+        let r = req.into_inner();
+        let view = self.admin.promote(auth.as_deref(), &r.model, &r.version)?;
+        Ok(Response::new(policy_proto(&r.model, view)))
+    }
+
+    async fn start_rollout(
+        &self,
+        req: Request<pb::StartRolloutRequest>,
+    ) -> GrpcResult<pb::RolloutStatus> {
+        let auth = auth(&req);
+        let r = req.into_inner();
+        let request = RolloutRequest {
+            candidate: r.candidate,
+            stable: Some(r.stable).filter(|s| !s.is_empty()),
+            steps: r.steps,
+            step_duration_s: r.step_duration_s,
+            max_error_rate_increase: r.max_error_rate_increase,
+            max_p99_ratio: r.max_p99_ratio,
+            min_requests: r.min_requests,
+        };
+        let status = self
+            .admin
+            .start_rollout(auth.as_deref(), &r.model, &request)?;
+        Ok(Response::new(rollout_proto(&r.model, &status)))
+    }
+
+    async fn get_rollout(
+        &self,
+        req: Request<pb::GetRolloutRequest>,
+    ) -> GrpcResult<pb::RolloutStatus> {
+        let model = req.into_inner().model;
+        let status = self.admin.rollout(&model)?;
+        Ok(Response::new(rollout_proto(&model, &status)))
+    }
+
+    async fn abort_rollout(
+        &self,
+        req: Request<pb::AbortRolloutRequest>,
+    ) -> GrpcResult<pb::RolloutStatus> {
+        let auth = auth(&req);
+        let model = req.into_inner().model;
+        let status = self.admin.abort_rollout(auth.as_deref(), &model)?;
+        Ok(Response::new(rollout_proto(&model, &status)))
+    }
+}

@@ -1,0 +1,178 @@
+//! The task that runs one rollout, and the steps it takes on `TrafficControl` under its lock:
+//! move to a step, report a window, finish. Each returns (or is) a no-op once the rollout is no
+//! longer the task's own (aborted, or replaced by a newer one).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::judge::{judge, RolloutSpec, Verdict};
+use super::{RolloutState, TrafficControl};
+use crate::routing::window::{WindowSnapshot, WindowStats};
+
+impl TrafficControl {
+    /// Moves a running rollout to step `step` (0-based). False when it is no longer ours.
+    fn advance(&self, model: &str, id: u64, step: usize) -> bool {
+        let mut rollouts = self.lock();
+        let Some(r) = rollouts
+            .get_mut(model)
+            .filter(|r| r.id == id && r.status.state == RolloutState::Running)
+        else {
+            return false;
+        };
+        let Some(&percent) = r.status.spec.steps.get(step) else {
+            return false;
+        };
+        r.status.step = step + 1;
+        r.status.percent = percent;
+        r.status.reason = None;
+        let (stable, candidate) = (r.status.stable, r.status.spec.candidate);
+        self.publish_split(model, stable, candidate, percent);
+        self.set_state_metrics(model, RolloutState::Running, percent);
+        tracing::info!(model, candidate, step = step + 1, percent, "rollout step");
+        true
+    }
+
+    /// Records a step's window so far. False when the rollout is no longer ours.
+    fn report(
+        &self,
+        model: &str,
+        id: u64,
+        candidate: &WindowSnapshot,
+        stable: &WindowSnapshot,
+        note: Option<String>,
+    ) -> bool {
+        let mut rollouts = self.lock();
+        let Some(r) = rollouts
+            .get_mut(model)
+            .filter(|r| r.id == id && r.status.state == RolloutState::Running)
+        else {
+            return false;
+        };
+        r.status.candidate_window = Some(candidate.into());
+        r.status.stable_window = Some(stable.into());
+        r.status.reason = note;
+        true
+    }
+
+    /// Ends a running rollout: promoted sends all traffic to the candidate; rolled back and
+    /// aborted send it all to the stable version (the candidate stays listed at weight 0).
+    pub(super) fn finish(&self, model: &str, id: u64, state: RolloutState, reason: String) {
+        let mut rollouts = self.lock();
+        let Some(r) = rollouts
+            .get_mut(model)
+            .filter(|r| r.id == id && r.status.state == RolloutState::Running)
+        else {
+            return;
+        };
+        r.status.state = state;
+        r.status.reason = Some(reason.clone());
+        let (stable, candidate) = (r.status.stable, r.status.spec.candidate);
+        let percent = if state == RolloutState::Promoted {
+            self.publish_split(model, stable, candidate, 100);
+            100
+        } else {
+            self.publish_split(model, stable, candidate, 0);
+            0
+        };
+        r.status.percent = percent;
+        self.set_state_metrics(model, state, percent);
+        tracing::info!(model, candidate, stable, state = state.as_str(), %reason, "rollout ended");
+    }
+
+    /// The window counters of the two versions as loaded now.
+    fn windows(
+        &self,
+        model: &str,
+        candidate: u64,
+        stable: u64,
+    ) -> Result<(Arc<WindowStats>, Arc<WindowStats>), String> {
+        let table = self.registry.snapshot();
+        let entry = table
+            .models
+            .get(model)
+            .ok_or_else(|| format!("model {model:?} was unloaded"))?;
+        let get = |what: &str, v: u64| {
+            entry
+                .ready(v)
+                .map(|mv| mv.window.clone())
+                .ok_or_else(|| format!("{what} version {v} is no longer loaded"))
+        };
+        Ok((get("candidate", candidate)?, get("stable", stable)?))
+    }
+}
+
+/// One rollout, start to end. Each step: publish the split, then look at the step's window
+/// every tick; a breach ends it at once (once the candidate has `min_requests` in the window),
+/// a pass at the end of the step moves on, too few requests extend the step.
+pub(super) async fn run(
+    control: Arc<TrafficControl>,
+    model: String,
+    id: u64,
+    spec: RolloutSpec,
+    stable: u64,
+) {
+    let tick =
+        (spec.step_duration / 10).clamp(Duration::from_millis(10), Duration::from_millis(500));
+    let candidate = spec.candidate;
+    // The stable's latest window with enough requests: at 100 % it serves none of its own.
+    let mut baseline: Option<WindowSnapshot> = None;
+    let mut step = 0;
+    'steps: while step < spec.steps.len() {
+        if !control.advance(&model, id, step) {
+            return;
+        }
+        let Some(&percent) = spec.steps.get(step) else {
+            break;
+        };
+        let (cw, sw) = match control.windows(&model, candidate, stable) {
+            Ok(w) => w,
+            Err(why) => return control.finish(&model, id, RolloutState::Aborted, why),
+        };
+        let (c0, s0) = (cw.snapshot(), sw.snapshot());
+        let started = Instant::now();
+        loop {
+            tokio::time::sleep(tick).await;
+            match control.windows(&model, candidate, stable) {
+                Err(why) => return control.finish(&model, id, RolloutState::Aborted, why),
+                // A version reloaded under the same number: its counters started over, and so
+                // does the step.
+                Ok((c, s)) if !Arc::ptr_eq(&c, &cw) || !Arc::ptr_eq(&s, &sw) => continue 'steps,
+                Ok(_) => {}
+            }
+            let (cwin, swin) = (cw.snapshot().since(&c0), sw.snapshot().since(&s0));
+            let base = if swin.requests() >= spec.min_requests {
+                &swin
+            } else {
+                baseline.as_ref().unwrap_or(&swin)
+            };
+            let verdict = judge(&spec, &cwin, base);
+            let due = started.elapsed() >= spec.step_duration;
+            let note = match &verdict {
+                Verdict::Wait(why) if due => Some(format!("step {} extended: {why}", step + 1)),
+                _ => None,
+            };
+            if !control.report(&model, id, &cwin, &swin, note) {
+                return;
+            }
+            match verdict {
+                Verdict::Breach(why) => {
+                    let reason = format!("step {} ({percent}%): {why}", step + 1);
+                    return control.finish(&model, id, RolloutState::RolledBack, reason);
+                }
+                Verdict::Pass if due => {
+                    if swin.requests() >= spec.min_requests {
+                        baseline = Some(swin);
+                    }
+                    step += 1;
+                    continue 'steps;
+                }
+                _ => {}
+            }
+        }
+    }
+    let reason = format!(
+        "all {} steps passed; version {candidate} serves 100%",
+        spec.steps.len()
+    );
+    control.finish(&model, id, RolloutState::Promoted, reason);
+}
