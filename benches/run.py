@@ -478,10 +478,11 @@ def render(res):
       "1 row per request. Latencies in microseconds.\n")
 
     w("## (a) In-process limit: the backend called directly\n")
-    w("| model | batch | calls/s | rows/s | mean µs/call | p50 µs | p99 µs |")
-    w("|---|---:|---:|---:|---:|---:|---:|")
+    w("| model | engine | batch | calls/s | rows/s | mean µs/call | p50 µs | p99 µs |")
+    w("|---|---|---:|---:|---:|---:|---:|---:|")
     for r in res["inprocess"]:
-        w(f"| {r['model']} | {r['batch']} | {r['calls_per_s']:,.0f} | {r['rows_per_s']:,.0f} | "
+        w(f"| {r['model']} | {r.get('backend', 'tract')} | {r['batch']} | {r['calls_per_s']:,.0f} | "
+          f"{r['rows_per_s']:,.0f} | "
           f"{r['mean_us']:,.1f} | {fmt_us(r['p50_us'])} | {fmt_us(r['p99_us'])} |")
     w("")
 
