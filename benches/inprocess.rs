@@ -18,7 +18,8 @@
 //! unset: ONNX Runtime's defaults, one intra-op thread per core); `--intra-op-threads` overrides.
 //! tract runs each call on the calling thread.
 //! `--row-invariant` sets `LoadOptions::row_invariant` (single rows then run as two, as the server
-//! does for models with `[dynamic_batching]`); by default it follows the config like the loader.
+//! does for models with `[dynamic_batching]` unless `row_invariant = false`); by default it follows
+//! the config like the loader.
 //! Inputs have a symbolic batch dimension. FP32 inputs are filled with fixed pseudo-random
 //! values; INT64 inputs (token models such as `minilm`) with ids in 1000..2000, or ones for an
 //! input whose name contains `mask`. Other symbolic dimensions take `--seq-len` (default 128).
@@ -165,8 +166,9 @@ struct Resolved {
     name: String,
     path: PathBuf,
     max_batch: usize,
-    /// Whether the config has `[dynamic_batching]` (the loader then asks for row invariance).
-    dynamic_batching: bool,
+    /// Whether the loader asks for row invariance: the config has `[dynamic_batching]` without
+    /// `row_invariant = false`.
+    row_invariant: bool,
     /// The config's ONNX Runtime session options.
     onnxruntime: OnnxRuntimeOptions,
     /// A named model (which may have reference data), not a bare file.
@@ -184,7 +186,7 @@ fn resolve(model: &str) -> Result<Resolved, String> {
             name,
             path: as_path.to_path_buf(),
             max_batch: BARE_FILE_MAX_BATCH,
-            dynamic_batching: false,
+            row_invariant: false,
             onnxruntime: OnnxRuntimeOptions::default(),
             named: false,
         });
@@ -222,7 +224,11 @@ fn resolve(model: &str) -> Result<Resolved, String> {
         name: model.to_owned(),
         path: onnx,
         max_batch,
-        dynamic_batching: config.contains_key("dynamic_batching"),
+        row_invariant: config.get("dynamic_batching").is_some_and(|b| {
+            b.get("row_invariant")
+                .and_then(|v| v.as_bool())
+                .unwrap_or(true)
+        }),
         onnxruntime,
         named: true,
     })
@@ -461,12 +467,12 @@ fn bench_backend(
         name,
         path,
         max_batch,
-        dynamic_batching,
+        row_invariant: config_row_invariant,
         named,
         ..
     } = resolved;
     let (name, max_batch, engine) = (name.as_str(), *max_batch, kind.as_str());
-    let row_invariant = args.row_invariant.unwrap_or(*dynamic_batching);
+    let row_invariant = args.row_invariant.unwrap_or(*config_row_invariant);
     let batches = args.batches.clone().unwrap_or_else(|| {
         let mut b = vec![1];
         if max_batch > 1 {

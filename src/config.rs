@@ -296,6 +296,11 @@ pub struct BatchingConfig {
     /// The most a request waits for companions; zero takes whatever is queued when an instance
     /// frees up.
     pub max_queue_delay: Duration,
+    /// A row's result never depends on its batch companions, bit for bit (default). The engines
+    /// compute one row with another kernel than several, so a lone row then runs padded to two;
+    /// `false` saves that padding (a single-row request's latency) and lets results differ
+    /// within float rounding between a row computed alone and in a batch.
+    pub row_invariant: bool,
 }
 
 /// Every version's queue, batching or not.
@@ -490,6 +495,12 @@ struct RawBatchingConfig {
     max_queue_delay_us: u64,
     max_queue_size: Option<u64>,
     default_timeout_us: Option<u64>,
+    #[serde(default = "default_true")]
+    row_invariant: bool,
+}
+
+fn default_true() -> bool {
+    true
 }
 
 #[derive(Debug, Deserialize)]
@@ -654,6 +665,7 @@ impl ModelConfig {
                 BatchingConfig {
                     preferred_batch_sizes: preferred,
                     max_queue_delay: Duration::from_micros(b.max_queue_delay_us),
+                    row_invariant: b.row_invariant,
                 }
             }),
             queue: QueuePolicy {
@@ -867,6 +879,7 @@ mod tests {
         let b = cfg.dynamic_batching.unwrap();
         assert_eq!(b.preferred_batch_sizes, vec![4, 8]);
         assert_eq!(b.max_queue_delay, Duration::from_micros(500));
+        assert!(b.row_invariant, "row invariance is on unless turned off");
         assert_eq!(cfg.queue.max_queue_size, 7);
         assert_eq!(cfg.queue.default_timeout, Some(Duration::from_millis(2)));
         let twice =

@@ -298,3 +298,58 @@ async fn a_full_queue_answers_429_and_resource_exhausted_at_once() {
         "{text}"
     );
 }
+
+/// `[dynamic_batching] row_invariant = false` reaches the backend: a lone row then runs as itself
+/// (tract's single-row kernel) instead of padded to two. On `mlp` the two kernels round
+/// differently, so the served bits tell which one ran: by default the row's bits inside a batch,
+/// with the knob off the bits of the row computed alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn row_invariant_false_runs_lone_rows_unpadded() {
+    let row: Vec<f32> = (0..64).map(|i| (i as f32 * 0.37).sin() * 3.0).collect();
+    let file = bundled_models().join("mlp/1/model.onnx");
+    let options = LoadOptions {
+        max_batch_size: 64,
+        ..LoadOptions::default()
+    };
+    let mut plain = backend::load(BackendKind::Tract, &file, &options).unwrap();
+    let one = Tensor::from_values(vec![1, 64], &row).unwrap();
+    let alone = plain.instances[0].infer(&[one]).unwrap()[0].data().clone();
+    let pair: Vec<f32> = row.iter().chain(&row).copied().collect();
+    let two = Tensor::from_values(vec![2, 64], &pair).unwrap();
+    let batched = plain.instances[0].infer(&[two]).unwrap()[0]
+        .data()
+        .slice(0..40);
+    assert_ne!(
+        alone, batched,
+        "precondition: tract's single-row kernel rounds mlp differently from a batch"
+    );
+
+    for (knob, want) in [("", &batched), ("row_invariant = false", &alone)] {
+        let repo = repo_with_config("mlp", &format!("[dynamic_batching]\n{knob}"));
+        let server = start(repo.path()).await;
+        let mut client = GrpcInferenceServiceClient::connect(server.grpc_url())
+            .await
+            .unwrap();
+        let req = pb::ModelInferRequest {
+            model_name: "mlp".into(),
+            inputs: vec![pb::model_infer_request::InferInputTensor {
+                name: "input".into(),
+                datatype: "FP32".into(),
+                shape: vec![1, 64],
+                ..Default::default()
+            }],
+            raw_input_contents: vec![row
+                .iter()
+                .flat_map(|v| v.to_le_bytes())
+                .collect::<Vec<u8>>()
+                .into()],
+            ..Default::default()
+        };
+        let resp = client.model_infer(req).await.unwrap().into_inner();
+        assert_eq!(
+            &resp.raw_output_contents[0], want,
+            "[dynamic_batching] {knob:?}: a lone row's bits"
+        );
+        server.stop().await.unwrap();
+    }
+}

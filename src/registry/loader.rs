@@ -94,7 +94,10 @@ fn build(file: &Path, config: &ModelConfig) -> Result<(Signature, Vec<Box<dyn Ba
     let options = LoadOptions {
         max_batch_size: config.max_batch_size,
         instance_count: config.instance_count,
-        row_invariant: config.dynamic_batching.is_some(),
+        row_invariant: config
+            .dynamic_batching
+            .as_ref()
+            .is_some_and(|b| b.row_invariant),
         device: config.device,
         onnxruntime: config.onnxruntime,
     };
