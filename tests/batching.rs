@@ -37,6 +37,25 @@ async fn start(repo: &Path) -> TestServer {
     .await
 }
 
+/// A gRPC request for `mlp` with `rows` rows of `values` as raw contents.
+fn mlp_request(rows: usize, values: &[f32]) -> pb::ModelInferRequest {
+    pb::ModelInferRequest {
+        model_name: "mlp".into(),
+        inputs: vec![pb::model_infer_request::InferInputTensor {
+            name: "input".into(),
+            datatype: "FP32".into(),
+            shape: vec![rows as i64, 64],
+            ..Default::default()
+        }],
+        raw_input_contents: vec![values
+            .iter()
+            .flat_map(|v| v.to_le_bytes())
+            .collect::<Vec<u8>>()
+            .into()],
+        ..Default::default()
+    }
+}
+
 /// A small deterministic generator (xorshift), so failures replay.
 struct Rng(u64);
 impl Rng {
@@ -74,21 +93,7 @@ async fn batched_responses_equal_unbatched_results_bit_for_bit() {
             for _ in 0..PER_TASK {
                 let rows = 1 + rng.below(6) as usize;
                 let values: Vec<f32> = (0..rows * 64).map(|_| rng.f32()).collect();
-                let req = pb::ModelInferRequest {
-                    model_name: "mlp".into(),
-                    inputs: vec![pb::model_infer_request::InferInputTensor {
-                        name: "input".into(),
-                        datatype: "FP32".into(),
-                        shape: vec![rows as i64, 64],
-                        ..Default::default()
-                    }],
-                    raw_input_contents: vec![values
-                        .iter()
-                        .flat_map(|v| v.to_le_bytes())
-                        .collect::<Vec<u8>>()
-                        .into()],
-                    ..Default::default()
-                };
+                let req = mlp_request(rows, &values);
                 let resp = client.model_infer(req).await.unwrap().into_inner();
                 assert_eq!(resp.outputs[0].shape, [rows as i64, 10]);
                 sent.push((rows, values, resp.raw_output_contents[0].clone()));
@@ -196,27 +201,15 @@ async fn a_grpc_deadline_that_passes_is_deadline_exceeded() {
     let mut client = GrpcInferenceServiceClient::connect(server.grpc_url())
         .await
         .unwrap();
-    let mut req = tonic::Request::new(pb::ModelInferRequest {
-        model_name: "mlp".into(),
-        inputs: vec![pb::model_infer_request::InferInputTensor {
-            name: "input".into(),
-            datatype: "FP32".into(),
-            shape: vec![1, 64],
-            contents: Some(pb::InferTensorContents {
-                fp32_contents: vec![0.5; 64],
-                ..Default::default()
-            }),
-            ..Default::default()
-        }],
-        parameters: [(
-            "timeout".to_string(),
-            pb::InferParameter {
-                parameter_choice: Some(pb::infer_parameter::ParameterChoice::Int64Param(1)),
-            },
-        )]
-        .into(),
-        ..Default::default()
-    });
+    let mut body = mlp_request(1, &[0.5; 64]);
+    body.parameters = [(
+        "timeout".to_string(),
+        pb::InferParameter {
+            parameter_choice: Some(pb::infer_parameter::ParameterChoice::Int64Param(1)),
+        },
+    )]
+    .into();
+    let mut req = tonic::Request::new(body);
     req.set_timeout(Duration::from_secs(5));
     let err = client.model_infer(req).await.unwrap_err();
     assert_eq!(err.code(), tonic::Code::DeadlineExceeded, "{err}");
@@ -330,22 +323,11 @@ async fn row_invariant_false_runs_lone_rows_unpadded() {
         let mut client = GrpcInferenceServiceClient::connect(server.grpc_url())
             .await
             .unwrap();
-        let req = pb::ModelInferRequest {
-            model_name: "mlp".into(),
-            inputs: vec![pb::model_infer_request::InferInputTensor {
-                name: "input".into(),
-                datatype: "FP32".into(),
-                shape: vec![1, 64],
-                ..Default::default()
-            }],
-            raw_input_contents: vec![row
-                .iter()
-                .flat_map(|v| v.to_le_bytes())
-                .collect::<Vec<u8>>()
-                .into()],
-            ..Default::default()
-        };
-        let resp = client.model_infer(req).await.unwrap().into_inner();
+        let resp = client
+            .model_infer(mlp_request(1, &row))
+            .await
+            .unwrap()
+            .into_inner();
         assert_eq!(
             &resp.raw_output_contents[0], want,
             "[dynamic_batching] {knob:?}: a lone row's bits"
