@@ -8,7 +8,10 @@
 mod common;
 
 use std::collections::BTreeMap;
+use std::fmt::Display;
+use std::future::Future;
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -248,14 +251,97 @@ async fn send(
 }
 
 async fn put_traffic(server: &TestServer, policy: Value) -> (u16, Value) {
+    put_traffic_as(server, policy, Some(TOKEN)).await
+}
+
+/// PUT a policy with `token` (or none) as the bearer.
+async fn put_traffic_as(server: &TestServer, policy: Value, token: Option<&str>) -> (u16, Value) {
     send(
         server,
         reqwest::Method::PUT,
         "/v2/models/mlp/traffic",
         Some(policy),
+        token,
+    )
+    .await
+}
+
+/// mlp's traffic policy as GET /v2/models/mlp/traffic answers it.
+async fn traffic_policy(server: &TestServer) -> Value {
+    send(
+        server,
+        reqwest::Method::GET,
+        "/v2/models/mlp/traffic",
+        None,
+        None,
+    )
+    .await
+    .1
+}
+
+/// POST a rollout of mlp with the admin token.
+async fn start_rollout(server: &TestServer, spec: Value) -> (u16, Value) {
+    send(
+        server,
+        reqwest::Method::POST,
+        "/v2/models/mlp/rollout",
+        Some(spec),
         Some(TOKEN),
     )
     .await
+}
+
+/// `method` on `path`, without a body, with the admin token.
+async fn as_admin(server: &TestServer, method: reqwest::Method, path: &str) -> (u16, Value) {
+    send(server, method, path, None, Some(TOKEN)).await
+}
+
+/// GET mlp's rollout status.
+async fn rollout_status(server: &TestServer) -> (u16, Value) {
+    send(
+        server,
+        reqwest::Method::GET,
+        "/v2/models/mlp/rollout",
+        None,
+        None,
+    )
+    .await
+}
+
+/// Calls `probe` every 50 ms until `done` holds for what it returns, and returns that; fails
+/// with "{failure}: {last value}" once `limit` has passed (a bound against hanging, not a
+/// speed requirement).
+async fn poll_until<T: Display, F: Future<Output = T>>(
+    limit: Duration,
+    failure: &str,
+    mut probe: impl FnMut() -> F,
+    mut done: impl FnMut(&T) -> bool,
+) -> T {
+    let t0 = Instant::now();
+    loop {
+        let value = probe().await;
+        if done(&value) {
+            return value;
+        }
+        assert!(t0.elapsed() < limit, "{failure}: {value}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Sends `n` unpinned, unkeyed requests and asserts that `version` serves each of them.
+async fn assert_only_version_serves(
+    c: &reqwest::Client,
+    server: &TestServer,
+    version: &str,
+    n: usize,
+) {
+    for i in 0..n {
+        assert_eq!(
+            infer(c, server, None, None).await.unwrap().0,
+            version,
+            "request {i} of {n}"
+        );
+    }
 }
 
 /// The logits each version answers for `input_row()`, asked by pinning.
@@ -407,27 +493,20 @@ async fn a_blue_green_switch_under_load_fails_nothing_and_then_only_green_serves
         "[traffic]\nweights = { \"1\" = 100, \"2\" = 0 }\n",
     );
     let server = Arc::new(start(dir.path(), ModelControlMode::None).await);
-    let (_, policy) = send(
-        &server,
-        reqwest::Method::GET,
-        "/v2/models/mlp/traffic",
-        None,
-        None,
-    )
-    .await;
+    let policy = traffic_policy(&server).await;
     assert_eq!(
         policy,
         json!({"weights": {"1": 100, "2": 0}, "shadow": null, "rollout": null}),
         "the config's [traffic] applies at load"
     );
-    let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let done = Arc::new(AtomicBool::new(false));
     let clients: Vec<_> = (0..8)
         .map(|_| {
             let (server, done) = (server.clone(), done.clone());
             tokio::spawn(async move {
                 let c = reqwest::Client::new();
                 let mut seen = Vec::new();
-                while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                while !done.load(Ordering::Relaxed) {
                     let sent = Instant::now();
                     seen.push((sent, infer(&c, &server, None, None).await));
                 }
@@ -448,7 +527,7 @@ async fn a_blue_green_switch_under_load_fails_nothing_and_then_only_green_serves
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["weights"], json!({"1": 0, "2": 100}));
     tokio::time::sleep(Duration::from_millis(700)).await;
-    done.store(true, std::sync::atomic::Ordering::Relaxed);
+    done.store(true, Ordering::Relaxed);
     let mut all = Vec::new();
     for c in clients {
         all.extend(c.await.unwrap());
@@ -481,15 +560,6 @@ async fn a_blue_green_switch_under_load_fails_nothing_and_then_only_green_serves
 async fn bad_policies_are_refused_with_the_reason() {
     let dir = repo(V2::Perturbed, "");
     let server = start(dir.path(), ModelControlMode::None).await;
-    let put = |body: Value, token: Option<&'static str>| {
-        send(
-            &server,
-            reqwest::Method::PUT,
-            "/v2/models/mlp/traffic",
-            Some(body),
-            token,
-        )
-    };
     for (policy, want) in [
         (json!({"weights": {"3": 10}}), "not loaded"),
         (json!({"weights": {"1": -5}}), "weight -5"),
@@ -503,7 +573,7 @@ async fn bad_policies_are_refused_with_the_reason() {
         (json!({"weights": {"1": 1}, "split": 3}), "unknown field"),
         (json!({"shadow": null}), "weights is required"),
     ] {
-        let (status, body) = put(policy.clone(), Some(TOKEN)).await;
+        let (status, body) = put_traffic(&server, policy.clone()).await;
         assert_eq!(status, 400, "{policy}: {body}");
         assert!(
             body["error"].as_str().unwrap().contains(want),
@@ -519,13 +589,10 @@ async fn bad_policies_are_refused_with_the_reason() {
         .unwrap();
     assert_eq!(r.status(), 400);
     assert!(r.text().await.unwrap().contains("malformed"));
-    assert_eq!(put(json!({"weights": {"1": 1}}), None).await.0, 401);
-    assert_eq!(
-        put(json!({"weights": {"1": 1}}), Some("wrong-token-0123456789"))
-            .await
-            .0,
-        401
-    );
+    for token in [None, Some("wrong-token-0123456789")] {
+        let (status, body) = put_traffic_as(&server, json!({"weights": {"1": 1}}), token).await;
+        assert_eq!(status, 401, "token {token:?}: {body}");
+    }
     let (status, _) = send(
         &server,
         reqwest::Method::GET,
@@ -536,14 +603,7 @@ async fn bad_policies_are_refused_with_the_reason() {
     .await;
     assert_eq!(status, 404);
     // Nothing was applied: no policy, the highest version serves.
-    let (_, policy) = send(
-        &server,
-        reqwest::Method::GET,
-        "/v2/models/mlp/traffic",
-        None,
-        None,
-    )
-    .await;
+    let policy = traffic_policy(&server).await;
     assert_eq!(
         policy,
         json!({"weights": {}, "shadow": null, "rollout": null})
@@ -619,18 +679,9 @@ async fn an_unloaded_weighted_version_hands_its_share_to_the_others() {
             "version 2 never left"
         );
     }
-    for _ in 0..100 {
-        assert_eq!(infer(&c, &server, None, None).await.unwrap().0, "1");
-    }
+    assert_only_version_serves(&c, &server, "1", 100).await;
     // The policy is kept as set: version 2 serves its share again if it comes back.
-    let (_, policy) = send(
-        &server,
-        reqwest::Method::GET,
-        "/v2/models/mlp/traffic",
-        None,
-        None,
-    )
-    .await;
+    let policy = traffic_policy(&server).await;
     assert_eq!(policy["weights"], json!({"1": 50, "2": 50}));
 }
 
@@ -649,28 +700,14 @@ async fn a_changed_traffic_section_applies_without_reloading_versions() {
         format!("{text}[traffic]\nweights = {{ \"1\" = 0, \"2\" = 100 }}\n"),
     )
     .unwrap();
-    let t0 = Instant::now();
-    loop {
-        let (_, policy) = send(
-            &server,
-            reqwest::Method::GET,
-            "/v2/models/mlp/traffic",
-            None,
-            None,
-        )
-        .await;
-        if policy["weights"] == json!({"1": 0, "2": 100}) {
-            break;
-        }
-        assert!(
-            t0.elapsed() < Duration::from_secs(30),
-            "the poller never applied it: {policy}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    for _ in 0..20 {
-        assert_eq!(infer(&c, &server, None, None).await.unwrap().0, "2");
-    }
+    poll_until(
+        Duration::from_secs(30),
+        "the poller never applied it",
+        || traffic_policy(&server),
+        |policy| policy["weights"] == json!({"1": 0, "2": 100}),
+    )
+    .await;
+    assert_only_version_serves(&c, &server, "2", 20).await;
     // Version 1 kept its statistics: it was not reloaded for a policy change.
     let stats: Value = c
         .get(server.url("/v2/models/mlp/versions/1/stats"))
@@ -684,50 +721,64 @@ async fn a_changed_traffic_section_applies_without_reloading_versions() {
 }
 
 async fn rollout_until_done(server: &TestServer) -> Value {
-    let t0 = Instant::now();
-    loop {
-        let (status, r) = send(
-            server,
-            reqwest::Method::GET,
-            "/v2/models/mlp/rollout",
-            None,
-            None,
-        )
-        .await;
-        assert_eq!(status, 200, "{r}");
-        if r["state"] != "running" {
-            return r;
+    poll_until(
+        Duration::from_secs(60),
+        "rollout still running",
+        || async {
+            let (status, r) = rollout_status(server).await;
+            assert_eq!(status, 200, "{r}");
+            r
+        },
+        |r| r["state"] != "running",
+    )
+    .await
+}
+
+/// Load from 4 clients until stopped.
+struct Load {
+    done: Arc<AtomicBool>,
+    clients: Vec<tokio::task::JoinHandle<Vec<(String, bool)>>>,
+}
+
+impl Load {
+    fn start(server: &Arc<TestServer>) -> Load {
+        let done = Arc::new(AtomicBool::new(false));
+        let clients = (0..4)
+            .map(|_| {
+                let (server, done) = (server.clone(), done.clone());
+                tokio::spawn(async move {
+                    let c = reqwest::Client::new();
+                    let mut seen = Vec::new();
+                    while !done.load(Ordering::Relaxed) {
+                        match infer(&c, &server, None, None).await {
+                            Ok((v, _)) => seen.push((v, true)),
+                            Err((status, _)) => seen.push((status.to_string(), false)),
+                        }
+                    }
+                    seen
+                })
+            })
+            .collect();
+        Load { done, clients }
+    }
+
+    /// Stops the clients; returns (version, ok) per response.
+    async fn stop(self) -> Vec<(String, bool)> {
+        self.done.store(true, Ordering::Relaxed);
+        let mut responses = Vec::new();
+        for c in self.clients {
+            responses.extend(c.await.unwrap());
         }
-        // A bound against hanging, not a speed requirement.
-        assert!(
-            t0.elapsed() < Duration::from_secs(60),
-            "rollout still running: {r}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        responses
     }
 }
 
-/// Load from 4 clients until `done`; returns (version, ok) per response.
-fn load(
-    server: &Arc<TestServer>,
-    done: &Arc<std::sync::atomic::AtomicBool>,
-) -> Vec<tokio::task::JoinHandle<Vec<(String, bool)>>> {
-    (0..4)
-        .map(|_| {
-            let (server, done) = (server.clone(), done.clone());
-            tokio::spawn(async move {
-                let c = reqwest::Client::new();
-                let mut seen = Vec::new();
-                while !done.load(std::sync::atomic::Ordering::Relaxed) {
-                    match infer(&c, &server, None, None).await {
-                        Ok((v, _)) => seen.push((v, true)),
-                        Err((status, _)) => seen.push((status.to_string(), false)),
-                    }
-                }
-                seen
-            })
-        })
-        .collect()
+/// The rollout ended rolled back at its first step, for `reason`.
+#[track_caller]
+fn assert_rolled_back_at_first_step(end: &Value, reason: &str) {
+    assert_eq!(end["state"], "rolled_back", "{end}");
+    assert_eq!(end["step"], 1, "caught at the first step: {end}");
+    assert!(end["reason"].as_str().unwrap().contains(reason), "{end}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -735,17 +786,11 @@ async fn a_failing_candidate_is_rolled_back_within_one_step() {
     let dir = repo(V2::Failing, "");
     let server = Arc::new(start(dir.path(), ModelControlMode::None).await);
     put_traffic(&server, json!({"weights": {"1": 100}})).await;
-    let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let clients = load(&server, &done);
-    let (status, started) = send(
+    let load = Load::start(&server);
+    let (status, started) = start_rollout(
         &server,
-        reqwest::Method::POST,
-        "/v2/models/mlp/rollout",
-        Some(
-            json!({"candidate": "2", "steps": [10, 50, 100], "step_duration_s": 1,
-                    "max_error_rate_increase": 0.01, "max_p99_ratio": 1.5, "min_requests": 20}),
-        ),
-        Some(TOKEN),
+        json!({"candidate": "2", "steps": [10, 50, 100], "step_duration_s": 1,
+                "max_error_rate_increase": 0.01, "max_p99_ratio": 1.5, "min_requests": 20}),
     )
     .await;
     assert_eq!(status, 200, "{started}");
@@ -754,34 +799,17 @@ async fn a_failing_candidate_is_rolled_back_within_one_step() {
         (Some("running"), Some("1"))
     );
     let end = rollout_until_done(&server).await;
-    done.store(true, std::sync::atomic::Ordering::Relaxed);
-    for c in clients {
-        c.await.unwrap();
-    }
-    assert_eq!(end["state"], "rolled_back", "{end}");
-    assert_eq!(end["step"], 1, "caught at the first step: {end}");
-    assert!(
-        end["reason"].as_str().unwrap().contains("error rate"),
-        "{end}"
-    );
+    load.stop().await;
+    assert_rolled_back_at_first_step(&end, "error rate");
     assert!(
         end["window"]["candidate"]["errors"].as_u64().unwrap() >= 1,
         "{end}"
     );
-    let (_, policy) = send(
-        &server,
-        reqwest::Method::GET,
-        "/v2/models/mlp/traffic",
-        None,
-        None,
-    )
-    .await;
+    let policy = traffic_policy(&server).await;
     assert_eq!(policy["weights"], json!({"1": 100, "2": 0}));
     assert_eq!(policy["rollout"]["state"], "rolled_back");
     let c = reqwest::Client::new();
-    for _ in 0..50 {
-        assert_eq!(infer(&c, &server, None, None).await.unwrap().0, "1");
-    }
+    assert_only_version_serves(&c, &server, "1", 50).await;
     let text = server.metrics_text().await;
     assert!(
         text.contains(r#"ferroserve_rollout_state{model="mlp",state="rolled_back"} 1"#),
@@ -799,46 +827,24 @@ async fn a_much_slower_candidate_is_rolled_back_within_one_step() {
         "2",
         "the slow graph serves"
     );
-    let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let clients = load(&server, &done);
-    let (status, started) = send(
+    let load = Load::start(&server);
+    let (status, started) = start_rollout(
         &server,
-        reqwest::Method::POST,
-        "/v2/models/mlp/rollout",
-        Some(
-            json!({"candidate": "2", "steps": [10, 50, 100], "step_duration_s": 2,
-                    "max_p99_ratio": 1.5, "min_requests": 10}),
-        ),
-        Some(TOKEN),
+        json!({"candidate": "2", "steps": [10, 50, 100], "step_duration_s": 2,
+                "max_p99_ratio": 1.5, "min_requests": 10}),
     )
     .await;
     assert_eq!(status, 200, "{started}");
     let end = rollout_until_done(&server).await;
-    done.store(true, std::sync::atomic::Ordering::Relaxed);
-    let mut responses = Vec::new();
-    for c in clients {
-        responses.extend(c.await.unwrap());
-    }
+    let responses = load.stop().await;
     assert!(responses.iter().all(|(_, ok)| *ok), "slow, not failing");
-    assert_eq!(end["state"], "rolled_back", "{end}");
-    assert_eq!(end["step"], 1, "caught at the first step: {end}");
-    assert!(
-        end["reason"].as_str().unwrap().contains("p99 latency"),
-        "{end}"
-    );
+    assert_rolled_back_at_first_step(&end, "p99 latency");
     let w = &end["window"];
     assert!(
         w["candidate"]["p99_ms"].as_f64().unwrap() > 1.5 * w["stable"]["p99_ms"].as_f64().unwrap(),
         "{end}"
     );
-    let (_, policy) = send(
-        &server,
-        reqwest::Method::GET,
-        "/v2/models/mlp/traffic",
-        None,
-        None,
-    )
-    .await;
+    let policy = traffic_policy(&server).await;
     assert_eq!(policy["weights"], json!({"1": 100, "2": 0}));
 }
 
@@ -846,18 +852,12 @@ async fn a_much_slower_candidate_is_rolled_back_within_one_step() {
 async fn a_healthy_candidate_is_promoted_after_its_last_step() {
     let dir = repo(V2::Perturbed, "");
     let server = Arc::new(start(dir.path(), ModelControlMode::Explicit).await);
-    let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let clients = load(&server, &done);
+    let load = Load::start(&server);
     // A loose latency bound: both versions are the same graph, and this machine is shared.
-    let (status, started) = send(
+    let (status, started) = start_rollout(
         &server,
-        reqwest::Method::POST,
-        "/v2/models/mlp/rollout",
-        Some(
-            json!({"candidate": 2, "stable": 1, "steps": [25, 100], "step_duration_s": 0.5,
-                    "max_p99_ratio": 50, "min_requests": 20}),
-        ),
-        Some(TOKEN),
+        json!({"candidate": 2, "stable": 1, "steps": [25, 100], "step_duration_s": 0.5,
+                "max_p99_ratio": 50, "min_requests": 20}),
     )
     .await;
     assert_eq!(status, 200, "{started}");
@@ -867,66 +867,36 @@ async fn a_healthy_candidate_is_promoted_after_its_last_step() {
         "a running rollout owns the weights: {conflict}"
     );
     let end = rollout_until_done(&server).await;
-    done.store(true, std::sync::atomic::Ordering::Relaxed);
-    let mut responses = Vec::new();
-    for c in clients {
-        responses.extend(c.await.unwrap());
-    }
+    let responses = load.stop().await;
     assert!(responses.iter().all(|(_, ok)| *ok), "no request failed");
     assert_eq!(end["state"], "promoted", "{end}");
     assert_eq!(
         (end["step"].as_u64(), end["percent"].as_u64()),
         (Some(2), Some(100))
     );
-    let (_, policy) = send(
-        &server,
-        reqwest::Method::GET,
-        "/v2/models/mlp/traffic",
-        None,
-        None,
-    )
-    .await;
+    let policy = traffic_policy(&server).await;
     assert_eq!(policy["weights"], json!({"1": 0, "2": 100}));
     let c = reqwest::Client::new();
-    for _ in 0..50 {
-        assert_eq!(infer(&c, &server, None, None).await.unwrap().0, "2");
-    }
+    assert_only_version_serves(&c, &server, "2", 50).await;
 }
 
 #[tokio::test]
 async fn a_step_without_enough_requests_is_extended_not_passed_and_can_be_aborted() {
     let dir = repo(V2::Perturbed, "");
     let server = start(dir.path(), ModelControlMode::None).await;
-    let (status, _) = send(
+    let (status, _) = start_rollout(
         &server,
-        reqwest::Method::POST,
-        "/v2/models/mlp/rollout",
-        Some(
-            json!({"candidate": "2", "steps": [50], "step_duration_s": 0.1, "min_requests": 1000}),
-        ),
-        Some(TOKEN),
+        json!({"candidate": "2", "steps": [50], "step_duration_s": 0.1, "min_requests": 1000}),
     )
     .await;
     assert_eq!(status, 200);
-    let t0 = Instant::now();
-    let status = loop {
-        let (_, r) = send(
-            &server,
-            reqwest::Method::GET,
-            "/v2/models/mlp/rollout",
-            None,
-            None,
-        )
-        .await;
-        if r["reason"].as_str().is_some_and(|s| s.contains("extended")) {
-            break r;
-        }
-        assert!(
-            t0.elapsed() < Duration::from_secs(30),
-            "never reported extended: {r}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let status = poll_until(
+        Duration::from_secs(30),
+        "never reported extended",
+        || async { rollout_status(&server).await.1 },
+        |r| r["reason"].as_str().is_some_and(|s| s.contains("extended")),
+    )
+    .await;
     assert_eq!(status["state"], "running", "{status}");
     assert!(
         status["reason"].as_str().unwrap().contains("0 of 1000"),
@@ -938,33 +908,18 @@ async fn a_step_without_enough_requests_is_extended_not_passed_and_can_be_aborte
     ] {
         assert_eq!(send(&server, method, path, None, None).await.0, want);
     }
-    let (status, aborted) = send(
-        &server,
-        reqwest::Method::DELETE,
-        "/v2/models/mlp/rollout",
-        None,
-        Some(TOKEN),
-    )
-    .await;
+    let (status, aborted) =
+        as_admin(&server, reqwest::Method::DELETE, "/v2/models/mlp/rollout").await;
     assert_eq!(status, 200, "{aborted}");
     assert_eq!(aborted["state"], "aborted");
-    let (status, _) = send(
+    let (status, _) = as_admin(
         &server,
         reqwest::Method::POST,
         "/v2/models/mlp/rollout/abort",
-        None,
-        Some(TOKEN),
     )
     .await;
     assert_eq!(status, 409, "aborting a finished rollout");
-    let (_, policy) = send(
-        &server,
-        reqwest::Method::GET,
-        "/v2/models/mlp/traffic",
-        None,
-        None,
-    )
-    .await;
+    let policy = traffic_policy(&server).await;
     assert_eq!(
         policy["weights"],
         json!({"1": 100, "2": 0}),
@@ -984,14 +939,7 @@ async fn a_step_without_enough_requests_is_extended_not_passed_and_can_be_aborte
             "unknown field",
         ),
     ] {
-        let (status, body) = send(
-            &server,
-            reqwest::Method::POST,
-            "/v2/models/mlp/rollout",
-            Some(bad.clone()),
-            Some(TOKEN),
-        )
-        .await;
+        let (status, body) = start_rollout(&server, bad.clone()).await;
         assert_eq!(status, 400, "{bad}: {body}");
         assert!(
             body["error"].as_str().unwrap().contains(want),
@@ -1031,20 +979,15 @@ async fn shadowing_leaves_answers_unchanged_and_exports_divergence() {
             "the client's answer does not change with a shadow"
         );
     }
-    let t0 = Instant::now();
     let compared =
         r#"ferroserve_shadow_requests_total{model="mlp",outcome="compared",version="2"}"#;
-    let text = loop {
-        let text = server.metrics_text().await;
-        if text.contains(compared) {
-            break text;
-        }
-        assert!(
-            t0.elapsed() < Duration::from_secs(30),
-            "no shadow comparison: {text}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let text = poll_until(
+        Duration::from_secs(30),
+        "no shadow comparison",
+        || server.metrics_text(),
+        |text| text.contains(compared),
+    )
+    .await;
     let value = |name: &str| -> f64 {
         text.lines()
             .find(|l| l.starts_with(name))
