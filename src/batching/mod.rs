@@ -472,6 +472,9 @@ mod tests {
             1,
             "only the first request was computed"
         );
+        let m = &b.core.shared.metrics;
+        assert_eq!(m.rejected_deadline.get(), 1);
+        assert_eq!(m.rejected_cancelled.get(), 0);
     }
 
     #[tokio::test]
@@ -496,6 +499,13 @@ mod tests {
             "the aborted request was dropped before compute"
         );
         assert_eq!(b.queued(), 0);
+        let m = &b.core.shared.metrics;
+        assert_eq!(
+            m.rejected_cancelled.get(),
+            1,
+            "counted as rejected{{reason=\"cancelled\"}}"
+        );
+        assert_eq!(m.rejected_deadline.get(), 0);
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
