@@ -23,6 +23,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import run as bench_run  # noqa: E402  (benches/run.py: Server, repo_variant, serve_cmd)
@@ -51,6 +52,13 @@ def process_cpu(pid):
         stat = f.read()
     fields = stat[stat.rindex(")") + 2:].split()
     return (int(fields[11]) + int(fields[12])) / TICKS
+
+
+def model_stats(server, model):
+    """(inferences, executions) of `model` from the statistics extension."""
+    with urllib.request.urlopen(f"http://{server.http}/v2/models/{model}/stats", timeout=5) as r:
+        stats = json.load(r)["model_stats"]
+    return (sum(s["inference_count"] for s in stats), sum(s["execution_count"] for s in stats))
 
 
 def group(name):
@@ -82,6 +90,7 @@ def main():
              "--json-out", report_path], stdout=subprocess.DEVNULL)
         time.sleep(args.warmup + 0.2)
         t0, before, load0 = time.time(), thread_cpu(pid), process_cpu(load.pid)
+        stats0 = model_stats(server, args.model)
         perf_data = os.path.join(tmp, "perf.data")
         window = max(args.secs - 0.5, 0.5)
         if use_perf:
@@ -90,6 +99,7 @@ def main():
         else:
             time.sleep(window)
         t1, after, load1 = time.time(), thread_cpu(pid), process_cpu(load.pid)
+        stats1 = model_stats(server, args.model)
         load.wait()
         with open(report_path) as f:
             report = json.load(f)
@@ -104,7 +114,10 @@ def main():
         lat = report["latency_us"]
         print(f"## {args.model} {args.protocol} c={args.concurrency} batching {args.batching}: "
               f"{report['throughput_rps']:,.0f} req/s, p50 {lat['p50']} µs, p99 {lat['p99']} µs, "
-              f"errors {report['errors_total']}\n")
+              f"errors {report['errors_total']}")
+        rows, calls = stats1[0] - stats0[0], stats1[1] - stats0[1]
+        print(f"\nBackend calls in the window: {calls:,} for {rows:,} rows = "
+              f"{rows / max(calls, 1):.1f} rows per call.\n")
         print("| process / thread group | threads | CPU s per s | CPU µs per request |")
         print("|---|---:|---:|---:|")
         rps = max(report["throughput_rps"], 1)
