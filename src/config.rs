@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::routing::traffic::TrafficPolicy;
+use crate::policy::traffic::TrafficPolicy;
 use crate::tensor::DataType;
 
 /// Request bodies above this are refused (HTTP 413 / gRPC RESOURCE_EXHAUSTED) unless configured.
@@ -342,7 +342,7 @@ pub struct ModelConfig {
     pub device: Device,
     /// Session options of `backend = "onnxruntime"` (defaults otherwise).
     pub onnxruntime: OnnxRuntimeOptions,
-    /// `[traffic]`: weights and shadow applied when the model loads (see `routing::traffic`).
+    /// `[traffic]`: weights and shadow applied when the model loads (see `policy::traffic`).
     /// Not part of what a version is built from: changing it never reloads a version.
     pub traffic: Option<TrafficPolicy>,
 }
