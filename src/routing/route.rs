@@ -6,7 +6,7 @@
 use std::sync::Arc;
 
 use super::{InferError, Router};
-use crate::policy::{self, traffic::RouteReason};
+use crate::policy::traffic::{self, RouteReason};
 use crate::registry::{ModelEntry, ModelVersion, VersionState};
 
 /// Where one request goes: the serving version, why, and the version to mirror it to.
@@ -93,7 +93,7 @@ impl Router {
             .traffic
             .as_ref()
             .and_then(|p| p.shadow.as_ref())
-            .filter(|s| s.version != mv.version && policy::traffic::sample(s.percent))
+            .filter(|s| s.version != mv.version && traffic::sample(s.percent))
             .and_then(|s| entry.ready(s.version).cloned());
         Ok(Route {
             version: mv.clone(),
@@ -117,7 +117,7 @@ pub fn choose<'e>(
             .iter()
             .filter(|(v, w)| **w > 0 && entry.ready(**v).is_some())
             .map(|(v, w)| (*v, *w));
-        if let Some(mv) = policy::traffic::pick(candidates, key).and_then(|v| entry.ready(v)) {
+        if let Some(mv) = traffic::pick(candidates, key).and_then(|v| entry.ready(v)) {
             let reason = if key.is_some() {
                 RouteReason::Sticky
             } else {
