@@ -4,18 +4,24 @@
 //! - [`api`]: transports. `api::http` (axum, JSON + binary tensors), `api::grpc` (tonic,
 //!   `inference.GRPCInferenceService`), `api::error` (the one error → status/code table),
 //!   `api::serve` (the HTTP accept loop: header read timeout, connection bound).
-//! - [`routing`]: per-request logic shared by both transports: resolve, admit (bounded
-//!   in-flight requests, `routing::admission`), validate, submit; request ids and spans;
-//!   `routing::traffic` picks a version by policy (weights, sticky key), `routing::shadow`
-//!   mirrors, `routing::window` counts per version for rollouts.
+//! - [`routing`]: per-request logic shared by both transports: resolve and choose a version
+//!   (`routing::route`: pinned, by the traffic policy, or the default), admit (`routing::admit`),
+//!   validate, submit; request ids and spans; `routing::shadow` mirrors.
 //! - [`batching`]: per-version queue, batch assembly, hand-off to free instances.
 //! - [`backend`]: the `Backend` trait, the tract engine, instance threads.
 //! - [`registry`]: the atomically swapped model table, the repository scan and the loader.
 //! - [`rollout`]: the traffic control plane: policies, promotion, progressive rollouts.
+//! - [`policy`]: pure types below the registry and the router: the traffic policy and its pick
+//!   (weights, sticky key), per-version windows for rollouts, bounded admission.
 //! - [`tensor`]: datatype, shape and bytes; concatenation and split along the batch dimension.
 //! - [`config`], [`metrics`], [`server`]: configuration, Prometheus metrics (with process metrics
 //!   from `/proc`) and the statistics extension's counters, wiring and shutdown.
 //! - [`loadgen`]: `ferroserve bench`, the load generator (closed/open loop, HTTP and gRPC).
+//! - [`proto`]: the Open Inference Protocol's generated protobuf messages and gRPC stubs.
+//!
+//! Dependencies point down only, highest first: `server` > `api` > `loadgen` > `rollout` >
+//! `routing` > `registry` > `batching` > `backend` > `config` > `policy` > `metrics` >
+//! `tensor`, `proto`. A module uses only modules to its right.
 
 pub mod api;
 pub mod backend;
@@ -23,6 +29,8 @@ pub mod batching;
 pub mod config;
 pub mod loadgen;
 pub mod metrics;
+pub mod policy;
+pub mod proto;
 pub mod registry;
 pub mod rollout;
 pub mod routing;

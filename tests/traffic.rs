@@ -20,7 +20,7 @@ use common::{bundled_models, test_config, TestServer};
 use ferroserve::api::admin_grpc::pb as admin_pb;
 use ferroserve::api::grpc::pb;
 use ferroserve::config::{ModelControlMode, ServerConfig};
-use ferroserve::routing::traffic;
+use ferroserve::policy::traffic;
 use pb::grpc_inference_service_client::GrpcInferenceServiceClient;
 use serde_json::{json, Value};
 

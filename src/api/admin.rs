@@ -9,10 +9,10 @@ use std::sync::Arc;
 
 use super::error::ApiError;
 use crate::config::ServerConfig;
+use crate::policy::traffic::TrafficPolicy;
 use crate::registry::manager::{ControlError, IndexRow, ModelManager};
 use crate::rollout::judge::RolloutRequest;
 use crate::rollout::{RolloutStatus, TrafficControl};
-use crate::routing::traffic::TrafficPolicy;
 
 /// A policy and the model's latest rollout, as `GET .../traffic` reports them.
 pub type TrafficView = (Option<Arc<TrafficPolicy>>, Option<RolloutStatus>);

@@ -17,10 +17,9 @@ use crate::registry::{ModelVersion, TensorSpec};
 use crate::routing::{InferRequest, NamedTensor, Router, VersionStatistics};
 use crate::tensor::{shape_from_wire, DataType, Element, Tensor};
 
-#[allow(clippy::all, clippy::pedantic)]
-pub mod pb {
-    tonic::include_proto!("inference");
-}
+/// The generated messages live in `crate::proto` (the load generator uses them without this
+/// transport); `pb` is the name the handlers, the CLI and the tests know them by.
+pub use crate::proto as pb;
 
 use pb::grpc_inference_service_server::{GrpcInferenceService, GrpcInferenceServiceServer};
 

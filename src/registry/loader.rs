@@ -13,7 +13,7 @@ use crate::backend::{self, Backend, GraphTensor, LoadOptions};
 use crate::batching::{BatchPolicy, Batcher, BatcherConfig};
 use crate::config::{ModelConfig, TensorConfig};
 use crate::metrics::{Metrics, VersionStats};
-use crate::routing::admission::Admission;
+use crate::policy::admission::Admission;
 use crate::tensor::{DataType, Tensor};
 
 /// Loads `file` as version `version` of model `name`. Blocking work runs off the async runtime.

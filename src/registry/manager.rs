@@ -14,7 +14,7 @@ use super::repository::{self, ModelDir};
 use super::{loader, ModelEntry, ModelVersion, Registry, VersionState};
 use crate::config::ModelControlMode;
 use crate::metrics::Metrics;
-use crate::routing::traffic::TrafficPolicy;
+use crate::policy::traffic::TrafficPolicy;
 
 #[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
 pub enum ControlError {

@@ -1,5 +1,7 @@
 //! The table of models and their versions, swapped atomically: readers take a snapshot without a
 //! lock, writers publish a new table. A version is in the table as `Ready` only after warm-up.
+//! The registry holds data and answers lookups; which version serves a request is decided in
+//! `routing::route`, so the choice lives in one place above the data it reads.
 
 pub mod loader;
 pub mod manager;
@@ -14,9 +16,9 @@ use arc_swap::ArcSwap;
 use crate::batching::Batcher;
 use crate::config::ModelConfig;
 use crate::metrics::VersionStats;
-use crate::routing::admission::Admission;
-use crate::routing::traffic::{self, RouteReason, TrafficPolicy};
-use crate::routing::window::WindowStats;
+use crate::policy::admission::Admission;
+use crate::policy::traffic::TrafficPolicy;
+use crate::policy::window::WindowStats;
 use crate::tensor::DataType;
 
 /// A tensor of the served signature; `dims` excludes the batch dimension when the model batches.
@@ -124,29 +126,6 @@ impl ModelEntry {
             .collect()
     }
 
-    /// The version for a request that names none, by the traffic policy: sticky when a routing
-    /// key is given, weighted random otherwise. Weighted versions that are not ready are
-    /// skipped, so their share goes to the other weighted versions in proportion; with none of
-    /// them ready, the highest ready version serves. Requests never fail for a policy.
-    pub fn route(&self, key: Option<&[u8]>) -> Option<(&Arc<ModelVersion>, RouteReason)> {
-        if let Some(policy) = self.traffic.as_deref().filter(|p| !p.weights.is_empty()) {
-            let candidates = policy
-                .weights
-                .iter()
-                .filter(|(v, w)| **w > 0 && self.ready(**v).is_some())
-                .map(|(v, w)| (*v, *w));
-            if let Some(mv) = traffic::pick(candidates, key).and_then(|v| self.ready(v)) {
-                let reason = if key.is_some() {
-                    RouteReason::Sticky
-                } else {
-                    RouteReason::Weighted
-                };
-                return Some((mv, reason));
-            }
-        }
-        self.default_version().map(|mv| (mv, RouteReason::Default))
-    }
-
     /// It serves: some version is ready. A version loading or failing beside a ready one does
     /// not make the model unready (a reload never takes readiness away).
     pub fn is_ready(&self) -> bool {
@@ -225,109 +204,5 @@ impl Registry {
                     .values()
                     .any(|s| matches!(s, VersionState::Loading))
             })
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::batching::{BatchPolicy, BatcherConfig};
-    use crate::metrics::Metrics;
-
-    /// A ready version with no instances: enough to be routed to, never computed on.
-    fn ready(version: u64, metrics: &Metrics) -> VersionState {
-        let batcher = Batcher::start(
-            BatcherConfig {
-                model: "m".into(),
-                version: version.to_string(),
-                policy: BatchPolicy {
-                    max_rows: 0,
-                    combine: false,
-                    preferred: Vec::new(),
-                    max_delay: Duration::ZERO,
-                },
-                max_queue_size: 1,
-            },
-            Vec::new(),
-            Arc::default(),
-            metrics,
-        )
-        .unwrap();
-        VersionState::Ready(Arc::new(ModelVersion {
-            name: "m".into(),
-            version,
-            version_label: version.to_string(),
-            config: ModelConfig::parse("", "m").unwrap(),
-            signature: Signature {
-                max_batch_size: 0,
-                inputs: Vec::new(),
-                outputs: Vec::new(),
-            },
-            batcher,
-            stats: Arc::default(),
-            admission: crate::routing::admission::Admission::new(0, None),
-            window: Arc::default(),
-            load_time: Duration::ZERO,
-            file_fingerprint: None,
-        }))
-    }
-
-    fn entry(versions: Vec<(u64, VersionState)>, weights: &[(u64, u32)]) -> ModelEntry {
-        ModelEntry {
-            name: "m".into(),
-            versions: versions.into_iter().collect(),
-            error: None,
-            last_failure: None,
-            traffic: (!weights.is_empty()).then(|| {
-                Arc::new(TrafficPolicy {
-                    weights: weights.iter().copied().collect(),
-                    shadow: None,
-                })
-            }),
-            file_traffic: None,
-        }
-    }
-
-    fn routed(e: &ModelEntry, key: Option<&[u8]>) -> (u64, RouteReason) {
-        let (mv, reason) = e.route(key).unwrap();
-        (mv.version, reason)
-    }
-
-    #[test]
-    fn without_a_policy_the_highest_ready_version_serves() {
-        let m = Metrics::new().unwrap();
-        let e = entry(vec![(1, ready(1, &m)), (2, ready(2, &m))], &[]);
-        assert_eq!(routed(&e, None), (2, RouteReason::Default));
-        assert_eq!(routed(&e, Some(b"k")), (2, RouteReason::Default));
-    }
-
-    #[test]
-    fn a_weighted_version_that_is_not_ready_hands_its_share_to_the_others() {
-        let m = Metrics::new().unwrap();
-        // Version 2 holds 90% of the weight but is loading: version 1 takes everything.
-        let e = entry(
-            vec![
-                (1, ready(1, &m)),
-                (2, VersionState::Loading),
-                (3, ready(3, &m)),
-            ],
-            &[(1, 10), (2, 90)],
-        );
-        for i in 0..200 {
-            assert_eq!(routed(&e, None), (1, RouteReason::Weighted));
-            let key = format!("k{i}");
-            assert_eq!(routed(&e, Some(key.as_bytes())), (1, RouteReason::Sticky));
-        }
-        // No weighted version ready: the highest ready one serves; requests never fail.
-        let e = entry(
-            vec![
-                (1, ready(1, &m)),
-                (2, VersionState::Unavailable("x".into())),
-            ],
-            &[(2, 100)],
-        );
-        assert_eq!(routed(&e, None), (1, RouteReason::Default));
-        let e = entry(vec![(1, VersionState::Loading)], &[(1, 100)]);
-        assert!(e.route(None).is_none());
     }
 }

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use crate::routing::window::WindowSnapshot;
+use crate::policy::window::WindowSnapshot;
 
 /// A rollout as requested, validated.
 #[derive(Debug, Clone, PartialEq)]
@@ -157,7 +157,7 @@ pub fn judge(spec: &RolloutSpec, candidate: &WindowSnapshot, baseline: &WindowSn
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::routing::window::WindowStats;
+    use crate::policy::window::WindowStats;
 
     fn spec() -> RolloutSpec {
         RolloutRequest {

@@ -15,9 +15,9 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use crate::metrics::Metrics;
+use crate::policy::traffic::TrafficPolicy;
+use crate::policy::window::WindowSnapshot;
 use crate::registry::Registry;
-use crate::routing::traffic::TrafficPolicy;
-use crate::routing::window::WindowSnapshot;
 use judge::{RolloutRequest, RolloutSpec};
 
 #[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use super::judge::{judge, RolloutSpec, Verdict};
 use super::{RolloutState, TrafficControl};
-use crate::routing::window::{WindowSnapshot, WindowStats};
+use crate::policy::window::{WindowSnapshot, WindowStats};
 
 impl TrafficControl {
     /// Moves a running rollout to step `step` (0-based). False when it is no longer ours.

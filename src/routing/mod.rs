@@ -10,10 +10,10 @@ use tracing::Instrument;
 
 use crate::batching::BatchError;
 use crate::metrics::{code, BatchTimes, Metrics, Protocol};
+use crate::policy::admission::Admission;
 use crate::registry::{ModelEntry, ModelVersion, Registry, VersionState};
 use crate::tensor::{DataType, Tensor};
 use shadow::ShadowGate;
-use traffic::RouteReason;
 
 /// A tensor with its name, as it travels between transports and the core.
 #[derive(Debug, Clone, PartialEq)]
@@ -120,15 +120,8 @@ pub struct Router {
     /// Set on shutdown: readiness turns false while requests are still served.
     draining: AtomicBool,
     /// Inference requests in flight on the whole server (`max_concurrent_requests`).
-    admission: admission::Admission,
+    admission: Admission,
     shadow: ShadowGate,
-}
-
-/// Where one request goes: the serving version, why, and the version to mirror it to.
-struct Route {
-    version: Arc<ModelVersion>,
-    reason: RouteReason,
-    shadow: Option<Arc<ModelVersion>>,
 }
 
 impl Router {
@@ -138,14 +131,14 @@ impl Router {
             metrics,
             strict_readiness,
             draining: AtomicBool::new(false),
-            admission: admission::Admission::new(0, None),
+            admission: Admission::new(0, None),
             shadow: ShadowGate::default(),
         }
     }
 
     /// Refuses inference requests at once while `limit` are in flight (0: no limit).
     pub fn with_max_concurrent_requests(mut self, limit: usize) -> Router {
-        self.admission = admission::Admission::new(limit, None);
+        self.admission = Admission::new(limit, None);
         self
     }
 
@@ -199,93 +192,6 @@ impl Router {
             .get(model)
             .cloned()
             .ok_or_else(|| InferError::ModelNotFound(model.to_owned()))
-    }
-
-    /// The version a request names, or the model's default; errors say which part is missing.
-    pub fn version(
-        &self,
-        model: &str,
-        version: Option<&str>,
-    ) -> Result<Arc<ModelVersion>, InferError> {
-        // Looked up in the snapshot, not cloned: this runs on every request.
-        let table = self.registry.snapshot();
-        let entry = table
-            .models
-            .get(model)
-            .ok_or_else(|| InferError::ModelNotFound(model.to_owned()))?;
-        let not_ready = |reason: String| InferError::NotReady {
-            model: model.to_owned(),
-            reason,
-        };
-        match version.filter(|v| !v.is_empty()) {
-            None => entry.default_version().cloned().ok_or_else(|| {
-                not_ready(
-                    entry
-                        .reason()
-                        .unwrap_or_else(|| "no version is loaded".into()),
-                )
-            }),
-            Some(v) => {
-                let unknown = || InferError::VersionNotFound {
-                    model: model.to_owned(),
-                    version: v.to_owned(),
-                };
-                let number: u64 = v.parse().map_err(|_| unknown())?;
-                match entry.versions.get(&number) {
-                    Some(VersionState::Ready(mv)) => Ok(mv.clone()),
-                    Some(VersionState::Loading) => {
-                        Err(not_ready(format!("version {v} is loading")))
-                    }
-                    Some(VersionState::Unavailable(r)) => {
-                        Err(not_ready(format!("version {v}: {r}")))
-                    }
-                    None => Err(unknown()),
-                }
-            }
-        }
-    }
-
-    /// The version a request goes to: the one it names (pinned), else the traffic policy's
-    /// choice (sticky with a key, weighted otherwise), else the highest ready version; and, for
-    /// requests the policy routed, the shadow version to mirror to (when sampled and ready).
-    fn route(
-        &self,
-        model: &str,
-        version: Option<&str>,
-        key: Option<&str>,
-    ) -> Result<Route, InferError> {
-        if version.is_some_and(|v| !v.is_empty()) {
-            return Ok(Route {
-                version: self.version(model, version)?,
-                reason: RouteReason::Pinned,
-                shadow: None,
-            });
-        }
-        let table = self.registry.snapshot();
-        let entry = table
-            .models
-            .get(model)
-            .ok_or_else(|| InferError::ModelNotFound(model.to_owned()))?;
-        let (mv, reason) =
-            entry
-                .route(key.map(str::as_bytes))
-                .ok_or_else(|| InferError::NotReady {
-                    model: model.to_owned(),
-                    reason: entry
-                        .reason()
-                        .unwrap_or_else(|| "no version is loaded".into()),
-                })?;
-        let shadow = entry
-            .traffic
-            .as_ref()
-            .and_then(|p| p.shadow.as_ref())
-            .filter(|s| s.version != mv.version && traffic::sample(s.percent))
-            .and_then(|s| entry.ready(s.version).cloned());
-        Ok(Route {
-            version: mv.clone(),
-            reason,
-            shadow,
-        })
     }
 
     /// Readiness of a model (default version) or of one version. Unknown names are errors.
@@ -532,11 +438,10 @@ fn ready_versions(entry: &ModelEntry) -> impl Iterator<Item = Arc<ModelVersion>>
     })
 }
 
-pub mod admission;
+mod admit;
+pub mod route;
 pub mod shadow;
 mod tracking;
-pub mod traffic;
 mod validate;
-pub mod window;
 
 use tracking::{RequestId, Unanswered};

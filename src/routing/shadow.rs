@@ -10,6 +10,7 @@ use tokio::sync::{oneshot, Semaphore};
 
 use super::{validate, NamedTensor};
 use crate::metrics::Metrics;
+use crate::policy::traffic::RouteReason;
 use crate::registry::ModelVersion;
 use crate::tensor::{DataType, Element, Tensor};
 
@@ -56,7 +57,7 @@ impl ShadowGate {
             .with_label_values(&[
                 shadow.name.as_str(),
                 &shadow.version_label,
-                super::traffic::RouteReason::Shadow.as_str(),
+                RouteReason::Shadow.as_str(),
             ])
             .inc();
         let (primary_tx, primary_rx) = oneshot::channel::<Vec<NamedTensor>>();

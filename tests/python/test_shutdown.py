@@ -1,6 +1,6 @@
 """Graceful drain of the release binary on SIGTERM, seen from unmodified tritonclient.
 
-What the server promises (src/server.rs, `shutdown` in src/config.rs): on SIGTERM readiness turns
+What the server promises (src/server.rs, `shutdown` in src/config/server.rs): on SIGTERM readiness turns
 false at once (HTTP /v2/health/ready 503, gRPC ServerReady false) while liveness stays true; it
 keeps serving for `shutdown.drain_delay` seconds (answers carry `Connection: close`, so clients
 re-connect and their load balancer can move them), then closes its listeners and gives requests in

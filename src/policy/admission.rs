@@ -2,17 +2,13 @@
 //! limit is refused at once (no waiting: a waiting request is the queue's job, and the queue is
 //! bounded too); an admitted one holds a [`Permit`] until it is answered or dropped.
 //!
-//! Counted in the router rather than in a tower layer in front of the transports: it applies to
-//! inference only (health, metadata and metrics still answer under overload), both transports
-//! share it, and the refusal is recorded with the model's labels.
+//! Counted in the router (`routing::admit`) rather than in a tower layer in front of the
+//! transports: it applies to inference only (health, metadata and metrics still answer under
+//! overload), both transports share it, and the refusal is recorded with the model's labels.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use prometheus::IntGauge;
-
-use super::{InferError, Router};
-use crate::metrics::reason;
-use crate::registry::ModelVersion;
 
 pub struct Admission {
     /// 0: unlimited (the count and gauge are still kept).
@@ -61,35 +57,6 @@ impl Drop for Permit<'_> {
         if let Some(g) = &self.0.gauge {
             g.dec();
         }
-    }
-}
-
-impl Router {
-    /// Places on the server and on the version, or an at-once refusal (counted as rejected).
-    pub(super) fn admit<'a>(
-        &'a self,
-        mv: &'a ModelVersion,
-    ) -> Result<(Permit<'a>, Permit<'a>), InferError> {
-        let refuse = |what: &str, limit: usize| {
-            self.metrics
-                .rejected
-                .with_label_values(&[&mv.name, &mv.version_label, reason::OVERLOADED])
-                .inc();
-            tracing::debug!(limit, "refused: {what} max_concurrent_requests in flight");
-            InferError::Overloaded {
-                model: mv.name.clone(),
-                reason: format!("{what} max_concurrent_requests ({limit}) requests in flight"),
-            }
-        };
-        let server = self
-            .admission
-            .try_enter()
-            .ok_or_else(|| refuse("the server's", self.admission.limit()))?;
-        let version = mv
-            .admission
-            .try_enter()
-            .ok_or_else(|| refuse("the model's", mv.admission.limit()))?;
-        Ok((server, version))
     }
 }
 

@@ -1,0 +1,186 @@
+//! The server process's settings (`ServerConfig` and its tables), their defaults, stated here
+//! once, and their validation. Where the values come from is `config/mod.rs`.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use super::{ConfigError, OnnxRuntimeConfig};
+
+/// Request bodies above this are refused (HTTP 413 / gRPC RESOURCE_EXHAUSTED) unless configured.
+pub const DEFAULT_MAX_REQUEST_BYTES: usize = 64 * 1024 * 1024;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+/// Everything the server process is configured with. Keys missing from every source take
+/// their defaults.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct ServerConfig {
+    pub host: String,
+    pub http_port: u16,
+    pub grpc_port: u16,
+    pub metrics_port: u16,
+    pub model_repository: PathBuf,
+    /// Largest accepted request body (HTTP) or message (gRPC), in bytes.
+    pub max_request_bytes: usize,
+    /// Triton's strict readiness: the server is ready only when every model in the repository is.
+    pub strict_readiness: bool,
+    pub log_format: LogFormat,
+    pub shutdown: ShutdownConfig,
+    /// Triton's model control modes: what loads models and when.
+    pub model_control_mode: ModelControlMode,
+    /// Seconds between repository scans in `poll` mode.
+    pub repository_poll_secs: f64,
+    /// Models loaded at start in `explicit` mode.
+    pub load_models: Vec<String>,
+    /// Bearer token required by every mutating endpoint when set.
+    pub admin_token: Option<String>,
+    /// Let mutating endpoints run without a token on a non-loopback listener.
+    pub allow_unauthenticated_admin: bool,
+    /// `[onnxruntime]`: where the `onnxruntime` backend finds its library.
+    pub onnxruntime: OnnxRuntimeConfig,
+    /// Inference requests in flight across all models beyond which new ones are refused at once
+    /// (429 / RESOURCE_EXHAUSTED); 0: no server-wide limit.
+    pub max_concurrent_requests: usize,
+    /// Seconds an HTTP/1 client gets to send a request's headers before its connection is
+    /// closed, so slow clients cannot hold connections. hyper also applies it to keep-alive
+    /// connections waiting for their next request: keep it above a load balancer's idle timeout.
+    pub header_read_timeout_secs: f64,
+    /// Open HTTP connections (inference and metrics ports, each) at most; more wait to be
+    /// accepted.
+    pub max_connections: usize,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum ModelControlMode {
+    /// Load everything at start; the repository API is read-only.
+    #[default]
+    None,
+    /// Load everything at start, then rescan every `repository_poll_secs`: new or changed
+    /// versions load, removed ones unload.
+    Poll,
+    /// Load only `load_models` at start; then only through the repository API.
+    Explicit,
+}
+
+impl ModelControlMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ModelControlMode::None => "none",
+            ModelControlMode::Poll => "poll",
+            ModelControlMode::Explicit => "explicit",
+        }
+    }
+}
+
+/// What happens on SIGTERM/SIGINT: readiness turns false at once, the server keeps serving for
+/// `drain_delay` (so load balancers stop sending), then stops accepting and gives requests in
+/// flight up to `timeout` to finish.
+/// A `[shutdown]` table that sets one key takes the other's default.
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
+#[serde(default)]
+pub struct ShutdownConfig {
+    /// Seconds.
+    pub drain_delay: f64,
+    /// Seconds.
+    pub timeout: f64,
+}
+
+impl Default for ShutdownConfig {
+    fn default() -> Self {
+        ShutdownConfig {
+            drain_delay: 5.0,
+            timeout: 30.0,
+        }
+    }
+}
+
+impl ShutdownConfig {
+    pub fn drain_delay(&self) -> Duration {
+        Duration::from_secs_f64(self.drain_delay)
+    }
+
+    pub fn timeout(&self) -> Duration {
+        Duration::from_secs_f64(self.timeout)
+    }
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            host: "0.0.0.0".into(),
+            http_port: 8000,
+            grpc_port: 8001,
+            metrics_port: 8002,
+            model_repository: PathBuf::from("models"),
+            max_request_bytes: DEFAULT_MAX_REQUEST_BYTES,
+            strict_readiness: true,
+            log_format: LogFormat::default(),
+            shutdown: ShutdownConfig::default(),
+            model_control_mode: ModelControlMode::default(),
+            repository_poll_secs: 15.0,
+            load_models: Vec::new(),
+            admin_token: None,
+            allow_unauthenticated_admin: false,
+            onnxruntime: OnnxRuntimeConfig::default(),
+            max_concurrent_requests: 0,
+            header_read_timeout_secs: 75.0,
+            max_connections: 4096,
+        }
+    }
+}
+
+impl ServerConfig {
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if !(0.05..=86_400.0).contains(&self.repository_poll_secs) {
+            return Err(ConfigError::Invalid(format!(
+                "repository_poll_secs must be 0.05..=86400, got {}",
+                self.repository_poll_secs
+            )));
+        }
+        if self.admin_token.as_deref().is_some_and(|t| t.len() < 16) {
+            return Err(ConfigError::Invalid(
+                "admin_token must be at least 16 characters".into(),
+            ));
+        }
+        for (key, v) in [
+            ("shutdown.drain_delay", self.shutdown.drain_delay),
+            ("shutdown.timeout", self.shutdown.timeout),
+        ] {
+            if !(0.0..=3600.0).contains(&v) {
+                return Err(ConfigError::Invalid(format!(
+                    "{key} must be 0..=3600 seconds, got {v}"
+                )));
+            }
+        }
+        if !(0.01..=3600.0).contains(&self.header_read_timeout_secs) {
+            return Err(ConfigError::Invalid(format!(
+                "header_read_timeout_secs must be 0.01..=3600, got {}",
+                self.header_read_timeout_secs
+            )));
+        }
+        if self.max_connections == 0 {
+            return Err(ConfigError::Invalid(
+                "max_connections must be positive".into(),
+            ));
+        }
+        if self.max_request_bytes == 0 {
+            return Err(ConfigError::Invalid(
+                "max_request_bytes must be positive".into(),
+            ));
+        }
+        if self.host.trim().is_empty() {
+            return Err(ConfigError::Invalid("host must not be empty".into()));
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,103 @@
+//! The `[traffic]` section of a model's `config.toml`, read into a `policy::traffic::TrafficPolicy`
+//! with the same checks as a policy set through the admin API.
+
+use serde::Deserialize;
+
+use crate::policy::traffic::TrafficPolicy;
+
+/// `[traffic]` of a model config: `weights = { "1" = 90, "2" = 10 }` and
+/// `shadow = { version = "3", percent = 5 }` (versions as strings or integers).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawTraffic {
+    #[serde(default)]
+    weights: std::collections::BTreeMap<String, i64>,
+    shadow: Option<RawShadow>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawShadow {
+    version: StrOrNum,
+    percent: StrOrNum,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum StrOrNum {
+    Int(i64),
+    Float(f64),
+    Str(String),
+}
+
+impl StrOrNum {
+    fn text(&self) -> String {
+        match self {
+            StrOrNum::Int(i) => i.to_string(),
+            StrOrNum::Float(f) => f.to_string(),
+            StrOrNum::Str(s) => s.clone(),
+        }
+    }
+}
+
+impl RawTraffic {
+    pub(super) fn validate(self) -> Result<TrafficPolicy, String> {
+        let weights: Vec<(String, i64)> = self.weights.into_iter().collect();
+        let shadow = match self.shadow {
+            None => None,
+            Some(s) => {
+                let percent = match s.percent {
+                    StrOrNum::Int(i) => i as f64,
+                    StrOrNum::Float(f) => f,
+                    StrOrNum::Str(t) => {
+                        return Err(format!(
+                            "traffic.shadow.percent must be a number, got {t:?}"
+                        ))
+                    }
+                };
+                Some((s.version.text(), percent))
+            }
+        };
+        TrafficPolicy::validate(&weights, shadow, None).map_err(|e| format!("traffic.{e}"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::config::ModelConfig;
+
+    #[test]
+    fn traffic_section_parses_weights_and_shadow() {
+        let cfg = ModelConfig::parse(
+            "[traffic]\nweights = { \"1\" = 90, \"2\" = 10 }\nshadow = { version = 3, percent = 5 }",
+            "m",
+        )
+        .unwrap();
+        let t = cfg.traffic.clone().unwrap();
+        assert_eq!(
+            t.weights,
+            std::collections::BTreeMap::from([(1, 90), (2, 10)])
+        );
+        assert_eq!(
+            t.shadow.as_ref().map(|s| (s.version, s.percent)),
+            Some((3, 5.0))
+        );
+        assert!(cfg.same_versions_as(&ModelConfig::parse("", "m").unwrap()));
+        for (text, want) in [
+            ("[traffic]\nweights = { \"1\" = -5 }", "weight -5"),
+            ("[traffic]\nweights = { \"1\" = 0 }", "all weights are zero"),
+            (
+                "[traffic]\nweights = { \"a\" = 1 }",
+                "not a positive integer",
+            ),
+            (
+                "[traffic]\nshadow = { version = \"2\", percent = 150 }",
+                "outside 0..=100",
+            ),
+            ("[traffic]\nsplit = 3", "unknown field"),
+        ] {
+            let err = ModelConfig::parse(text, "m").unwrap_err();
+            assert!(err.contains(want), "{text}: {err}");
+        }
+    }
+}
