@@ -7,8 +7,8 @@ mod common;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::poll_until;
 use common::traffic::*;
+use common::{poll_until, TestServer};
 use ferroserve::config::ModelControlMode;
 use serde_json::{json, Value};
 
@@ -119,8 +119,9 @@ async fn a_healthy_candidate_is_promoted_after_its_last_step() {
     assert_only_version_serves(&c, &server, "2", 50).await;
 }
 
-#[tokio::test]
-async fn a_step_without_enough_requests_is_extended_not_passed_and_can_be_aborted() {
+/// A server with a rollout of version 2 running that cannot pass its step (it wants 1000
+/// requests and gets none).
+async fn stuck_rollout() -> (tempfile::TempDir, TestServer) {
     let dir = repo(V2::Perturbed, "");
     let server = start(dir.path(), ModelControlMode::None).await;
     let (status, _) = start_rollout(
@@ -129,6 +130,12 @@ async fn a_step_without_enough_requests_is_extended_not_passed_and_can_be_aborte
     )
     .await;
     assert_eq!(status, 200);
+    (dir, server)
+}
+
+#[tokio::test]
+async fn a_step_without_enough_requests_is_extended_not_passed() {
+    let (_dir, server) = stuck_rollout().await;
     let status = poll_until(
         Duration::from_secs(30),
         "never reported extended",
@@ -141,6 +148,11 @@ async fn a_step_without_enough_requests_is_extended_not_passed_and_can_be_aborte
         status["reason"].as_str().unwrap().contains("0 of 1000"),
         "{status}"
     );
+}
+
+#[tokio::test]
+async fn only_the_admin_aborts_a_rollout_and_traffic_returns_to_stable() {
+    let (_dir, server) = stuck_rollout().await;
     for (method, path, want) in [
         (reqwest::Method::DELETE, "/v2/models/mlp/rollout", 401),
         (reqwest::Method::POST, "/v2/models/mlp/rollout/abort", 401),
@@ -164,6 +176,12 @@ async fn a_step_without_enough_requests_is_extended_not_passed_and_can_be_aborte
         json!({"1": 100, "2": 0}),
         "traffic back on stable"
     );
+}
+
+#[tokio::test]
+async fn bad_rollouts_are_refused_with_the_reason() {
+    let dir = repo(V2::Perturbed, "");
+    let server = start(dir.path(), ModelControlMode::None).await;
     for (bad, want) in [
         (
             json!({"candidate": "9", "steps": [50], "step_duration_s": 1}),

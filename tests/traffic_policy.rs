@@ -11,14 +11,18 @@ use std::time::{Duration, Instant};
 
 use admin_pb::traffic_admin_client::TrafficAdminClient;
 use common::traffic::*;
-use common::{admin_pb, pb, poll_until, wait_until};
+use common::{admin_pb, pb, poll_until, wait_until, TestServer};
 use ferroserve::config::ModelControlMode;
 use ferroserve::routing::traffic;
 use pb::grpc_inference_service_client::GrpcInferenceServiceClient;
 use serde_json::{json, Value};
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_90_10_split_holds_within_five_sigma_and_pinned_requests_ignore_it() {
+/// A server on versions 1 and 2 with a 90/10 split set, and what each version answers.
+async fn split_90_10() -> (
+    tempfile::TempDir,
+    Arc<TestServer>,
+    Arc<BTreeMap<String, Vec<f64>>>,
+) {
     let dir = repo(V2::Perturbed, "");
     let server = Arc::new(start(dir.path(), ModelControlMode::None).await);
     let c = reqwest::Client::new();
@@ -26,7 +30,12 @@ async fn a_90_10_split_holds_within_five_sigma_and_pinned_requests_ignore_it() {
     let (status, body) = put_traffic(&server, json!({"weights": {"1": 90, "2": 10}})).await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["weights"], json!({"1": 90, "2": 10}));
+    (dir, server, answers)
+}
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_90_10_split_holds_within_five_sigma() {
+    let (_dir, server, answers) = split_90_10().await;
     const N: usize = 20_000;
     const CLIENTS: usize = 8;
     let tasks: Vec<_> = (0..CLIENTS)
@@ -55,12 +64,39 @@ async fn a_90_10_split_holds_within_five_sigma_and_pinned_requests_ignore_it() {
         (canary as f64 - 2000.0).abs() <= 5.0 * sd,
         "{canary} of {N} requests went to the 10% version"
     );
+    let reason = "weighted";
+    let text = server.metrics_text().await;
+    assert!(
+        text.contains(&format!(
+            "ferroserve_routed_requests_total{{model=\"mlp\",reason=\"{reason}\",version=\"2\"}}"
+        )),
+        "{reason}: {text}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pinned_requests_ignore_the_split() {
+    let (_dir, server, answers) = split_90_10().await;
+    let c = reqwest::Client::new();
     for v in ["1", "2"] {
         for _ in 0..100 {
             let (served, logits) = infer(&c, &server, Some(v), None).await.unwrap();
             assert_eq!((served.as_str(), &logits), (v, &answers[v]));
         }
     }
+    let reason = "pinned";
+    let text = server.metrics_text().await;
+    assert!(
+        text.contains(&format!(
+            "ferroserve_routed_requests_total{{model=\"mlp\",reason=\"{reason}\",version=\"2\"}}"
+        )),
+        "{reason}: {text}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpc_requests_follow_the_split_and_name_the_version_that_answered() {
+    let (_dir, server, answers) = split_90_10().await;
     // gRPC: the same split applies and model_version names the version that answered.
     let mut grpc = GrpcInferenceServiceClient::connect(server.grpc_url())
         .await
@@ -83,15 +119,6 @@ async fn a_90_10_split_holds_within_five_sigma_and_pinned_requests_ignore_it() {
         *seen.entry(resp.model_version).or_insert(0) += 1;
     }
     assert!(seen.get("2").is_some_and(|&n| n > 0 && n < 100), "{seen:?}");
-    let text = server.metrics_text().await;
-    for reason in ["weighted", "pinned"] {
-        assert!(
-            text.contains(&format!(
-                "ferroserve_routed_requests_total{{model=\"mlp\",reason=\"{reason}\",version=\"2\"}}"
-            )),
-            "{reason}: {text}"
-        );
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -238,10 +265,8 @@ async fn a_blue_green_switch_under_load_fails_nothing_and_then_only_green_serves
     );
 }
 
-#[tokio::test]
-async fn bad_policies_are_refused_with_the_reason() {
-    let dir = repo(V2::Perturbed, "");
-    let server = start(dir.path(), ModelControlMode::None).await;
+/// PUTs policies that must be refused, each with the reason, and a body that is not JSON.
+async fn put_bad_policies(server: &TestServer) {
     for (policy, want) in [
         (json!({"weights": {"3": 10}}), "not loaded"),
         (json!({"weights": {"1": -5}}), "weight -5"),
@@ -255,7 +280,7 @@ async fn bad_policies_are_refused_with_the_reason() {
         (json!({"weights": {"1": 1}, "split": 3}), "unknown field"),
         (json!({"shadow": null}), "weights is required"),
     ] {
-        let (status, body) = put_traffic(&server, policy.clone()).await;
+        let (status, body) = put_traffic(server, policy.clone()).await;
         assert_eq!(status, 400, "{policy}: {body}");
         assert!(
             body["error"].as_str().unwrap().contains(want),
@@ -271,10 +296,29 @@ async fn bad_policies_are_refused_with_the_reason() {
         .unwrap();
     assert_eq!(r.status(), 400);
     assert!(r.text().await.unwrap().contains("malformed"));
+}
+
+#[tokio::test]
+async fn bad_policies_are_refused_with_the_reason() {
+    let dir = repo(V2::Perturbed, "");
+    let server = start(dir.path(), ModelControlMode::None).await;
+    put_bad_policies(&server).await;
+}
+
+#[tokio::test]
+async fn setting_traffic_needs_the_admin_token() {
+    let dir = repo(V2::Perturbed, "");
+    let server = start(dir.path(), ModelControlMode::None).await;
     for token in [None, Some("wrong-token-0123456789")] {
         let (status, body) = put_traffic_as(&server, json!({"weights": {"1": 1}}), token).await;
         assert_eq!(status, 401, "token {token:?}: {body}");
     }
+}
+
+#[tokio::test]
+async fn the_traffic_of_an_unknown_model_is_not_found() {
+    let dir = repo(V2::Perturbed, "");
+    let server = start(dir.path(), ModelControlMode::None).await;
     let (status, _) = send(
         &server,
         reqwest::Method::GET,
@@ -284,6 +328,17 @@ async fn bad_policies_are_refused_with_the_reason() {
     )
     .await;
     assert_eq!(status, 404);
+}
+
+#[tokio::test]
+async fn refused_policies_change_nothing() {
+    let dir = repo(V2::Perturbed, "");
+    let server = start(dir.path(), ModelControlMode::None).await;
+    put_bad_policies(&server).await;
+    for token in [None, Some("wrong-token-0123456789")] {
+        let (status, body) = put_traffic_as(&server, json!({"weights": {"1": 1}}), token).await;
+        assert_eq!(status, 401, "token {token:?}: {body}");
+    }
     // Nothing was applied: no policy, the highest version serves.
     let policy = traffic_policy(&server).await;
     assert_eq!(
@@ -292,7 +347,12 @@ async fn bad_policies_are_refused_with_the_reason() {
     );
     let c = reqwest::Client::new();
     assert_eq!(infer(&c, &server, None, None).await.unwrap().0, "2");
+}
 
+#[tokio::test]
+async fn grpc_traffic_admin_checks_like_http_and_reads_back_what_it_set() {
+    let dir = repo(V2::Perturbed, "");
+    let server = start(dir.path(), ModelControlMode::None).await;
     // gRPC: the same checks, the same codes.
     let mut admin = TrafficAdminClient::connect(server.grpc_url())
         .await
