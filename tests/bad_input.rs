@@ -4,8 +4,7 @@
 
 mod common;
 
-use common::{assert_matches_reference, reference, TestServer};
-use ferroserve::api::grpc::pb;
+use common::{assert_matches_reference, pb, reference, TestServer};
 use ferroserve::config::{ServerConfig, DEFAULT_MAX_REQUEST_BYTES};
 use pb::grpc_inference_service_client::GrpcInferenceServiceClient;
 use pb::model_infer_request::{InferInputTensor, InferRequestedOutputTensor};
@@ -455,12 +454,10 @@ async fn unknown_model_or_version_is_not_found() {
 async fn oversized_body_is_413_and_resource_exhausted() {
     assert_eq!(DEFAULT_MAX_REQUEST_BYTES, 64 << 20);
     assert_eq!(ServerConfig::default().max_request_bytes, 64 << 20);
-    let config = ServerConfig {
-        model_repository: common::bundled_models(),
-        max_request_bytes: 1 << 20,
-        ..ServerConfig::default()
-    };
-    let server = TestServer::start_with(config, true).await;
+    let server = TestServer::builder()
+        .configure(|c| c.max_request_bytes = 1 << 20)
+        .start()
+        .await;
     let mut client = grpc_client(&server).await;
 
     let header = binary_header(json!([8192, 64]), json!(2 << 20));

@@ -3,39 +3,14 @@
 
 mod common;
 
-use std::path::Path;
 use std::time::Duration;
 
-use common::{bundled_models, test_config, TestServer};
-use ferroserve::api::grpc::pb;
+use common::{bundled_models, copy_model, pb, TestServer};
 use ferroserve::backend::{self, LoadOptions};
-use ferroserve::config::{BackendKind, ServerConfig};
+use ferroserve::config::BackendKind;
 use ferroserve::tensor::Tensor;
 use pb::grpc_inference_service_client::GrpcInferenceServiceClient;
 use serde_json::{json, Value};
-
-/// A repository holding `model` from the bundled ones with `extra` appended to its config.
-fn repo_with_config(model: &str, extra: &str) -> tempfile::TempDir {
-    let dir = tempfile::tempdir().unwrap();
-    let src = bundled_models().join(model);
-    let dst = dir.path().join(model);
-    std::fs::create_dir_all(dst.join("1")).unwrap();
-    std::fs::copy(src.join("1/model.onnx"), dst.join("1/model.onnx")).unwrap();
-    let cfg = std::fs::read_to_string(src.join("config.toml")).unwrap();
-    std::fs::write(dst.join("config.toml"), format!("{cfg}\n{extra}\n")).unwrap();
-    dir
-}
-
-async fn start(repo: &Path) -> TestServer {
-    TestServer::start_with(
-        ServerConfig {
-            model_repository: repo.to_path_buf(),
-            ..test_config()
-        },
-        true,
-    )
-    .await
-}
 
 /// A gRPC request for `mlp` with `rows` rows of `values` as raw contents.
 fn mlp_request(rows: usize, values: &[f32]) -> pb::ModelInferRequest {
@@ -75,11 +50,10 @@ impl Rng {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn batched_responses_equal_unbatched_results_bit_for_bit() {
-    let repo = repo_with_config(
-        "mlp",
+    let repo = common::repo([copy_model("mlp").config(
         "[dynamic_batching]\nmax_queue_delay_us = 2000\npreferred_batch_sizes = [16, 32]",
-    );
-    let server = start(repo.path()).await;
+    )]);
+    let server = TestServer::builder().repo(repo.path()).start().await;
 
     const TASKS: u64 = 8;
     const PER_TASK: u64 = 40;
@@ -97,7 +71,8 @@ async fn batched_responses_equal_unbatched_results_bit_for_bit() {
                 let resp = client.model_infer(req).await.unwrap().into_inner();
                 assert_eq!(resp.outputs[0].shape, [rows as i64, 10]);
                 sent.push((rows, values, resp.raw_output_contents[0].clone()));
-                // Random gaps make arrivals bursty: some requests meet companions, some not.
+                // Random gaps make arrivals bursty: some requests meet companions, some not. (A
+                // deliberate pace of the load, not a wait for the server.)
                 if rng.below(3) == 0 {
                     tokio::time::sleep(Duration::from_micros(rng.below(3000))).await;
                 }
@@ -149,8 +124,8 @@ async fn batched_responses_equal_unbatched_results_bit_for_bit() {
 
 #[tokio::test]
 async fn an_expired_timeout_is_answered_504_and_not_computed() {
-    let repo = repo_with_config("mlp", "");
-    let server = start(repo.path()).await;
+    let repo = common::repo([copy_model("mlp")]);
+    let server = TestServer::builder().repo(repo.path()).start().await;
     let c = reqwest::Client::new();
     let req = |timeout_us: u64| {
         json!({"parameters": {"timeout": timeout_us},
@@ -196,8 +171,8 @@ async fn an_expired_timeout_is_answered_504_and_not_computed() {
 
 #[tokio::test]
 async fn a_grpc_deadline_that_passes_is_deadline_exceeded() {
-    let repo = repo_with_config("mlp", "");
-    let server = start(repo.path()).await;
+    let repo = common::repo([copy_model("mlp")]);
+    let server = TestServer::builder().repo(repo.path()).start().await;
     let mut client = GrpcInferenceServiceClient::connect(server.grpc_url())
         .await
         .unwrap();
@@ -218,8 +193,8 @@ async fn a_grpc_deadline_that_passes_is_deadline_exceeded() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_queue_answers_429_and_resource_exhausted_at_once() {
     // `dense` takes milliseconds at 64 rows: one instance and a queue of 2 overflow quickly.
-    let repo = repo_with_config("dense", "instance_count = 1\nmax_queue_size = 2");
-    let server = start(repo.path()).await;
+    let repo = common::repo([copy_model("dense").config("instance_count = 1\nmax_queue_size = 2")]);
+    let server = TestServer::builder().repo(repo.path()).start().await;
     let body = json!({"inputs": [{"name": "input", "datatype": "FP32", "shape": [64, 512], "data": vec![0.01f32; 64 * 512]}]});
     let body = serde_json::to_vec(&body).unwrap();
     let http = futures_util::future::join_all((0..24).map(|_| {
@@ -318,8 +293,8 @@ async fn row_invariant_false_runs_lone_rows_unpadded() {
     );
 
     for (knob, want) in [("", &batched), ("row_invariant = false", &alone)] {
-        let repo = repo_with_config("mlp", &format!("[dynamic_batching]\n{knob}"));
-        let server = start(repo.path()).await;
+        let repo = common::repo([copy_model("mlp").config(&format!("[dynamic_batching]\n{knob}"))]);
+        let server = TestServer::builder().repo(repo.path()).start().await;
         let mut client = GrpcInferenceServiceClient::connect(server.grpc_url())
             .await
             .unwrap();

@@ -3,8 +3,7 @@
 
 mod common;
 
-use common::{assert_matches_reference, reference, TestServer, BUNDLED};
-use ferroserve::api::grpc::pb;
+use common::{assert_matches_reference, pb, reference, TestServer, BUNDLED};
 use pb::grpc_inference_service_client::GrpcInferenceServiceClient;
 use pb::model_infer_request::{InferInputTensor, InferRequestedOutputTensor};
 use tonic::transport::Channel;

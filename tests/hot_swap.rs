@@ -7,46 +7,20 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{bundled_models, test_config, TestServer};
-use ferroserve::api::grpc::pb;
-use ferroserve::config::{ModelControlMode, ServerConfig};
+use common::{add_version, bundled_models, copy_model, pb, Builder, TestServer};
+use ferroserve::config::ModelControlMode;
 use pb::grpc_inference_service_client::GrpcInferenceServiceClient;
 use serde_json::{json, Value};
 
 const TOKEN: &str = "test-admin-token-0123456789";
 
-/// A repository with `model` version 1 from the bundled models.
-fn repo(model: &str) -> tempfile::TempDir {
-    let dir = tempfile::tempdir().unwrap();
-    add_version(dir.path(), model, 1);
-    std::fs::copy(
-        bundled_models().join(model).join("config.toml"),
-        dir.path().join(model).join("config.toml"),
-    )
-    .unwrap();
-    dir
-}
-
-fn add_version(root: &Path, model: &str, v: u64) {
-    let d = root.join(model).join(v.to_string());
-    std::fs::create_dir_all(&d).unwrap();
-    std::fs::copy(
-        bundled_models().join(model).join("1/model.onnx"),
-        d.join("model.onnx"),
-    )
-    .unwrap();
-}
-
-async fn start(root: &Path, mode: ModelControlMode, load: &[&str]) -> TestServer {
-    let config = ServerConfig {
-        model_repository: root.to_path_buf(),
-        model_control_mode: mode,
-        load_models: load.iter().map(|s| s.to_string()).collect(),
-        admin_token: Some(TOKEN.into()),
-        repository_poll_secs: 0.3,
-        ..test_config()
-    };
-    TestServer::start_with(config, true).await
+/// A server on `repo` with the admin token and a 0.3 s poll period; the mode and the models
+/// loaded at start come from each test.
+fn server_on(repo: &Path) -> Builder {
+    TestServer::builder()
+        .repo(repo)
+        .admin_token(TOKEN)
+        .poll_secs(0.3)
 }
 
 async fn post(server: &TestServer, path: &str, token: Option<&str>) -> (u16, Value) {
@@ -92,8 +66,14 @@ async fn infer_version(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn swapping_versions_under_load_fails_no_request() {
-    let dir = repo("mlp");
-    let server = Arc::new(start(dir.path(), ModelControlMode::Explicit, &["mlp"]).await);
+    let dir = common::repo([copy_model("mlp")]);
+    let server = Arc::new(
+        server_on(dir.path())
+            .control(ModelControlMode::Explicit)
+            .load(&["mlp"])
+            .start()
+            .await,
+    );
     const LOADS: u64 = 100;
     let test_time = Duration::from_secs(30);
     let t0 = Instant::now();
@@ -181,8 +161,12 @@ async fn swapping_versions_under_load_fails_no_request() {
 
 #[tokio::test]
 async fn a_corrupt_newest_version_fails_and_the_previous_keeps_serving() {
-    let dir = repo("mlp");
-    let server = start(dir.path(), ModelControlMode::Explicit, &["mlp"]).await;
+    let dir = common::repo([copy_model("mlp")]);
+    let server = server_on(dir.path())
+        .control(ModelControlMode::Explicit)
+        .load(&["mlp"])
+        .start()
+        .await;
     std::fs::create_dir_all(dir.path().join("mlp/2")).unwrap();
     std::fs::write(dir.path().join("mlp/2/model.onnx"), b"not an onnx file").unwrap();
     let (status, body) = post(&server, "/v2/repository/models/mlp/load", Some(TOKEN)).await;
@@ -224,8 +208,14 @@ async fn a_corrupt_newest_version_fails_and_the_previous_keeps_serving() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unloading_finishes_requests_in_flight_and_refuses_new_ones() {
-    let dir = repo("dense");
-    let server = Arc::new(start(dir.path(), ModelControlMode::Explicit, &["dense"]).await);
+    let dir = common::repo([copy_model("dense")]);
+    let server = Arc::new(
+        server_on(dir.path())
+            .control(ModelControlMode::Explicit)
+            .load(&["dense"])
+            .start()
+            .await,
+    );
     let body = serde_json::to_vec(
         &json!({"inputs": [{"name": "input", "datatype": "FP32", "shape": [64, 512],
         "data": vec![0.01f32; 64 * 512]}]}),
@@ -254,15 +244,14 @@ async fn unloading_finishes_requests_in_flight_and_refuses_new_ones() {
             .and_then(|v| v.trim().parse().ok())
             .unwrap_or(0)
     };
-    let mut waiting = 0;
-    for _ in 0..5000 {
-        waiting = queued(&server.metrics_text().await);
-        if waiting >= 4 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(1)).await;
-    }
-    assert!(waiting >= 4, "requests never queued up");
+    let waiting = common::poll_until_every(
+        Duration::from_millis(1),
+        Duration::from_secs(30),
+        "requests never queued up",
+        || async { queued(&server.metrics_text().await) },
+        |&waiting| waiting >= 4,
+    )
+    .await;
     let (status, reply) = post(&server, "/v2/repository/models/dense/unload", Some(TOKEN)).await;
     assert_eq!(status, 200, "{reply}");
     let mut codes = Vec::new();
@@ -319,10 +308,30 @@ fn threads() -> usize {
 /// Each cycle loads `mlp` (one instance thread, ~150 KiB of weights and plan), answers one
 /// request and unloads it. A leaked version would keep its thread and its weights: 190 of them
 /// would add 190 threads and well over 16 MiB: far beyond the 10% of RSS allowed.
+/// RSS and the thread count are the test process's: they measure this test's server only when
+/// nothing else runs in the process. nextest runs every test in its own process
+/// (.config/nextest.toml says so); under `cargo test` the test must be run alone, as
+/// scripts/test.sh does without nextest. Anything else fails here instead of measuring other
+/// tests' servers.
+fn assert_alone_in_this_process(test: &str) {
+    let nextest = std::env::var("NEXTEST_EXECUTION_MODE").as_deref() == Ok("process-per-test");
+    let args: Vec<String> = std::env::args().collect();
+    let alone = args.iter().any(|a| a == "--exact") && args.iter().any(|a| a == test);
+    assert!(
+        nextest || alone,
+        "{test} measures process-wide RSS and threads: run it under cargo nextest, or alone with \
+         `cargo test --test hot_swap -- --exact {test}` (args: {args:?})"
+    );
+}
+
 #[tokio::test]
 async fn memory_stays_flat_over_200_load_unload_cycles() {
-    let dir = repo("mlp");
-    let server = start(dir.path(), ModelControlMode::Explicit, &[]).await;
+    assert_alone_in_this_process("memory_stays_flat_over_200_load_unload_cycles");
+    let dir = common::repo([copy_model("mlp")]);
+    let server = server_on(dir.path())
+        .control(ModelControlMode::Explicit)
+        .start()
+        .await;
     let c = reqwest::Client::new();
     let (mut rss_10, mut threads_10) = (0, 0);
     for cycle in 1..=200 {
@@ -350,24 +359,32 @@ async fn memory_stays_flat_over_200_load_unload_cycles() {
     );
 }
 
-#[tokio::test]
-async fn the_control_plane_needs_the_token_and_stays_inside_the_repository() {
-    let dir = repo("mlp");
-    let outside = tempfile::tempdir().unwrap();
-    std::fs::create_dir_all(outside.path().join("evil/1")).unwrap();
-    std::fs::copy(
-        bundled_models().join("mlp/1/model.onnx"),
-        outside.path().join("evil/1/model.onnx"),
-    )
-    .unwrap();
-    std::fs::write(
-        outside.path().join("evil/config.toml"),
-        "max_batch_size = 64",
-    )
-    .unwrap();
-    std::os::unix::fs::symlink(outside.path().join("evil"), dir.path().join("evil")).unwrap();
-    let server = start(dir.path(), ModelControlMode::Explicit, &["mlp"]).await;
+/// An explicit-mode server with `mlp` loaded, for the control-plane checks.
+async fn control_plane_server(dir: &Path) -> TestServer {
+    server_on(dir)
+        .control(ModelControlMode::Explicit)
+        .load(&["mlp"])
+        .start()
+        .await
+}
 
+/// A gRPC load request for `model`, with `token` as the bearer (or none).
+fn grpc_load(model: &str, token: Option<&str>) -> tonic::Request<pb::RepositoryModelLoadRequest> {
+    let mut req = tonic::Request::new(pb::RepositoryModelLoadRequest {
+        model_name: model.into(),
+        ..Default::default()
+    });
+    if let Some(t) = token {
+        req.metadata_mut()
+            .insert("authorization", format!("Bearer {t}").parse().unwrap());
+    }
+    req
+}
+
+#[tokio::test]
+async fn http_load_and_unload_need_the_admin_token() {
+    let dir = common::repo([copy_model("mlp")]);
+    let server = control_plane_server(dir.path()).await;
     assert_eq!(
         post(&server, "/v2/repository/models/mlp/load", None)
             .await
@@ -396,6 +413,12 @@ async fn the_control_plane_needs_the_token_and_stays_inside_the_repository() {
             .0,
         200
     );
+}
+
+#[tokio::test]
+async fn model_names_that_leave_the_repository_are_invalid() {
+    let dir = common::repo([copy_model("mlp")]);
+    let server = control_plane_server(dir.path()).await;
     // (HTTP clients resolve a literal `..` segment before sending: gRPC below sends it as is.)
     for bad in ["..%2F..%2Fetc", "a%2Fb", ".hidden", "%2E%2E%2F"] {
         let (status, body) = post(
@@ -410,58 +433,75 @@ async fn the_control_plane_needs_the_token_and_stays_inside_the_repository() {
         .await
         .unwrap();
     for bad in ["..", "../mlp", "/etc", ""] {
-        let mut req = tonic::Request::new(pb::RepositoryModelLoadRequest {
-            repository_name: String::new(),
-            model_name: bad.into(),
-            parameters: Default::default(),
-        });
-        req.metadata_mut()
-            .insert("authorization", format!("Bearer {TOKEN}").parse().unwrap());
-        let err = grpc.repository_model_load(req).await.unwrap_err();
+        let err = grpc
+            .repository_model_load(grpc_load(bad, Some(TOKEN)))
+            .await
+            .unwrap_err();
         assert_eq!(err.code(), tonic::Code::InvalidArgument, "{bad:?}: {err:?}");
     }
+}
+
+#[tokio::test]
+async fn a_symlink_out_of_the_repository_is_refused() {
+    let dir = common::repo([copy_model("mlp")]);
+    let outside = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(outside.path().join("evil/1")).unwrap();
+    std::fs::copy(
+        bundled_models().join("mlp/1/model.onnx"),
+        outside.path().join("evil/1/model.onnx"),
+    )
+    .unwrap();
+    std::fs::write(
+        outside.path().join("evil/config.toml"),
+        "max_batch_size = 64",
+    )
+    .unwrap();
+    std::os::unix::fs::symlink(outside.path().join("evil"), dir.path().join("evil")).unwrap();
+    let server = control_plane_server(dir.path()).await;
     let (status, body) = post(&server, "/v2/repository/models/evil/load", Some(TOKEN)).await;
     assert_eq!(status, 400, "a symlink out of the repository: {body}");
     assert!(
         body["error"].as_str().unwrap().contains("outside"),
         "{body}"
     );
+}
+
+#[tokio::test]
+async fn loading_a_model_absent_from_the_repository_is_not_found() {
+    let dir = common::repo([copy_model("mlp")]);
+    let server = control_plane_server(dir.path()).await;
     assert_eq!(
         post(&server, "/v2/repository/models/nope/load", Some(TOKEN))
             .await
             .0,
         404
     );
+}
 
+#[tokio::test]
+async fn grpc_load_needs_the_admin_token() {
+    let dir = common::repo([copy_model("mlp")]);
+    let server = control_plane_server(dir.path()).await;
     let mut grpc = GrpcInferenceServiceClient::connect(server.grpc_url())
         .await
         .unwrap();
-    let load = |auth: Option<&str>| {
-        let mut req = tonic::Request::new(pb::RepositoryModelLoadRequest {
-            model_name: "mlp".into(),
-            ..Default::default()
-        });
-        if let Some(a) = auth {
-            req.metadata_mut()
-                .insert("authorization", format!("Bearer {a}").parse().unwrap());
-        }
-        req
-    };
     assert_eq!(
-        grpc.repository_model_load(load(None))
+        grpc.repository_model_load(grpc_load("mlp", None))
             .await
             .unwrap_err()
             .code(),
         tonic::Code::Unauthenticated
     );
     assert_eq!(
-        grpc.repository_model_load(load(Some("nope-nope-nope-nope")))
+        grpc.repository_model_load(grpc_load("mlp", Some("nope-nope-nope-nope")))
             .await
             .unwrap_err()
             .code(),
         tonic::Code::Unauthenticated
     );
-    grpc.repository_model_load(load(Some(TOKEN))).await.unwrap();
+    grpc.repository_model_load(grpc_load("mlp", Some(TOKEN)))
+        .await
+        .unwrap();
     let idx = grpc
         .repository_index(pb::RepositoryIndexRequest {
             ready: true,
@@ -481,8 +521,11 @@ async fn the_control_plane_needs_the_token_and_stays_inside_the_repository() {
 
 #[tokio::test]
 async fn load_and_unload_need_explicit_mode() {
-    let dir = repo("mlp");
-    let server = start(dir.path(), ModelControlMode::None, &[]).await;
+    let dir = common::repo([copy_model("mlp")]);
+    let server = server_on(dir.path())
+        .control(ModelControlMode::None)
+        .start()
+        .await;
     let (status, body) = post(&server, "/v2/repository/models/mlp/load", Some(TOKEN)).await;
     assert_eq!(status, 409, "{body}");
     assert!(
@@ -499,8 +542,11 @@ async fn load_and_unload_need_explicit_mode() {
 
 #[tokio::test]
 async fn poll_mode_picks_up_new_and_removed_versions_within_two_periods() {
-    let dir = repo("mlp");
-    let server = start(dir.path(), ModelControlMode::Poll, &[]).await;
+    let dir = common::repo([copy_model("mlp")]);
+    let server = server_on(dir.path())
+        .control(ModelControlMode::Poll)
+        .start()
+        .await;
     let c = reqwest::Client::new();
     assert_eq!(infer_version(&c, &server, "mlp").await, Ok("1".into()));
     let period = Duration::from_secs_f64(0.3);

@@ -132,25 +132,8 @@ async fn bench_mlp_over_each_protocol() {
 /// refused, and the report keeps their count and latency apart from the admitted ones'.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn refused_requests_are_reported_apart() {
-    let repo = tempfile::tempdir().unwrap();
-    let src = common::bundled_models().join("dense");
-    let dst = repo.path().join("dense");
-    std::fs::create_dir_all(dst.join("1")).unwrap();
-    std::fs::copy(src.join("1/model.onnx"), dst.join("1/model.onnx")).unwrap();
-    let cfg = std::fs::read_to_string(src.join("config.toml")).unwrap();
-    std::fs::write(
-        dst.join("config.toml"),
-        format!("{cfg}\nmax_concurrent_requests = 1\n"),
-    )
-    .unwrap();
-    let server = TestServer::start_with(
-        ferroserve::config::ServerConfig {
-            model_repository: repo.path().to_path_buf(),
-            ..common::test_config()
-        },
-        true,
-    )
-    .await;
+    let repo = common::repo([common::copy_model("dense").config("max_concurrent_requests = 1")]);
+    let server = TestServer::builder().repo(repo.path()).start().await;
     let mut a = args("http-binary", &server.http.to_string(), "dense");
     a.concurrency = Some(8);
     a.batch_size = 16;

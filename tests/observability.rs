@@ -8,33 +8,10 @@ mod common;
 use std::path::Path;
 use std::time::Duration;
 
-use common::{bundled_models, test_config, TestServer};
-use ferroserve::api::grpc::pb;
-use ferroserve::config::ServerConfig;
+use common::{copy_model, pb, poll_until, TestServer};
 use pb::grpc_inference_service_client::GrpcInferenceServiceClient;
 use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-/// Copies bundled `model` into `repo` as `name`, with `extra` appended to its config.
-fn add_model(repo: &Path, model: &str, name: &str, extra: &str) {
-    let src = bundled_models().join(model);
-    let dst = repo.join(name);
-    std::fs::create_dir_all(dst.join("1")).unwrap();
-    std::fs::copy(src.join("1/model.onnx"), dst.join("1/model.onnx")).unwrap();
-    let cfg = std::fs::read_to_string(src.join("config.toml")).unwrap();
-    std::fs::write(dst.join("config.toml"), format!("{cfg}\n{extra}\n")).unwrap();
-}
-
-async fn start(repo: &Path, config: ServerConfig) -> TestServer {
-    TestServer::start_with(
-        ServerConfig {
-            model_repository: repo.to_path_buf(),
-            ..config
-        },
-        true,
-    )
-    .await
-}
 
 fn mlp_json(rows: usize) -> Value {
     json!({"inputs": [{"name": "input", "datatype": "FP32", "shape": [rows, 64], "data": vec![0.5f32; rows * 64]}]})
@@ -64,26 +41,25 @@ fn value(text: &str, series: &str) -> Option<f64> {
 /// Waits (bounded) until `series` reads `want`: a request dropped from the queue is counted by
 /// the instance that drops it, which may be a moment after its caller was answered.
 async fn eventually(server: &TestServer, series: &str, want: f64) -> String {
-    for _ in 0..200 {
-        let text = server.metrics_text().await;
-        if value(&text, series) == Some(want) {
-            return text;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    let text = server.metrics_text().await;
-    panic!("{series} never reached {want}:\n{text}");
+    poll_until(
+        Duration::from_secs(10),
+        &format!("{series} never reached {want}"),
+        || server.metrics_text(),
+        |text| value(text, series) == Some(want),
+    )
+    .await
 }
 
 fn assert_series(text: &str, series: &str, want: f64) {
     assert_eq!(value(text, series), Some(want), "{series} in:\n{text}");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn metrics_and_statistics_report_exactly_the_requests_sent() {
-    let repo = tempfile::tempdir().unwrap();
-    add_model(repo.path(), "mlp", "mlp", "");
-    let server = start(repo.path(), test_config()).await;
+/// A server on `mlp` after a known sequence: 3 successes of 2 rows over HTTP, 2 of 1 row over
+/// gRPC, a bad input, an undecodable body, an unknown version, an unknown model and an expired
+/// deadline. Returns once the expired request has been counted, with the metrics text then.
+async fn server_after_known_requests() -> (tempfile::TempDir, TestServer, String) {
+    let repo = common::repo([copy_model("mlp")]);
+    let server = TestServer::builder().repo(repo.path()).start().await;
     let c = reqwest::Client::new();
     let infer = server.url("/v2/models/mlp/infer");
     let mut grpc = GrpcInferenceServiceClient::connect(server.grpc_url())
@@ -137,6 +113,12 @@ async fn metrics_and_statistics_report_exactly_the_requests_sent() {
         1.0,
     )
     .await;
+    (repo, server, text)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_count_requests_by_status_code() {
+    let (_repo, server, text) = server_after_known_requests().await;
     for (series, want) in [
         (
             r#"ferroserve_requests_total{code="ok",model="mlp",protocol="http",version="1"}"#,
@@ -166,6 +148,16 @@ async fn metrics_and_statistics_report_exactly_the_requests_sent() {
             r#"ferroserve_requests_total{code="deadline_exceeded",model="mlp",protocol="http",version="1"}"#,
             1.0,
         ),
+    ] {
+        assert_series(&text, series, want);
+    }
+    server.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_time_each_computed_request_and_sum_batch_rows() {
+    let (_repo, server, text) = server_after_known_requests().await;
+    for (series, want) in [
         (
             r#"ferroserve_request_duration_seconds_count{model="mlp",protocol="http",version="1"}"#,
             5.0,
@@ -179,11 +171,31 @@ async fn metrics_and_statistics_report_exactly_the_requests_sent() {
             5.0,
         ),
         (r#"ferroserve_batch_size_sum{model="mlp",version="1"}"#, 8.0),
+    ] {
+        assert_series(&text, series, want);
+    }
+    server.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_show_nothing_in_flight_or_queued_once_answered() {
+    let (_repo, server, text) = server_after_known_requests().await;
+    for (series, want) in [
         (
             r#"ferroserve_inflight_requests{model="mlp",version="1"}"#,
             0.0,
         ),
         (r#"ferroserve_queue_depth{model="mlp",version="1"}"#, 0.0),
+    ] {
+        assert_series(&text, series, want);
+    }
+    server.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_report_the_model_state_and_its_load_time() {
+    let (_repo, server, text) = server_after_known_requests().await;
+    for (series, want) in [
         (r#"ferroserve_model_ready{model="mlp",version="1"}"#, 1.0),
         (
             r#"ferroserve_model_state{model="mlp",state="READY",version="1"}"#,
@@ -196,7 +208,6 @@ async fn metrics_and_statistics_report_exactly_the_requests_sent() {
     ] {
         assert_series(&text, series, want);
     }
-    assert!(!text.contains("nope"), "unknown names stay out of labels");
     assert!(
         value(
             &text,
@@ -205,6 +216,19 @@ async fn metrics_and_statistics_report_exactly_the_requests_sent() {
         .is_some_and(|s| s > 0.0),
         "{text}"
     );
+    server.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_model_names_stay_out_of_metric_labels() {
+    let (_repo, server, text) = server_after_known_requests().await;
+    assert!(!text.contains("nope"), "unknown names stay out of labels");
+    server.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_describe_the_build_and_the_process() {
+    let (_repo, server, text) = server_after_known_requests().await;
     assert!(
         text.contains("ferroserve_build_info{backends=\"tract"),
         "{text}"
@@ -213,64 +237,18 @@ async fn metrics_and_statistics_report_exactly_the_requests_sent() {
         text.contains("\nferroserve_process_resident_memory_bytes "),
         "{text}"
     );
+    server.stop().await.unwrap();
+}
 
-    // The statistics extension, over HTTP and gRPC, says the same.
-    let http_stats: Value = c
-        .get(server.url("/v2/models/mlp/versions/1/stats"))
-        .send()
+/// The HTTP statistics of `mlp` version 1, and the batch sizes they list: (rows, executions).
+async fn http_statistics(server: &TestServer) -> (Value, Vec<(u64, u64)>) {
+    let http_stats: Value = reqwest::get(server.url("/v2/models/mlp/versions/1/stats"))
         .await
         .unwrap()
         .json()
         .await
         .unwrap();
-    let s = &http_stats["model_stats"][0];
-    let grpc_stats = grpc
-        .model_statistics(pb::ModelStatisticsRequest {
-            name: "mlp".into(),
-            version: "1".into(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    let g = &grpc_stats.model_stats[0];
-    let is = g.inference_stats.as_ref().unwrap();
-    let count = |d: &Option<pb::StatisticDuration>| d.as_ref().unwrap().count;
-    for (phase, want) in [
-        ("success", 5),
-        ("fail", 2),
-        ("queue", 5),
-        ("compute_input", 5),
-        ("compute_infer", 5),
-        ("compute_output", 5),
-    ] {
-        assert_eq!(
-            s["inference_stats"][phase]["count"], want,
-            "http {phase}: {s}"
-        );
-    }
-    for (phase, d, want) in [
-        ("success", &is.success, 5),
-        ("fail", &is.fail, 2),
-        ("queue", &is.queue, 5),
-        ("compute_input", &is.compute_input, 5),
-        ("compute_infer", &is.compute_infer, 5),
-        ("compute_output", &is.compute_output, 5),
-    ] {
-        assert_eq!(count(d), want, "grpc {phase}: {g:?}");
-    }
-    assert!(
-        s["inference_stats"]["compute_infer"]["ns"]
-            .as_u64()
-            .unwrap()
-            > 0
-    );
-    assert_eq!(
-        (s["inference_count"].as_u64(), s["execution_count"].as_u64()),
-        (Some(8), Some(5)),
-        "3 x 2 rows + 2 x 1 row in 5 executions; the expired request never ran"
-    );
-    assert_eq!((g.inference_count, g.execution_count), (8, 5));
-    // Each request is its own batch (no dynamic batching): two sizes, by rows.
+    let s = http_stats["model_stats"][0].clone();
     let sizes: Vec<(u64, u64)> = s["batch_stats"]
         .as_array()
         .unwrap()
@@ -284,18 +262,85 @@ async fn metrics_and_statistics_report_exactly_the_requests_sent() {
             )
         })
         .collect();
+    (s, sizes)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_statistics_count_each_outcome_phase_and_batch_size() {
+    let (_repo, server, _) = server_after_known_requests().await;
+    let (s, sizes) = http_statistics(&server).await;
+    for (phase, want) in [
+        ("success", 5),
+        ("fail", 2),
+        ("queue", 5),
+        ("compute_input", 5),
+        ("compute_infer", 5),
+        ("compute_output", 5),
+    ] {
+        assert_eq!(
+            s["inference_stats"][phase]["count"], want,
+            "http {phase}: {s}"
+        );
+    }
+    assert!(
+        s["inference_stats"]["compute_infer"]["ns"]
+            .as_u64()
+            .unwrap()
+            > 0
+    );
+    assert_eq!(
+        (s["inference_count"].as_u64(), s["execution_count"].as_u64()),
+        (Some(8), Some(5)),
+        "3 x 2 rows + 2 x 1 row in 5 executions; the expired request never ran"
+    );
+    // Each request is its own batch (no dynamic batching): two sizes, by rows.
     assert_eq!(sizes, [(1, 2), (2, 3)], "{s}");
+    server.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpc_statistics_say_what_http_statistics_say() {
+    let (_repo, server, _) = server_after_known_requests().await;
+    let (_, sizes) = http_statistics(&server).await;
+    let mut grpc = GrpcInferenceServiceClient::connect(server.grpc_url())
+        .await
+        .unwrap();
+    let grpc_stats = grpc
+        .model_statistics(pb::ModelStatisticsRequest {
+            name: "mlp".into(),
+            version: "1".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let g = &grpc_stats.model_stats[0];
+    let is = g.inference_stats.as_ref().unwrap();
+    let count = |d: &Option<pb::StatisticDuration>| d.as_ref().unwrap().count;
+    for (phase, d, want) in [
+        ("success", &is.success, 5),
+        ("fail", &is.fail, 2),
+        ("queue", &is.queue, 5),
+        ("compute_input", &is.compute_input, 5),
+        ("compute_infer", &is.compute_infer, 5),
+        ("compute_output", &is.compute_output, 5),
+    ] {
+        assert_eq!(count(d), want, "grpc {phase}: {g:?}");
+    }
+    assert_eq!((g.inference_count, g.execution_count), (8, 5));
     let grpc_sizes: Vec<(u64, u64)> = g
         .batch_stats
         .iter()
         .map(|b| (b.batch_size, count(&b.compute_infer)))
         .collect();
     assert_eq!(grpc_sizes, sizes);
+    server.stop().await.unwrap();
+}
 
-    // Both transports list the extension.
-    let meta: Value = c
-        .get(server.url("/v2"))
-        .send()
+#[tokio::test]
+async fn server_metadata_lists_the_statistics_extension() {
+    let repo = common::repo([copy_model("mlp")]);
+    let server = TestServer::builder().repo(repo.path()).start().await;
+    let meta: Value = reqwest::get(server.url("/v2"))
         .await
         .unwrap()
         .json()
@@ -370,24 +415,24 @@ async fn grpc_burst(server: &TestServer, model: &str, n: usize) -> (Vec<tonic::C
     (answers.into_iter().filter_map(Result::err).collect(), ok)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn bounded_admission_refuses_at_once_and_counts_each_refusal() {
-    // `dense` takes milliseconds at 64 rows: one in flight (or one queued) is soon exceeded.
-    let repo = tempfile::tempdir().unwrap();
-    add_model(
-        repo.path(),
-        "dense",
-        "limited",
-        "max_concurrent_requests = 1",
-    );
-    add_model(
-        repo.path(),
-        "dense",
-        "short",
-        "instance_count = 1\nmax_queue_size = 1",
-    );
-    let server = start(repo.path(), test_config()).await;
+/// `dense` twice: `limited` (one request in flight at most) and `short` (one instance, a queue
+/// of one). `dense` takes milliseconds at 64 rows: one in flight (or one queued) is soon exceeded.
+async fn admission_server() -> (tempfile::TempDir, TestServer) {
+    let repo = common::repo([
+        copy_model("dense")
+            .named("limited")
+            .config("max_concurrent_requests = 1"),
+        copy_model("dense")
+            .named("short")
+            .config("instance_count = 1\nmax_queue_size = 1"),
+    ]);
+    let server = TestServer::builder().repo(repo.path()).start().await;
+    (repo, server)
+}
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_model_concurrency_limit_refuses_http_at_once_with_retry_after() {
+    let (_repo, server) = admission_server().await;
     let (statuses, retry) = http_burst(&server, "limited", 16).await;
     let http_refused = statuses.iter().filter(|&&s| s == 429).count();
     assert!(http_refused > 0, "no 429 among {statuses:?}");
@@ -399,18 +444,42 @@ async fn bounded_admission_refuses_at_once_and_counts_each_refusal() {
         retry.iter().all(|r| r.as_deref() == Some("1")),
         "Retry-After: {retry:?}"
     );
-    let (codes, grpc_ok) = grpc_burst(&server, "limited", 16).await;
+    server.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_model_concurrency_limit_refuses_grpc_with_resource_exhausted() {
+    let (_repo, server) = admission_server().await;
+    let (codes, _) = grpc_burst(&server, "limited", 16).await;
     assert!(!codes.is_empty(), "no refusal over gRPC");
     assert!(
         codes.iter().all(|&c| c == tonic::Code::ResourceExhausted),
         "{codes:?}"
     );
-    let grpc_refused = codes.len();
-    let http_ok = statuses.len() - http_refused;
+    server.stop().await.unwrap();
+}
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_queue_refuses_at_once() {
+    let (_repo, server) = admission_server().await;
     let (statuses, _) = http_burst(&server, "short", 16).await;
     let queue_refused = statuses.iter().filter(|&&s| s == 429).count();
     assert!(queue_refused > 0, "no 429 among {statuses:?}");
+    server.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_refusal_is_counted_by_reason_and_protocol_and_in_statistics() {
+    let (_repo, server) = admission_server().await;
+    let (statuses, _) = http_burst(&server, "limited", 16).await;
+    let http_refused = statuses.iter().filter(|&&s| s == 429).count();
+    let http_ok = statuses.len() - http_refused;
+    let (codes, grpc_ok) = grpc_burst(&server, "limited", 16).await;
+    let grpc_refused = codes.len();
+    let (statuses, _) = http_burst(&server, "short", 16).await;
+    let queue_refused = statuses.iter().filter(|&&s| s == 429).count();
+    // Not vacuous: there are refusals to count (their answers are the tests above).
+    assert!(http_refused > 0 && grpc_refused > 0 && queue_refused > 0);
 
     let text = server.metrics_text().await;
     for (series, want) in [
@@ -463,13 +532,12 @@ async fn bounded_admission_refuses_at_once_and_counts_each_refusal() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_server_wide_limit_refuses_at_once() {
-    let repo = tempfile::tempdir().unwrap();
-    add_model(repo.path(), "dense", "dense", "instance_count = 2");
-    let config = ServerConfig {
-        max_concurrent_requests: 1,
-        ..test_config()
-    };
-    let server = start(repo.path(), config).await;
+    let repo = common::repo([copy_model("dense").config("instance_count = 2")]);
+    let server = TestServer::builder()
+        .repo(repo.path())
+        .configure(|c| c.max_concurrent_requests = 1)
+        .start()
+        .await;
     let (statuses, _) = http_burst(&server, "dense", 16).await;
     let refused = statuses.iter().filter(|&&s| s == 429).count();
     assert!(refused > 0, "no 429 among {statuses:?}");
@@ -492,13 +560,12 @@ async fn the_server_wide_limit_refuses_at_once() {
 
 #[tokio::test]
 async fn a_body_over_the_limit_is_413_with_a_clear_message() {
-    let repo = tempfile::tempdir().unwrap();
-    add_model(repo.path(), "mlp", "mlp", "");
-    let config = ServerConfig {
-        max_request_bytes: 1000,
-        ..test_config()
-    };
-    let server = start(repo.path(), config).await;
+    let repo = common::repo([copy_model("mlp")]);
+    let server = TestServer::builder()
+        .repo(repo.path())
+        .configure(|c| c.max_request_bytes = 1000)
+        .start()
+        .await;
     let r = reqwest::Client::new()
         .post(server.url("/v2/models/mlp/infer"))
         .json(&mlp_json(4))
@@ -519,13 +586,12 @@ async fn a_body_over_the_limit_is_413_with_a_clear_message() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slow_client_is_cut_off_by_the_header_timeout_while_others_are_served() {
-    let repo = tempfile::tempdir().unwrap();
-    add_model(repo.path(), "mlp", "mlp", "");
-    let config = ServerConfig {
-        header_read_timeout_secs: 1.0,
-        ..test_config()
-    };
-    let server = start(repo.path(), config).await;
+    let repo = common::repo([copy_model("mlp")]);
+    let server = TestServer::builder()
+        .repo(repo.path())
+        .configure(|c| c.header_read_timeout_secs = 1.0)
+        .start()
+        .await;
 
     // Headers one byte a second: 60 bytes would take a minute.
     let head = b"GET /v2/health/live HTTP/1.1\r\nhost: x\r\nx-slow: aaaaaaaaaaaaa\r\n\r\n";
@@ -540,6 +606,7 @@ async fn a_slow_client_is_cut_off_by_the_header_timeout_while_others_are_served(
                     return;
                 }
                 sent.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                // The slowness under test: a deliberate pace, not a wait for the server.
                 tokio::time::sleep(Duration::from_secs(1)).await;
             }
         }
@@ -616,16 +683,17 @@ async fn log_of_three_requests(repo: &Path, rust_log: &str, id: &str, bad_id: &s
         let v: Value = serde_json::from_str(line).ok()?;
         Some(v["fields"][key].as_str()?.to_owned())
     };
-    let mut addrs = None;
-    for _ in 0..400 {
-        let text = std::fs::read_to_string(log.path()).unwrap();
-        if let (Some(h), Some(g)) = (field(&text, "http_addr"), field(&text, "grpc_addr")) {
-            addrs = Some((h, g));
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    let (http, grpc) = addrs.expect("the server never announced its addresses");
+    let announced = poll_until(
+        Duration::from_secs(30),
+        "the server never announced its addresses",
+        || async { std::fs::read_to_string(log.path()).unwrap() },
+        |text| field(text, "http_addr").is_some() && field(text, "grpc_addr").is_some(),
+    )
+    .await;
+    let (http, grpc) = (
+        field(&announced, "http_addr").unwrap(),
+        field(&announced, "grpc_addr").unwrap(),
+    );
     let c = reqwest::Client::new();
     let url = format!("http://{http}/v2/models/mlp/infer");
     let mut ok = mlp_json(1);
@@ -644,10 +712,8 @@ async fn log_of_three_requests(repo: &Path, rust_log: &str, id: &str, bad_id: &s
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn request_log_lines_carry_the_request_id_and_info_has_none() {
-    let repo = tempfile::tempdir().unwrap();
-    add_model(repo.path(), "mlp", "mlp", "");
-
+async fn request_log_lines_carry_the_request_id() {
+    let repo = common::repo([copy_model("mlp")]);
     let debug = log_of_three_requests(repo.path(), "info,ferroserve=debug", "req-1", "req-2").await;
     let answered: Vec<Value> = debug
         .lines()
@@ -669,12 +735,22 @@ async fn request_log_lines_carry_the_request_id_and_info_has_none() {
         "a generated id for the request without one: {ids:?}"
     );
     assert_eq!(answered[1]["fields"]["code"], "invalid_argument");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_model_load_is_logged_with_its_duration() {
+    let repo = common::repo([copy_model("mlp")]);
+    let debug = log_of_three_requests(repo.path(), "info,ferroserve=debug", "req-1", "req-2").await;
     let load = debug
         .lines()
         .find(|l| l.contains("model version ready"))
         .expect("a model load line");
     assert!(load.contains("\"load_ms\":"), "{load}");
+}
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn info_logs_nothing_per_request() {
+    let repo = common::repo([copy_model("mlp")]);
     let info = log_of_three_requests(repo.path(), "info", "req-3", "req-4").await;
     assert!(info.contains("ferroserve serving"), "{info}");
     assert!(

@@ -9,10 +9,11 @@
 mod common;
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
-use common::{bundled_models, reference, test_config, Reference, TestServer};
+use common::{copy_model, onnxruntime_models, poll_until, reference, Reference, TestServer};
 use ferroserve::backend::{self, LoadOptions};
-use ferroserve::config::{BackendKind, ServerConfig};
+use ferroserve::config::BackendKind;
 use ferroserve::tensor::{DataType, Tensor};
 use serde_json::{json, Value};
 
@@ -23,44 +24,6 @@ fn repo_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
-/// Copies model `name` from `from` into `to` as `as_name`, its config with `backend` replaced
-/// and `extra` appended.
-fn copy_model(from: &Path, name: &str, to: &Path, as_name: &str, backend: &str, extra: &str) {
-    let dst = to.join(as_name);
-    std::fs::create_dir_all(dst.join("1")).unwrap();
-    std::fs::copy(
-        from.join(name).join("1/model.onnx"),
-        dst.join("1/model.onnx"),
-    )
-    .unwrap();
-    let cfg = std::fs::read_to_string(from.join(name).join("config.toml")).unwrap();
-    let cfg: String = cfg
-        .lines()
-        .filter(|l| !l.starts_with("backend"))
-        .map(|l| format!("{l}\n"))
-        .collect();
-    std::fs::write(
-        dst.join("config.toml"),
-        format!("backend = \"{backend}\"\n{cfg}\n{extra}\n"),
-    )
-    .unwrap();
-}
-
-async fn start(repo: &Path, wait_ready: bool) -> TestServer {
-    let config = ServerConfig {
-        model_repository: repo.to_path_buf(),
-        strict_readiness: wait_ready,
-        ..test_config()
-    };
-    TestServer::start_with(config, wait_ready).await
-}
-
-async fn get(server: &TestServer, path: &str) -> (u16, Value) {
-    let r = reqwest::get(server.url(path)).await.unwrap();
-    let status = r.status().as_u16();
-    (status, r.json().await.unwrap_or(Value::Null))
-}
-
 /// `GET path` until `settled` accepts the answer (at most 10 s): without strict readiness the
 /// server answers before every model has finished loading, and a loaded machine is slow.
 async fn get_settled(
@@ -68,13 +31,32 @@ async fn get_settled(
     path: &str,
     settled: impl Fn(u16, &Value) -> bool,
 ) -> (u16, Value) {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    loop {
-        let (status, body) = get(server, path).await;
-        if settled(status, &body) || std::time::Instant::now() > deadline {
-            return (status, body);
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    let (status, body) = poll_until(
+        Duration::from_secs(10),
+        &format!("GET {path} never settled"),
+        || async {
+            let (status, body) = server.get(path).await;
+            Answer(status, body)
+        },
+        |Answer(status, body)| settled(*status, body),
+    )
+    .await
+    .into();
+    (status, body)
+}
+
+/// An HTTP answer, printable in a timeout message.
+struct Answer(u16, Value);
+
+impl std::fmt::Display for Answer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} {}", self.0, self.1)
+    }
+}
+
+impl From<Answer> for (u16, Value) {
+    fn from(a: Answer) -> Self {
+        (a.0, a.1)
     }
 }
 
@@ -148,17 +130,17 @@ fn assert_close(what: &str, datatype: &str, got: &[f64], want: &[f64]) {
 async fn every_bundled_model_answers_on_onnxruntime_as_on_tract() {
     let repo = tempfile::tempdir().unwrap();
     for m in MODELS {
-        copy_model(&bundled_models(), m, repo.path(), m, "tract", "");
-        copy_model(
-            &bundled_models(),
-            m,
-            repo.path(),
-            &format!("{m}_ort"),
-            "onnxruntime",
-            "",
-        );
+        copy_model(m).backend("tract").to(repo.path());
+        copy_model(m)
+            .named(&format!("{m}_ort"))
+            .backend("onnxruntime")
+            .to(repo.path());
     }
-    let server = start(repo.path(), true).await;
+    let server = TestServer::builder()
+        .repo(repo.path())
+        .strict(true)
+        .start()
+        .await;
     for m in MODELS {
         let r = reference(m);
         let tract = infer(&server, m, &request(&r)).await;
@@ -217,7 +199,7 @@ fn onnxruntime_rows_do_not_depend_on_their_batch() {
     for m in MODELS {
         let mut ort = load(
             BackendKind::OnnxRuntime,
-            &bundled_models().join(m).join("1/model.onnx"),
+            &common::bundled_models().join(m).join("1/model.onnx"),
             64,
         );
         let inputs = reference_inputs(m);
@@ -250,7 +232,7 @@ fn inputs_at_any_alignment_give_the_same_answer() {
     // Aligned inputs are passed to ONNX Runtime in place, others are copied: both must agree.
     let mut ort = load(
         BackendKind::OnnxRuntime,
-        &bundled_models().join("mlp/1/model.onnx"),
+        &common::bundled_models().join("mlp/1/model.onnx"),
         64,
     );
     let input = reference_inputs("mlp").remove(0);
@@ -265,19 +247,19 @@ fn inputs_at_any_alignment_give_the_same_answer() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn model_config_reports_the_execution_provider() {
     let repo = tempfile::tempdir().unwrap();
-    copy_model(
-        &bundled_models(),
-        "mlp",
-        repo.path(),
-        "mlp_ort",
-        "onnxruntime",
-        "",
-    );
-    copy_model(&bundled_models(), "mlp", repo.path(), "mlp", "tract", "");
-    let server = start(repo.path(), true).await;
-    let (_, meta) = get(&server, "/v2/models/mlp_ort").await;
+    copy_model("mlp")
+        .named("mlp_ort")
+        .backend("onnxruntime")
+        .to(repo.path());
+    copy_model("mlp").backend("tract").to(repo.path());
+    let server = TestServer::builder()
+        .repo(repo.path())
+        .strict(true)
+        .start()
+        .await;
+    let (_, meta) = server.get("/v2/models/mlp_ort").await;
     assert_eq!(meta["platform"], "onnxruntime_onnx");
-    let (_, cfg) = get(&server, "/v2/models/mlp_ort/config").await;
+    let (_, cfg) = server.get("/v2/models/mlp_ort/config").await;
     assert_eq!(cfg["platform"], "onnxruntime_onnx");
     assert_eq!(cfg["backend"], "onnxruntime");
     assert_eq!(cfg["instance_group"][0]["kind"], "KIND_CPU");
@@ -285,7 +267,7 @@ async fn model_config_reports_the_execution_provider() {
         cfg["parameters"]["execution_provider"]["string_value"],
         "CPUExecutionProvider"
     );
-    let (_, cfg) = get(&server, "/v2/models/mlp/config").await;
+    let (_, cfg) = server.get("/v2/models/mlp/config").await;
     assert_eq!(cfg["platform"], "tract_onnx");
     assert_eq!(
         cfg["parameters"]["execution_provider"]["string_value"],
@@ -299,23 +281,21 @@ async fn a_cuda_model_fails_to_load_instead_of_running_on_the_cpu() {
     // The CPU library has no CUDA provider (and this machine may have no GPU): the model must be
     // unavailable with the reason, not quietly served from the CPU.
     let repo = tempfile::tempdir().unwrap();
-    copy_model(
-        &bundled_models(),
-        "mlp",
-        repo.path(),
-        "mlp_cuda",
-        "onnxruntime",
-        "device = \"cuda:0\"",
-    );
-    copy_model(
-        &bundled_models(),
-        "mlp",
-        repo.path(),
-        "mlp_ort",
-        "onnxruntime",
-        "",
-    );
-    let server = start(repo.path(), false).await;
+    copy_model("mlp")
+        .named("mlp_cuda")
+        .backend("onnxruntime")
+        .config("device = \"cuda:0\"")
+        .to(repo.path());
+    copy_model("mlp")
+        .named("mlp_ort")
+        .backend("onnxruntime")
+        .to(repo.path());
+    let server = TestServer::builder()
+        .repo(repo.path())
+        .strict(false)
+        .wait_ready(false)
+        .start()
+        .await;
     let (status, body) = failed_model(&server, "mlp_cuda").await;
     assert_eq!(status, 503, "{body}");
     let msg = body["error"].as_str().unwrap();
@@ -324,29 +304,30 @@ async fn a_cuda_model_fails_to_load_instead_of_running_on_the_cpu() {
     server.stop().await.unwrap();
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn scaler_runs_on_onnxruntime_and_tract_refuses_it_with_the_reason() {
-    let ort_models = repo_root().join("models-onnxruntime");
-    let repo = tempfile::tempdir().unwrap();
-    copy_model(
-        &ort_models,
-        "scaler",
-        repo.path(),
-        "scaler",
-        "onnxruntime",
-        "",
-    );
-    copy_model(
-        &ort_models,
-        "scaler",
-        repo.path(),
-        "scaler_tract",
-        "tract",
-        "",
-    );
-    let server = start(repo.path(), false).await;
-    assert_eq!(ready_status(&server, "scaler").await, 200);
+/// `scaler` on ONNX Runtime, and as `scaler_tract` on tract (which lacks its Scaler op).
+async fn scaler_server() -> (tempfile::TempDir, TestServer) {
+    let repo = common::repo([
+        copy_model("scaler")
+            .from(&onnxruntime_models())
+            .backend("onnxruntime"),
+        copy_model("scaler")
+            .from(&onnxruntime_models())
+            .named("scaler_tract")
+            .backend("tract"),
+    ]);
+    let server = TestServer::builder()
+        .repo(repo.path())
+        .strict(false)
+        .wait_ready(false)
+        .start()
+        .await;
+    (repo, server)
+}
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scaler_runs_on_onnxruntime_and_matches_its_reference() {
+    let (_repo, server) = scaler_server().await;
+    assert_eq!(ready_status(&server, "scaler").await, 200);
     let r = reference("scaler");
     let body = infer(&server, "scaler", &request(&r)).await;
     for want in &r.outputs {
@@ -360,7 +341,12 @@ async fn scaler_runs_on_onnxruntime_and_tract_refuses_it_with_the_reason() {
             &reference,
         );
     }
+    server.stop().await.unwrap();
+}
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tract_refuses_scaler_naming_the_op_it_lacks() {
+    let (_repo, server) = scaler_server().await;
     let (status, body) = failed_model(&server, "scaler_tract").await;
     assert_eq!(status, 503, "{body}");
     let msg = body["error"].as_str().unwrap();
@@ -386,7 +372,11 @@ async fn minilm_embeddings_are_unit_length_and_match_the_reference() {
         );
         return;
     }
-    let server = start(&heavy, true).await;
+    let server = TestServer::builder()
+        .repo(&heavy)
+        .strict(true)
+        .start()
+        .await;
     let r = reference("minilm");
     let body = infer(&server, "minilm", &request(&r)).await;
     let want = &r.outputs[0];

@@ -5,65 +5,58 @@ mod common;
 
 use std::path::Path;
 
-use common::{bundled_models, test_config, TestServer};
-use ferroserve::config::ServerConfig;
-use serde_json::{json, Value};
-
-fn copy_model(from: &Path, to: &Path, name: &str) {
-    let dst = to.join(name);
-    std::fs::create_dir_all(dst.join("1")).unwrap();
-    std::fs::copy(from.join(name).join("config.toml"), dst.join("config.toml")).unwrap();
-    std::fs::copy(
-        from.join(name).join("1/model.onnx"),
-        dst.join("1/model.onnx"),
-    )
-    .unwrap();
-}
+use common::{copy_model, TestServer};
+use serde_json::json;
 
 /// A repository with the bundled `mlp`, plus `broken` models written by `extra`.
 fn repo_with(extra: impl Fn(&Path)) -> tempfile::TempDir {
-    let dir = tempfile::tempdir().unwrap();
-    copy_model(&bundled_models(), dir.path(), "mlp");
+    let dir = common::repo([copy_model("mlp")]);
     extra(dir.path());
     dir
 }
 
-async fn start(repo: &Path, strict: bool) -> TestServer {
-    let config = ServerConfig {
-        model_repository: repo.to_path_buf(),
-        strict_readiness: strict,
-        ..test_config()
-    };
-    TestServer::start_with(config, false).await
-}
-
-async fn get(server: &TestServer, path: &str) -> (u16, Value) {
-    let r = reqwest::get(server.url(path)).await.unwrap();
-    let status = r.status().as_u16();
-    (status, r.json().await.unwrap_or(Value::Null))
-}
-
-#[tokio::test]
-async fn a_corrupt_model_file_fails_alone_and_readiness_shows_it() {
+/// A strict server on `mlp` and `broken`, whose model file is not a protobuf.
+async fn corrupt_model_server() -> (tempfile::TempDir, TestServer) {
     let repo = repo_with(|root| {
         std::fs::create_dir_all(root.join("broken/1")).unwrap();
         std::fs::write(root.join("broken/config.toml"), "max_batch_size = 8\n").unwrap();
         std::fs::write(root.join("broken/1/model.onnx"), b"this is not a protobuf").unwrap();
     });
-    let server = start(repo.path(), true).await;
+    let server = TestServer::builder()
+        .repo(repo.path())
+        .strict(true)
+        .wait_ready(false)
+        .start()
+        .await;
+    (repo, server)
+}
+
+#[tokio::test]
+async fn a_corrupt_model_file_makes_only_its_model_and_a_strict_server_unready() {
+    let (_repo, server) = corrupt_model_server().await;
     assert_eq!(
-        get(&server, "/v2/health/ready").await.0,
+        server.get("/v2/health/ready").await.0,
         503,
         "strict readiness: one model is down"
     );
-    assert_eq!(get(&server, "/v2/models/broken/ready").await.0, 503);
-    assert_eq!(get(&server, "/v2/models/mlp/ready").await.0, 200);
+    assert_eq!(server.get("/v2/models/broken/ready").await.0, 503);
+    assert_eq!(server.get("/v2/models/mlp/ready").await.0, 200);
+    server.stop().await.unwrap();
+}
 
-    let (status, body) = get(&server, "/v2/models/broken").await;
+#[tokio::test]
+async fn a_corrupt_model_file_is_named_in_the_models_error() {
+    let (_repo, server) = corrupt_model_server().await;
+    let (status, body) = server.get("/v2/models/broken").await;
     assert_eq!(status, 503);
     let msg = body["error"].as_str().unwrap();
     assert!(msg.contains("broken/1/model.onnx"), "names the file: {msg}");
+    server.stop().await.unwrap();
+}
 
+#[tokio::test]
+async fn the_healthy_model_keeps_serving_beside_a_corrupt_one() {
+    let (_repo, server) = corrupt_model_server().await;
     let req = json!({"inputs": [{"name": "input", "datatype": "FP32", "shape": [1, 64], "data": vec![0.5f32; 64]}]});
     let r = reqwest::Client::new()
         .post(server.url("/v2/models/mlp/infer"))
@@ -81,9 +74,14 @@ async fn without_strict_readiness_the_server_is_ready_despite_a_failed_model() {
         std::fs::create_dir_all(root.join("broken/1")).unwrap();
         std::fs::write(root.join("broken/config.toml"), "max_batch_size = 8\n").unwrap();
     });
-    let server = start(repo.path(), false).await;
-    assert_eq!(get(&server, "/v2/health/ready").await.0, 200);
-    let (status, body) = get(&server, "/v2/models/broken").await;
+    let server = TestServer::builder()
+        .repo(repo.path())
+        .strict(false)
+        .wait_ready(false)
+        .start()
+        .await;
+    assert_eq!(server.get("/v2/health/ready").await.0, 200);
+    let (status, body) = server.get("/v2/models/broken").await;
     assert_eq!(status, 503);
     assert!(
         body["error"].as_str().unwrap().contains("does not exist"),
@@ -94,18 +92,23 @@ async fn without_strict_readiness_the_server_is_ready_despite_a_failed_model() {
 #[tokio::test]
 async fn config_that_disagrees_with_the_graph_is_refused_with_the_reason() {
     let repo = repo_with(|root| {
-        copy_model(&bundled_models(), root, "iris");
+        copy_model("iris").to(root);
         let cfg =
             "max_batch_size = 8\n[[input]]\nname = \"input\"\ndatatype = \"FP32\"\ndims = [5]\n";
         std::fs::write(root.join("iris/config.toml"), cfg).unwrap();
     });
-    let server = start(repo.path(), true).await;
-    let (status, body) = get(&server, "/v2/models/iris").await;
+    let server = TestServer::builder()
+        .repo(repo.path())
+        .strict(true)
+        .wait_ready(false)
+        .start()
+        .await;
+    let (status, body) = server.get("/v2/models/iris").await;
     assert_eq!(status, 503);
     let msg = body["error"].as_str().unwrap();
     assert!(msg.contains("dims [5]") && msg.contains("[4]"), "{msg}");
-    assert_eq!(get(&server, "/v2/health/ready").await.0, 503);
-    assert_eq!(get(&server, "/v2/models/mlp/ready").await.0, 200);
+    assert_eq!(server.get("/v2/health/ready").await.0, 503);
+    assert_eq!(server.get("/v2/models/mlp/ready").await.0, 200);
 }
 
 #[tokio::test]
@@ -114,8 +117,13 @@ async fn an_invalid_config_file_names_the_field() {
         std::fs::create_dir_all(root.join("typo/1")).unwrap();
         std::fs::write(root.join("typo/config.toml"), "max_batch = 8\n").unwrap();
     });
-    let server = start(repo.path(), false).await;
-    let (status, body) = get(&server, "/v2/models/typo").await;
+    let server = TestServer::builder()
+        .repo(repo.path())
+        .strict(false)
+        .wait_ready(false)
+        .start()
+        .await;
+    let (status, body) = server.get("/v2/models/typo").await;
     assert_eq!(status, 503);
     let msg = body["error"].as_str().unwrap();
     assert!(
@@ -126,18 +134,10 @@ async fn an_invalid_config_file_names_the_field() {
 
 #[tokio::test]
 async fn a_missing_repository_is_a_start_up_error() {
-    let config = ServerConfig {
-        model_repository: "/nonexistent/ferroserve-models".into(),
-        host: "127.0.0.1".into(),
-        http_port: 0,
-        grpc_port: 0,
-        metrics_port: 0,
-        ..test_config()
-    };
-    let listeners = ferroserve::server::Listeners::bind(&config).await.unwrap();
-    let err = ferroserve::server::run(config, listeners, std::future::pending())
-        .await
-        .unwrap_err();
+    let err = TestServer::builder()
+        .repo(Path::new("/nonexistent/ferroserve-models"))
+        .start_fails()
+        .await;
     assert!(
         format!("{err:#}").contains("/nonexistent/ferroserve-models"),
         "{err:#}"

@@ -6,9 +6,7 @@ mod common;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{bundled_models, test_config};
-use ferroserve::config::{ServerConfig, ShutdownConfig};
-use ferroserve::server::{self, Listeners};
+use common::TestServer;
 use serde_json::json;
 
 /// What one client request came to, and when it was started. The strings are only read through
@@ -26,35 +24,13 @@ const DRAIN: Duration = Duration::from_millis(600);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_under_load_turns_unready_at_once_and_fails_no_request() {
-    let config = ServerConfig {
-        model_repository: bundled_models(),
-        host: "127.0.0.1".into(),
-        http_port: 0,
-        grpc_port: 0,
-        metrics_port: 0,
-        shutdown: ShutdownConfig {
-            drain_delay: DRAIN.as_secs_f64(),
-            timeout: 10.0,
-        },
-        ..test_config()
-    };
-    let listeners = Listeners::bind(&config).await.unwrap();
-    let http = listeners.addrs().unwrap().0;
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(server::run(config, listeners, async {
-        let _ = stopped.await;
-    }));
+    let mut server = TestServer::builder()
+        .configure(|c| c.shutdown.drain_delay = DRAIN.as_secs_f64())
+        .start()
+        .await;
+    let http = server.http;
     let url = |p: &str| format!("http://{http}{p}");
     let client = reqwest::Client::new();
-    while client
-        .get(url("/v2/health/ready"))
-        .send()
-        .await
-        .map(|r| r.status() != 200)
-        .unwrap_or(true)
-    {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 
     let log: Arc<Mutex<Vec<(Instant, Outcome)>>> = Arc::default();
     let signalled: Arc<Mutex<Option<Instant>>> = Arc::default();
@@ -91,24 +67,31 @@ async fn shutdown_under_load_turns_unready_at_once_and_fails_no_request() {
             }
         }));
     }
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The load is under way once every client has been answered a few times.
+    common::wait_until(
+        Duration::from_secs(30),
+        "the clients were served before the signal",
+        || async {
+            let log = log.lock().unwrap();
+            log.iter().filter(|(_, o)| matches!(o, Outcome::Ok)).count() >= 60
+        },
+    )
+    .await;
 
     let t_signal = Instant::now();
     *signalled.lock().unwrap() = Some(t_signal);
-    stop.send(()).unwrap();
-    tokio::time::sleep(Duration::from_millis(50)).await;
-    let ready = client
-        .get(url("/v2/health/ready"))
-        .send()
-        .await
-        .unwrap()
-        .status();
-    assert_eq!(ready, 503, "readiness is false at once");
+    server.signal_stop();
+    // "At once": before the drain delay ends, while requests are still being served.
+    common::wait_until(DRAIN, "readiness is false at once", || async {
+        let r = client.get(url("/v2/health/ready")).send().await;
+        r.is_ok_and(|r| r.status() == 503)
+    })
+    .await;
 
-    let result = tokio::time::timeout(Duration::from_secs(12), server)
+    server
+        .stopped_within(Duration::from_secs(12))
         .await
         .expect("run returns within drain + timeout");
-    result.unwrap().unwrap();
     assert!(
         t_signal.elapsed() >= DRAIN,
         "served through the drain delay"

@@ -1,139 +1,24 @@
-//! Test harness: a real server on 127.0.0.1:0 over a model repository, and the references that
-//! models/build.py computed with scikit-learn / numpy.
-#![allow(dead_code)]
+//! Test harness: a real server on 127.0.0.1:0 over a model repository (`server`), repositories
+//! built from the bundled models (`models`), bounded waits on observable state (`wait`), and the
+//! references that models/build.py computed with scikit-learn / numpy.
+#![allow(dead_code, unused_imports)]
 
-use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
-use std::time::Duration;
+mod models;
+mod server;
+pub mod traffic;
+mod wait;
 
-use ferroserve::config::{ServerConfig, ShutdownConfig};
-use ferroserve::server::{self, Listeners};
+use std::path::Path;
+
 use serde_json::Value;
-use tokio::sync::oneshot;
 
-pub struct TestServer {
-    pub http: SocketAddr,
-    pub grpc: SocketAddr,
-    pub metrics: SocketAddr,
-    stop: Option<oneshot::Sender<()>>,
-    handle: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
-}
+/// The generated protocol types, named once here so a move of the module touches one line.
+pub use ferroserve::api::admin_grpc::pb as admin_pb;
+pub use ferroserve::api::grpc::pb;
 
-pub fn bundled_models() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("models")
-}
-
-impl TestServer {
-    /// Starts a server on the bundled models and waits until it is ready.
-    pub async fn start() -> TestServer {
-        Self::start_with(
-            ServerConfig {
-                model_repository: bundled_models(),
-                ..test_config()
-            },
-            true,
-        )
-        .await
-    }
-
-    /// Starts a server with `config` (host and ports are forced to 127.0.0.1:0).
-    pub async fn start_with(config: ServerConfig, wait_ready: bool) -> TestServer {
-        let config = ServerConfig {
-            host: "127.0.0.1".into(),
-            http_port: 0,
-            grpc_port: 0,
-            metrics_port: 0,
-            ..config
-        };
-        let listeners = Listeners::bind(&config).await.expect("bind 127.0.0.1:0");
-        let (http, grpc, metrics) = listeners.addrs().unwrap();
-        let (stop, stopped) = oneshot::channel::<()>();
-        let handle = tokio::spawn(server::run(config, listeners, async {
-            let _ = stopped.await;
-        }));
-        let server = TestServer {
-            http,
-            grpc,
-            metrics,
-            stop: Some(stop),
-            handle: Some(handle),
-        };
-        if wait_ready {
-            server.wait_ready().await;
-        } else {
-            server.wait_settled().await;
-        }
-        server
-    }
-
-    pub fn url(&self, path: &str) -> String {
-        format!("http://{}{path}", self.http)
-    }
-
-    pub fn grpc_url(&self) -> String {
-        format!("http://{}", self.grpc)
-    }
-
-    async fn wait_ready(&self) {
-        let client = reqwest::Client::new();
-        for _ in 0..400 {
-            if let Ok(r) = client.get(self.url("/v2/health/ready")).send().await {
-                if r.status() == 200 {
-                    return;
-                }
-            }
-            tokio::time::sleep(Duration::from_millis(25)).await;
-        }
-        panic!("server did not become ready within 10 s");
-    }
-
-    /// Waits until the start-up summary has been reached (loading finished, ready or not).
-    async fn wait_settled(&self) {
-        let client = reqwest::Client::new();
-        for _ in 0..400 {
-            if let Ok(r) = client.get(self.url("/v2/models/stats")).send().await {
-                if r.status() == 200 {
-                    // Loading publishes versions one by one; give the last one a moment.
-                    tokio::time::sleep(Duration::from_millis(200)).await;
-                    return;
-                }
-            }
-            tokio::time::sleep(Duration::from_millis(25)).await;
-        }
-        panic!("server did not start within 10 s");
-    }
-
-    pub async fn metrics_text(&self) -> String {
-        reqwest::get(format!("http://{}/metrics", self.metrics))
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap()
-    }
-
-    /// Stops the server and returns how `run` ended.
-    pub async fn stop(mut self) -> anyhow::Result<()> {
-        if let Some(s) = self.stop.take() {
-            let _ = s.send(());
-        }
-        match self.handle.take() {
-            Some(h) => h.await.expect("server task panicked"),
-            None => Ok(()),
-        }
-    }
-}
-
-/// Defaults, but no drain delay: tests stop servers often.
-pub fn test_config() -> ServerConfig {
-    ServerConfig {
-        shutdown: ShutdownConfig {
-            drain_delay: 0.0,
-            timeout: 10.0,
-        },
-        ..ServerConfig::default()
-    }
-}
+pub use models::{add_version, bundled_models, copy_model, onnxruntime_models, repo, ModelCopy};
+pub use server::{test_config, Builder, TestServer};
+pub use wait::{poll_until, poll_until_every, wait_until};
 
 /// One tensor of a reference file.
 #[derive(Debug, Clone)]
