@@ -3,12 +3,13 @@
 
 #[cfg(feature = "onnxruntime")]
 pub mod onnxruntime;
+mod padding;
 pub mod tract;
 
 use std::path::{Path, PathBuf};
 
 use crate::config::{BackendKind, Device, OnnxRuntimeOptions};
-use crate::tensor::{DataType, Tensor};
+use crate::tensor::{DataType, Tensor, TensorError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum BackendError {
@@ -16,6 +17,11 @@ pub enum BackendError {
     Load { path: String, reason: String },
     #[error("inference failed: {0}")]
     Run(String),
+    /// Assembling or slicing a batch inside the backend (single-row padding).
+    #[error("inference failed: {0}")]
+    Tensor(#[from] TensorError),
+    #[error("inference failed: output split into no rows")]
+    EmptySplit,
     #[error("unsupported: {0}")]
     Unsupported(String),
 }

@@ -31,7 +31,9 @@ use ort::value::{
     TensorElementType, TensorRef, ValueType,
 };
 
-use super::{Backend, BackendError, GraphSignature, GraphTensor, LoadOptions, LoadedModel};
+use super::{
+    padding, Backend, BackendError, GraphSignature, GraphTensor, LoadOptions, LoadedModel,
+};
 use crate::config::{self, Device, OnnxRuntimeOptions};
 use crate::tensor::{DataType, Tensor};
 
@@ -172,7 +174,7 @@ pub fn load(path: &Path, options: &LoadOptions) -> Result<LoadedModel, BackendEr
         }
         instances.push(Box::new(OrtInstance {
             session,
-            pad_single_rows: options.row_invariant && options.max_batch_size > 1,
+            pad_single_rows: padding::pads_single_rows(options),
         }));
     }
     let signature = signature.ok_or_else(|| fail("no instance was built".into()))?;
@@ -362,25 +364,7 @@ struct OrtInstance {
 
 impl Backend for OrtInstance {
     fn infer(&mut self, inputs: &[Tensor]) -> Result<Vec<Tensor>, BackendError> {
-        if self.pad_single_rows && inputs.first().map(Tensor::rows) == Some(1) {
-            let err = |e: crate::tensor::TensorError| BackendError::Run(e.to_string());
-            let doubled = inputs
-                .iter()
-                .map(|t| Tensor::concat(&[t.clone(), t.clone()]))
-                .collect::<Result<Vec<_>, _>>()
-                .map_err(err)?;
-            return self
-                .run(&doubled)?
-                .into_iter()
-                .map(
-                    |out| match out.split(&[1, 1]).map_err(err)?.into_iter().next() {
-                        Some(first) => Ok(first),
-                        None => Err(BackendError::Run("output split into no rows".into())),
-                    },
-                )
-                .collect();
-        }
-        self.run(inputs)
+        padding::run_padded(self.pad_single_rows, inputs, |inputs| self.run(inputs))
     }
 }
 

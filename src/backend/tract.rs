@@ -13,7 +13,9 @@ use tract_onnx::prelude::{
 };
 use tract_onnx::tract_hir::infer::Factoid;
 
-use super::{Backend, BackendError, GraphSignature, GraphTensor, LoadOptions, LoadedModel};
+use super::{
+    padding, Backend, BackendError, GraphSignature, GraphTensor, LoadOptions, LoadedModel,
+};
 use crate::tensor::{DataType, Tensor};
 
 type Plan = Arc<TypedRunnableModel>;
@@ -30,8 +32,7 @@ struct Graph {
     max_plans: usize,
     /// tract multiplies a single row with a matrix-vector kernel whose rounding differs from the
     /// matrix-matrix kernel used for 2+ rows (measured on the bundled mlp: every output differs in
-    /// the last bits). When requests share batches, a row's answer must not depend on its
-    /// companions, so single rows run as two.
+    /// the last bits), so single rows run as two (see `padding`).
     pad_single_rows: bool,
 }
 
@@ -118,7 +119,7 @@ pub fn load(path: &Path, options: &LoadOptions) -> Result<LoadedModel, BackendEr
         output_dtypes: declared,
         plans: Mutex::new(HashMap::new()),
         max_plans: options.max_batch_size + 1,
-        pad_single_rows: options.row_invariant && options.max_batch_size > 1,
+        pad_single_rows: padding::pads_single_rows(options),
     });
     let instances = (0..options.instance_count)
         .map(|_| {
@@ -217,32 +218,10 @@ struct TractInstance {
 
 impl Backend for TractInstance {
     fn infer(&mut self, inputs: &[Tensor]) -> Result<Vec<Tensor>, BackendError> {
-        let batch = inputs.first().map(Tensor::rows).unwrap_or(1);
-        if batch == 1 && self.graph.pad_single_rows {
-            let err = |e: crate::tensor::TensorError| BackendError::Run(e.to_string());
-            let doubled = inputs
-                .iter()
-                .map(|t| Tensor::concat(&[t.clone(), t.clone()]))
-                .collect::<Result<Vec<_>, _>>()
-                .map_err(err)?;
-            return self
-                .graph
-                .run(&doubled, 2)?
-                .into_iter()
-                .map(|out| {
-                    out.split(&[1, 1])
-                        .map_err(err)?
-                        .into_iter()
-                        .next()
-                        .ok_or_else(|| {
-                            err(crate::tensor::TensorError::Incompatible(
-                                "empty split".into(),
-                            ))
-                        })
-                })
-                .collect();
-        }
-        self.graph.run(inputs, batch)
+        padding::run_padded(self.graph.pad_single_rows, inputs, |inputs| {
+            let batch = inputs.first().map(Tensor::rows).unwrap_or(1);
+            self.graph.run(inputs, batch)
+        })
     }
 }
 
