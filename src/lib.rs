@@ -13,6 +13,8 @@
 //! - [`registry`]: the atomically swapped model table, the repository scan and the loader.
 //! - [`rollout`]: the traffic control plane: policies, promotion, progressive rollouts.
 //! - [`tensor`]: datatype, shape and bytes; concatenation and split along the batch dimension.
+//! - [`error`]: the transport-free `ErrorCode` every client-visible error maps to once; HTTP
+//!   status, gRPC code and metric label all derive from it.
 //! - [`config`], [`metrics`], [`server`]: configuration, Prometheus metrics (with process metrics
 //!   from `/proc`) and the statistics extension's counters, wiring and shutdown.
 //! - [`loadgen`]: `ferroserve bench`, the load generator (closed/open loop, HTTP and gRPC).
@@ -21,6 +23,7 @@ pub mod api;
 pub mod backend;
 pub mod batching;
 pub mod config;
+pub mod error;
 pub mod loadgen;
 pub mod metrics;
 pub mod registry;

@@ -34,15 +34,19 @@ pub const SHADOW_MISMATCHES: &str = "shadow_mismatches_total";
 pub const SHADOW_MAX_ABS_DIFF: &str = "shadow_max_abs_diff";
 
 /// `code` label values of `requests_total`: one vocabulary for both protocols (gRPC's names).
+/// The error labels are [`crate::error::ErrorCode::label`]'s, named here for the callers that count an outcome
+/// without an error value at hand.
 pub mod code {
+    use crate::error::ErrorCode;
+
     pub const OK: &str = "ok";
-    pub const INVALID_ARGUMENT: &str = "invalid_argument";
-    pub const NOT_FOUND: &str = "not_found";
-    pub const UNAVAILABLE: &str = "unavailable";
-    pub const RESOURCE_EXHAUSTED: &str = "resource_exhausted";
-    pub const DEADLINE_EXCEEDED: &str = "deadline_exceeded";
-    pub const CANCELLED: &str = "cancelled";
-    pub const INTERNAL: &str = "internal";
+    pub const INVALID_ARGUMENT: &str = ErrorCode::InvalidArgument.label();
+    pub const NOT_FOUND: &str = ErrorCode::NotFound.label();
+    pub const UNAVAILABLE: &str = ErrorCode::Unavailable.label();
+    pub const RESOURCE_EXHAUSTED: &str = ErrorCode::ResourceExhausted.label();
+    pub const DEADLINE_EXCEEDED: &str = ErrorCode::DeadlineExceeded.label();
+    pub const CANCELLED: &str = ErrorCode::Cancelled.label();
+    pub const INTERNAL: &str = ErrorCode::Internal.label();
 }
 
 /// `reason` label values of `rejected_total`: why a request was never computed.

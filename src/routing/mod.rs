@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use tracing::Instrument;
 
 use crate::batching::BatchError;
+use crate::error::ErrorCode;
 use crate::metrics::{code, BatchTimes, Metrics, Protocol};
 use crate::registry::{ModelEntry, ModelVersion, Registry, VersionState};
 use crate::tensor::{DataType, Tensor};
@@ -69,16 +70,18 @@ pub enum InferError {
 }
 
 impl InferError {
-    /// The `code` label of `requests_total` (one vocabulary for both protocols).
-    pub fn kind(&self) -> &'static str {
+    /// Its code, from which the HTTP status, gRPC code and `requests_total` label derive.
+    pub fn code(&self) -> ErrorCode {
         match self {
-            InferError::ModelNotFound(_) | InferError::VersionNotFound { .. } => code::NOT_FOUND,
-            InferError::NotReady { .. } | InferError::Unavailable(_) => code::UNAVAILABLE,
-            InferError::InvalidInput(_) => code::INVALID_ARGUMENT,
-            InferError::Overloaded { .. } => code::RESOURCE_EXHAUSTED,
-            InferError::DeadlineExceeded(_) => code::DEADLINE_EXCEEDED,
-            InferError::Cancelled => code::CANCELLED,
-            InferError::Internal { .. } => code::INTERNAL,
+            InferError::ModelNotFound(_) | InferError::VersionNotFound { .. } => {
+                ErrorCode::NotFound
+            }
+            InferError::NotReady { .. } | InferError::Unavailable(_) => ErrorCode::Unavailable,
+            InferError::InvalidInput(_) => ErrorCode::InvalidArgument,
+            InferError::Overloaded { .. } => ErrorCode::ResourceExhausted,
+            InferError::DeadlineExceeded(_) => ErrorCode::DeadlineExceeded,
+            InferError::Cancelled => ErrorCode::Cancelled,
+            InferError::Internal { .. } => ErrorCode::Internal,
         }
     }
 }
@@ -395,7 +398,7 @@ impl Router {
                 };
                 self.metrics
                     .requests
-                    .with_label_values(&[model, "", protocol.as_str(), e.kind()])
+                    .with_label_values(&[model, "", protocol.as_str(), e.code().label()])
                     .inc();
                 return Err(e);
             }
@@ -432,7 +435,7 @@ impl Router {
                 if !matches!(e, InferError::Cancelled) {
                     mv.window.record(false, elapsed);
                 }
-                e.kind()
+                e.code().label()
             }
         };
         mv.stats.touch();
