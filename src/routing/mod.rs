@@ -505,7 +505,12 @@ impl Router {
                     BatchError::Closed => InferError::Unavailable(model),
                     BatchError::DeadlineExceeded => InferError::DeadlineExceeded(model),
                     BatchError::Cancelled => InferError::Cancelled,
-                    BatchError::Backend(reason) => InferError::Internal { model, reason },
+                    e @ (BatchError::Backend(_) | BatchError::Panicked | BatchError::Tensor(_)) => {
+                        InferError::Internal {
+                            model,
+                            reason: e.to_string(),
+                        }
+                    }
                 }
             })?;
         let mut outputs: Vec<Option<Tensor>> = outputs.into_iter().map(Some).collect();

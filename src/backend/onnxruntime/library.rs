@@ -8,11 +8,13 @@ use std::sync::{Mutex, MutexGuard, OnceLock};
 use ort::environment::Environment;
 use ort::logging::LogLevel;
 
+use super::SetupError;
+
 /// Where `scripts/fetch-onnxruntime.sh` links the CPU library, relative to the project root.
 pub const PROJECT_LIBRARY: &str = ".cache/onnxruntime/libonnxruntime.so";
 
 /// The fix named in every "library unavailable" message.
-const FIX: &str = "run scripts/fetch-onnxruntime.sh, or point `onnxruntime.library` \
+pub(super) const FIX: &str = "run scripts/fetch-onnxruntime.sh, or point `onnxruntime.library` \
                    (server config) or ORT_DYLIB_PATH at libonnxruntime.so 1.31 or newer";
 
 /// What the server configured (`onnxruntime.library`); read when the library is first needed.
@@ -59,7 +61,7 @@ pub fn library_path() -> PathBuf {
 
 /// The environment sessions are built in, loading the library on first use. Failures are not
 /// cached: a later model load (say, after running the fetch script) tries again.
-pub(super) fn runtime() -> Result<(Environment, PathBuf), String> {
+pub(super) fn runtime() -> Result<(Environment, PathBuf), SetupError> {
     let wanted = library_path();
     // `ort` resolves relative paths against the executable's folder (and panics if it has
     // none); ours mean the working directory.
@@ -67,22 +69,17 @@ pub(super) fn runtime() -> Result<(Environment, PathBuf), String> {
     let mut state = lock(&STATE);
     if let Some(from) = &state.loaded_from {
         if !same_file(from, &wanted) {
-            return Err(format!(
-                "ONNX Runtime is already loaded from {} in this process; {} cannot replace it \
-                 (restart the server to switch libraries)",
-                from.display(),
-                wanted.display()
-            ));
+            return Err(SetupError::AlreadyLoaded {
+                from: from.clone(),
+                wanted,
+            });
         }
     } else {
         if !wanted.is_file() {
-            return Err(format!(
-                "ONNX Runtime library not found at {}: {FIX}",
-                wanted.display()
-            ));
+            return Err(SetupError::LibraryNotFound(wanted));
         }
         // Checks the library's version against the API level `ort` was built for (1.31).
-        ort::init_from(&wanted).map_err(|e| format!("cannot load ONNX Runtime: {e}; {FIX}"))?;
+        ort::init_from(&wanted).map_err(|e| SetupError::Library(e.to_string()))?;
         state.loaded_from = Some(wanted.clone());
     }
     if let Some(env) = &state.environment {
@@ -93,7 +90,10 @@ pub(super) fn runtime() -> Result<(Environment, PathBuf), String> {
         .with_telemetry(false)
         .with_logger(std::sync::Arc::new(log_from_onnxruntime))
         .build()
-        .map_err(|e| format!("cannot start ONNX Runtime from {}: {e}", wanted.display()))?;
+        .map_err(|e| SetupError::Environment {
+            library: wanted.clone(),
+            reason: e.to_string(),
+        })?;
     tracing::info!(library = %wanted.display(), "ONNX Runtime loaded");
     state.environment = Some(env.clone());
     Ok((env, wanted))
@@ -123,8 +123,8 @@ fn log_from_onnxruntime(level: LogLevel, category: &str, id: &str, location: &st
 
 /// The GPU fetch puts CUDA and cuDNN next to libonnxruntime.so; load them from there so the
 /// CUDA provider finds them without LD_LIBRARY_PATH. Without them there, the system's are used.
-pub(super) fn preload_cuda_libraries(library: &Path) -> Result<(), String> {
-    static OUTCOME: OnceLock<Result<(), String>> = OnceLock::new();
+pub(super) fn preload_cuda_libraries(library: &Path) -> Result<(), SetupError> {
+    static OUTCOME: OnceLock<Result<(), SetupError>> = OnceLock::new();
     let Some(dir) = library.parent() else {
         return Ok(());
     };
@@ -133,8 +133,12 @@ pub(super) fn preload_cuda_libraries(library: &Path) -> Result<(), String> {
     }
     OUTCOME
         .get_or_init(|| {
-            ort::ep::cuda::preload_dylibs(Some(dir), Some(dir))
-                .map_err(|e| format!("cannot load CUDA libraries from {}: {e}", dir.display()))
+            ort::ep::cuda::preload_dylibs(Some(dir), Some(dir)).map_err(|e| {
+                SetupError::CudaLibraries {
+                    dir: dir.to_path_buf(),
+                    reason: e.to_string(),
+                }
+            })
         })
         .clone()
 }

@@ -20,16 +20,73 @@ mod convert;
 mod library;
 mod session;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use ort::session::Session;
 
-use super::{padding, Backend, BackendError, LoadOptions, LoadedModel};
+use super::{padding, Backend, BackendError, LoadFailure, LoadOptions, LoadedModel};
 use crate::config::Device;
 use crate::tensor::Tensor;
-use library::runtime;
 pub use library::{configure, library_path, PROJECT_LIBRARY};
+use library::{runtime, FIX};
 use session::{read_signature, session};
+
+/// Why ONNX Runtime could not load a model: the library, its environment, a session option, the
+/// execution provider, or a graph it cannot serve.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SetupError {
+    #[error(
+        "ONNX Runtime is already loaded from {} in this process; {} cannot replace it \
+         (restart the server to switch libraries)",
+        .from.display(),
+        .wanted.display()
+    )]
+    AlreadyLoaded { from: PathBuf, wanted: PathBuf },
+    #[error("ONNX Runtime library not found at {}: {}", .0.display(), FIX)]
+    LibraryNotFound(PathBuf),
+    /// `ort::init_from` refused the library (unloadable, or older than 1.31).
+    #[error("cannot load ONNX Runtime: {}; {}", .0, FIX)]
+    Library(String),
+    #[error("cannot start ONNX Runtime from {}: {reason}", .library.display())]
+    Environment { library: PathBuf, reason: String },
+    #[error("cannot load CUDA libraries from {}: {reason}", .dir.display())]
+    CudaLibraries { dir: PathBuf, reason: String },
+    #[error("{option}: {reason}")]
+    SessionOption {
+        option: &'static str,
+        reason: String,
+    },
+    #[error("CUDA device {0} is out of range")]
+    CudaDeviceOutOfRange(u32),
+    #[error(
+        "cannot use CUDA device {id} ({reason}); the library at {} must be the GPU \
+         build (scripts/fetch-onnxruntime.sh --gpu) and the machine needs an NVIDIA \
+         driver for CUDA 13",
+        .library.display()
+    )]
+    CudaProvider {
+        id: i32,
+        reason: String,
+        library: PathBuf,
+    },
+    /// Building the session from the file (parsing, optimising, placing the graph).
+    #[error("{0}")]
+    Session(String),
+    #[error("{what} {name:?} is a {kind}, not a tensor; only tensors can be served")]
+    NotATensor {
+        what: &'static str,
+        name: String,
+        kind: String,
+    },
+    #[error("{what} {name:?} has unsupported element type {element}")]
+    UnsupportedElement {
+        what: &'static str,
+        name: String,
+        element: String,
+    },
+    #[error("no instance was built")]
+    NoInstance,
+}
 
 /// The execution provider a model configured for `device` runs on, as ONNX Runtime names it.
 pub fn provider_name(device: Device) -> &'static str {
@@ -40,16 +97,17 @@ pub fn provider_name(device: Device) -> &'static str {
 }
 
 pub fn load(path: &Path, options: &LoadOptions) -> Result<LoadedModel, BackendError> {
-    let fail = |reason: String| BackendError::Load {
+    let fail = |reason: LoadFailure| BackendError::Load {
         path: path.display().to_string(),
         reason,
     };
-    let (env, library) = runtime().map_err(&fail)?;
+    let setup = |e: SetupError| fail(e.into());
+    let (env, library) = runtime().map_err(setup)?;
     let mut instances: Vec<Box<dyn Backend>> = Vec::with_capacity(options.instance_count);
     let mut signature = None;
     for _ in 0..options.instance_count.max(1) {
         let session =
-            session(&env, &library, path, options.device, &options.onnxruntime).map_err(&fail)?;
+            session(&env, &library, path, options.device, &options.onnxruntime).map_err(setup)?;
         if signature.is_none() {
             signature = Some(read_signature(&session, options).map_err(&fail)?);
         }
@@ -58,7 +116,7 @@ pub fn load(path: &Path, options: &LoadOptions) -> Result<LoadedModel, BackendEr
             pad_single_rows: padding::pads_single_rows(options),
         }));
     }
-    let signature = signature.ok_or_else(|| fail("no instance was built".into()))?;
+    let signature = signature.ok_or_else(|| setup(SetupError::NoInstance))?;
     tracing::info!(
         model = %path.display(),
         provider = provider_name(options.device),

@@ -11,7 +11,8 @@ use ort::value::ValueType;
 
 use super::convert::from_element;
 use super::library::preload_cuda_libraries;
-use crate::backend::{GraphSignature, GraphTensor, LoadOptions};
+use super::SetupError;
+use crate::backend::{GraphSignature, GraphTensor, LoadFailure, LoadOptions};
 use crate::config::{self, Device, OnnxRuntimeOptions};
 
 /// One session, on exactly the configured device: CUDA is registered with `error_on_failure`,
@@ -22,12 +23,18 @@ pub(super) fn session(
     path: &Path,
     device: Device,
     opts: &OnnxRuntimeOptions,
-) -> Result<Session, String> {
-    fn e(what: &'static str) -> impl Fn(ort::Error<SessionBuilder>) -> String {
-        move |err| format!("{what}: {err}")
+) -> Result<Session, SetupError> {
+    fn e(option: &'static str) -> impl Fn(ort::Error<SessionBuilder>) -> SetupError {
+        move |err| SetupError::SessionOption {
+            option,
+            reason: err.to_string(),
+        }
     }
     let mut builder = Session::builder(env)
-        .map_err(|err| format!("session options: {err}"))?
+        .map_err(|err| SetupError::SessionOption {
+            option: "session options",
+            reason: err.to_string(),
+        })?
         .with_optimization_level(match opts.graph_optimization_level {
             config::GraphOptimizationLevel::Disable => GraphOptimizationLevel::Disable,
             config::GraphOptimizationLevel::Basic => GraphOptimizationLevel::Level1,
@@ -57,38 +64,42 @@ pub(super) fn session(
             .map_err(e("CPU execution provider"))?,
         Device::Cuda(id) => {
             preload_cuda_libraries(library)?;
-            let id = i32::try_from(id).map_err(|_| format!("CUDA device {id} is out of range"))?;
+            let id = i32::try_from(id).map_err(|_| SetupError::CudaDeviceOutOfRange(id))?;
             let cuda: ExecutionProviderDispatch = CUDA::default()
                 .with_device_id(id)
                 .build()
                 .error_on_failure();
-            builder.with_execution_providers([cuda]).map_err(|err| {
-                format!(
-                    "cannot use CUDA device {id} ({err}); the library at {} must be the GPU \
-                     build (scripts/fetch-onnxruntime.sh --gpu) and the machine needs an NVIDIA \
-                     driver for CUDA 13",
-                    library.display()
-                )
-            })?
+            builder
+                .with_execution_providers([cuda])
+                .map_err(|err| SetupError::CudaProvider {
+                    id,
+                    reason: err.to_string(),
+                    library: library.to_path_buf(),
+                })?
         }
     };
     builder
         .commit_from_file(path)
-        .map_err(|err| format!("{err}"))
+        .map_err(|err| SetupError::Session(err.to_string()))
 }
 
 pub(super) fn read_signature(
     session: &Session,
     options: &LoadOptions,
-) -> Result<GraphSignature, String> {
-    let tensor = |what: &str, name: &str, dtype: &ValueType| -> Result<GraphTensor, String> {
+) -> Result<GraphSignature, LoadFailure> {
+    let tensor = |what: &'static str, name: &str, dtype: &ValueType| {
         let ValueType::Tensor { ty, shape, .. } = dtype else {
-            return Err(format!(
-                "{what} {name:?} is a {dtype}, not a tensor; only tensors can be served"
-            ));
+            return Err(SetupError::NotATensor {
+                what,
+                name: name.to_owned(),
+                kind: dtype.to_string(),
+            });
         };
-        let dtype = from_element(*ty)
-            .ok_or_else(|| format!("{what} {name:?} has unsupported element type {ty}"))?;
+        let dtype = from_element(*ty).ok_or_else(|| SetupError::UnsupportedElement {
+            what,
+            name: name.to_owned(),
+            element: ty.to_string(),
+        })?;
         Ok(GraphTensor {
             name: name.to_owned(),
             dtype,
@@ -111,14 +122,12 @@ pub(super) fn read_signature(
         match signature.inputs.first().map(|t| t.shape.first()) {
             Some(Some(None)) => {}
             Some(Some(Some(d))) => {
-                return Err(format!(
-                    "max_batch_size is {} but the graph's first input has a fixed batch \
-                     dimension {d}; export it with a symbolic batch dimension or set \
-                     max_batch_size = 0",
-                    options.max_batch_size
-                ))
+                return Err(LoadFailure::FixedBatchDimension {
+                    max_batch_size: options.max_batch_size,
+                    dim: d.to_string(),
+                })
             }
-            _ => return Err("max_batch_size > 0 but the first input is a scalar".into()),
+            _ => return Err(LoadFailure::ScalarBatchInput),
         }
     }
     Ok(signature)
