@@ -371,7 +371,8 @@ impl ModelManager {
                         .set(mv.load_time.as_secs_f64());
                     versions.insert(*v, VersionState::Ready(mv));
                 }
-                Err(reason) => {
+                Err(e) => {
+                    let reason = e.to_string();
                     tracing::error!(model = %name, version = v, file = %file.display(),
                         load_ms = started.elapsed().as_millis() as u64, "model version failed to load: {reason}");
                     self.metrics
