@@ -14,6 +14,8 @@
 //! - [`policy`]: pure types below the registry and the router: the traffic policy and its pick
 //!   (weights, sticky key), per-version windows for rollouts, bounded admission.
 //! - [`tensor`]: datatype, shape and bytes; concatenation and split along the batch dimension.
+//! - [`error`]: the transport-free `ErrorCode` every client-visible error maps to once; HTTP
+//!   status, gRPC code and metric label all derive from it.
 //! - [`config`], [`metrics`], [`server`]: configuration, Prometheus metrics (with process metrics
 //!   from `/proc`) and the statistics extension's counters, wiring and shutdown.
 //! - [`loadgen`]: `ferroserve bench`, the load generator (closed/open loop, HTTP and gRPC).
@@ -27,6 +29,7 @@ pub mod api;
 pub mod backend;
 pub mod batching;
 pub mod config;
+pub mod error;
 pub mod loadgen;
 pub mod metrics;
 pub mod policy;

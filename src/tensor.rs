@@ -106,7 +106,7 @@ impl fmt::Display for DataType {
 }
 
 /// Why a tensor could not be built from what a client sent.
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
 pub enum TensorError {
     #[error("shape {shape:?} has too many elements")]
     Overflow { shape: Vec<usize> },

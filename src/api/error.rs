@@ -1,8 +1,9 @@
-//! The one table from domain errors to HTTP status and gRPC code, so both transports answer a
-//! failure the same way.
+//! The one table from [`ErrorCode`] to HTTP status and gRPC code, so both transports answer a
+//! failure the same way; each domain error says its code once (`crate::error`).
 
 use axum::http::StatusCode;
 
+use crate::error::ErrorCode;
 use crate::registry::manager::ControlError;
 use crate::rollout::TrafficError;
 use crate::routing::InferError;
@@ -30,83 +31,62 @@ pub enum ApiError {
 }
 
 impl ApiError {
-    pub fn http_status(&self) -> StatusCode {
+    /// The transport's own failures mapped to the shared vocabulary; domain errors bring theirs.
+    pub fn code(&self) -> ErrorCode {
         match self {
-            ApiError::Infer(e) => match e {
-                InferError::ModelNotFound(_) | InferError::VersionNotFound { .. } => {
-                    StatusCode::NOT_FOUND
-                }
-                InferError::InvalidInput(_) => StatusCode::BAD_REQUEST,
-                InferError::NotReady { .. } | InferError::Unavailable(_) => {
-                    StatusCode::SERVICE_UNAVAILABLE
-                }
-                InferError::Overloaded { .. } => StatusCode::TOO_MANY_REQUESTS,
-                InferError::DeadlineExceeded(_) => StatusCode::GATEWAY_TIMEOUT,
-                // nginx's "client closed request": nobody reads it, but logs show why.
-                InferError::Cancelled => {
-                    StatusCode::from_u16(499).unwrap_or(StatusCode::BAD_REQUEST)
-                }
-                InferError::Internal { .. } => StatusCode::INTERNAL_SERVER_ERROR,
-            },
-            ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
-            ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
-            ApiError::Unimplemented(_) => StatusCode::NOT_IMPLEMENTED,
-            ApiError::Control(e) => match e {
-                ControlError::InvalidName(_)
-                | ControlError::OutsideRepository(_)
-                | ControlError::LoadFailed { .. } => StatusCode::BAD_REQUEST,
-                ControlError::NotFound(_) => StatusCode::NOT_FOUND,
-                ControlError::NotAllowed(_) => StatusCode::CONFLICT,
-                ControlError::Repository(_) => StatusCode::INTERNAL_SERVER_ERROR,
-            },
-            ApiError::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
-            ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
-            ApiError::Traffic(e) => match e {
-                TrafficError::ModelNotFound(_) | TrafficError::NoRollout(_) => {
-                    StatusCode::NOT_FOUND
-                }
-                TrafficError::Invalid(_) => StatusCode::BAD_REQUEST,
-                TrafficError::Conflict(_) => StatusCode::CONFLICT,
-            },
+            ApiError::Infer(e) => e.code(),
+            ApiError::BadRequest(_) => ErrorCode::InvalidArgument,
+            ApiError::PayloadTooLarge(_) => ErrorCode::PayloadTooLarge,
+            ApiError::Unimplemented(_) => ErrorCode::Unimplemented,
+            ApiError::Control(e) => e.code(),
+            ApiError::Unauthenticated(_) => ErrorCode::Unauthenticated,
+            ApiError::Forbidden(_) => ErrorCode::PermissionDenied,
+            ApiError::Traffic(e) => e.code(),
         }
     }
 
+    pub fn http_status(&self) -> StatusCode {
+        http_status(self.code())
+    }
+
     pub fn grpc_code(&self) -> tonic::Code {
-        match self {
-            ApiError::Infer(e) => match e {
-                InferError::ModelNotFound(_) | InferError::VersionNotFound { .. } => {
-                    tonic::Code::NotFound
-                }
-                InferError::InvalidInput(_) => tonic::Code::InvalidArgument,
-                InferError::NotReady { .. } | InferError::Unavailable(_) => {
-                    tonic::Code::Unavailable
-                }
-                InferError::Overloaded { .. } => tonic::Code::ResourceExhausted,
-                InferError::DeadlineExceeded(_) => tonic::Code::DeadlineExceeded,
-                InferError::Cancelled => tonic::Code::Cancelled,
-                InferError::Internal { .. } => tonic::Code::Internal,
-            },
-            ApiError::BadRequest(_) => tonic::Code::InvalidArgument,
-            ApiError::PayloadTooLarge(_) => tonic::Code::ResourceExhausted,
-            ApiError::Unimplemented(_) => tonic::Code::Unimplemented,
-            ApiError::Control(e) => match e {
-                ControlError::InvalidName(_)
-                | ControlError::OutsideRepository(_)
-                | ControlError::LoadFailed { .. } => tonic::Code::InvalidArgument,
-                ControlError::NotFound(_) => tonic::Code::NotFound,
-                ControlError::NotAllowed(_) => tonic::Code::FailedPrecondition,
-                ControlError::Repository(_) => tonic::Code::Internal,
-            },
-            ApiError::Unauthenticated(_) => tonic::Code::Unauthenticated,
-            ApiError::Forbidden(_) => tonic::Code::PermissionDenied,
-            ApiError::Traffic(e) => match e {
-                TrafficError::ModelNotFound(_) | TrafficError::NoRollout(_) => {
-                    tonic::Code::NotFound
-                }
-                TrafficError::Invalid(_) => tonic::Code::InvalidArgument,
-                TrafficError::Conflict(_) => tonic::Code::FailedPrecondition,
-            },
-        }
+        grpc_code(self.code())
+    }
+}
+
+/// The HTTP status of each code: the one place HTTP answers are decided.
+pub fn http_status(code: ErrorCode) -> StatusCode {
+    match code {
+        ErrorCode::InvalidArgument => StatusCode::BAD_REQUEST,
+        ErrorCode::NotFound => StatusCode::NOT_FOUND,
+        ErrorCode::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+        ErrorCode::ResourceExhausted => StatusCode::TOO_MANY_REQUESTS,
+        ErrorCode::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+        ErrorCode::DeadlineExceeded => StatusCode::GATEWAY_TIMEOUT,
+        // nginx's "client closed request": nobody reads it, but logs show why.
+        ErrorCode::Cancelled => StatusCode::from_u16(499).unwrap_or(StatusCode::BAD_REQUEST),
+        ErrorCode::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+        ErrorCode::Unimplemented => StatusCode::NOT_IMPLEMENTED,
+        ErrorCode::Unauthenticated => StatusCode::UNAUTHORIZED,
+        ErrorCode::PermissionDenied => StatusCode::FORBIDDEN,
+        ErrorCode::FailedPrecondition => StatusCode::CONFLICT,
+    }
+}
+
+/// The gRPC code of each code: the one place gRPC answers are decided.
+pub fn grpc_code(code: ErrorCode) -> tonic::Code {
+    match code {
+        ErrorCode::InvalidArgument => tonic::Code::InvalidArgument,
+        ErrorCode::NotFound => tonic::Code::NotFound,
+        ErrorCode::Unavailable => tonic::Code::Unavailable,
+        ErrorCode::ResourceExhausted | ErrorCode::PayloadTooLarge => tonic::Code::ResourceExhausted,
+        ErrorCode::DeadlineExceeded => tonic::Code::DeadlineExceeded,
+        ErrorCode::Cancelled => tonic::Code::Cancelled,
+        ErrorCode::Internal => tonic::Code::Internal,
+        ErrorCode::Unimplemented => tonic::Code::Unimplemented,
+        ErrorCode::Unauthenticated => tonic::Code::Unauthenticated,
+        ErrorCode::PermissionDenied => tonic::Code::PermissionDenied,
+        ErrorCode::FailedPrecondition => tonic::Code::FailedPrecondition,
     }
 }
 
@@ -192,6 +172,163 @@ mod tests {
         for (err, status, code) in cases {
             assert_eq!(err.http_status().as_u16(), status, "{err}");
             assert_eq!(err.grpc_code(), code, "{err}");
+        }
+    }
+
+    /// Every variant, with the status, code and label it answered with before the table was
+    /// derived from `ErrorCode`.
+    #[test]
+    fn every_error_keeps_its_status_code_and_label() {
+        let s = String::new;
+        let infer = [
+            (
+                InferError::ModelNotFound(s()),
+                404,
+                tonic::Code::NotFound,
+                "not_found",
+            ),
+            (
+                InferError::VersionNotFound {
+                    model: s(),
+                    version: s(),
+                },
+                404,
+                tonic::Code::NotFound,
+                "not_found",
+            ),
+            (
+                InferError::NotReady {
+                    model: s(),
+                    reason: s(),
+                },
+                503,
+                tonic::Code::Unavailable,
+                "unavailable",
+            ),
+            (
+                InferError::Unavailable(s()),
+                503,
+                tonic::Code::Unavailable,
+                "unavailable",
+            ),
+            (
+                InferError::InvalidInput(s()),
+                400,
+                tonic::Code::InvalidArgument,
+                "invalid_argument",
+            ),
+            (
+                InferError::Overloaded {
+                    model: s(),
+                    reason: s(),
+                },
+                429,
+                tonic::Code::ResourceExhausted,
+                "resource_exhausted",
+            ),
+            (
+                InferError::DeadlineExceeded(s()),
+                504,
+                tonic::Code::DeadlineExceeded,
+                "deadline_exceeded",
+            ),
+            (
+                InferError::Cancelled,
+                499,
+                tonic::Code::Cancelled,
+                "cancelled",
+            ),
+            (
+                InferError::Internal {
+                    model: s(),
+                    reason: s(),
+                },
+                500,
+                tonic::Code::Internal,
+                "internal",
+            ),
+        ];
+        for (err, status, code, label) in infer {
+            assert_eq!(err.code().label(), label, "{err}");
+            let err = ApiError::from(err);
+            assert_eq!(err.http_status().as_u16(), status, "{err}");
+            assert_eq!(err.grpc_code(), code, "{err}");
+        }
+        let others = [
+            (ApiError::BadRequest(s()), 400, tonic::Code::InvalidArgument),
+            (
+                ApiError::PayloadTooLarge(s()),
+                413,
+                tonic::Code::ResourceExhausted,
+            ),
+            (
+                ApiError::Unimplemented(s()),
+                501,
+                tonic::Code::Unimplemented,
+            ),
+            (
+                ApiError::Unauthenticated(s()),
+                401,
+                tonic::Code::Unauthenticated,
+            ),
+            (ApiError::Forbidden(s()), 403, tonic::Code::PermissionDenied),
+            (
+                ApiError::Control(ControlError::InvalidName(s())),
+                400,
+                tonic::Code::InvalidArgument,
+            ),
+            (
+                ApiError::Control(ControlError::OutsideRepository(s())),
+                400,
+                tonic::Code::InvalidArgument,
+            ),
+            (
+                ApiError::Control(ControlError::LoadFailed {
+                    model: s(),
+                    reason: s(),
+                }),
+                400,
+                tonic::Code::InvalidArgument,
+            ),
+            (
+                ApiError::Control(ControlError::NotFound(s())),
+                404,
+                tonic::Code::NotFound,
+            ),
+            (
+                ApiError::Control(ControlError::NotAllowed(s())),
+                409,
+                tonic::Code::FailedPrecondition,
+            ),
+            (
+                ApiError::Control(ControlError::Repository(s())),
+                500,
+                tonic::Code::Internal,
+            ),
+            (
+                TrafficError::ModelNotFound(s()).into(),
+                404,
+                tonic::Code::NotFound,
+            ),
+            (
+                TrafficError::NoRollout(s()).into(),
+                404,
+                tonic::Code::NotFound,
+            ),
+            (
+                TrafficError::Invalid(s()).into(),
+                400,
+                tonic::Code::InvalidArgument,
+            ),
+            (
+                TrafficError::Conflict(s()).into(),
+                409,
+                tonic::Code::FailedPrecondition,
+            ),
+        ];
+        for (err, status, code) in others {
+            assert_eq!(err.http_status().as_u16(), status, "{err:?}");
+            assert_eq!(err.grpc_code(), code, "{err:?}");
         }
     }
 }

@@ -1,23 +1,55 @@
-//! Backends run one batch on one model instance. The trait is synchronous on purpose: every
-//! instance lives on its own OS thread (see `batching`), never on the async runtime.
+//! Backends run one batch on one model instance; their load and run errors are typed here. The
+//! trait is synchronous on purpose: every instance lives on its own OS thread (see `batching`),
+//! never on the async runtime.
 
 #[cfg(feature = "onnxruntime")]
 pub mod onnxruntime;
+mod padding;
 pub mod tract;
 
 use std::path::{Path, PathBuf};
 
 use crate::config::{BackendKind, Device, OnnxRuntimeOptions};
-use crate::tensor::{DataType, Tensor};
+use crate::tensor::{DataType, Tensor, TensorError};
 
-#[derive(Debug, thiserror::Error)]
+/// A failure of an engine: loading a model, or running a batch on one instance. Cloned once per
+/// request of a failed batch.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum BackendError {
     #[error("cannot load {path}: {reason}")]
-    Load { path: String, reason: String },
+    Load { path: String, reason: LoadFailure },
+    /// The engine's own message about a run, or ours about data it cannot take or give back.
     #[error("inference failed: {0}")]
     Run(String),
+    /// Assembling or slicing a batch inside the backend (single-row padding).
+    #[error("inference failed: {0}")]
+    Tensor(#[from] TensorError),
+    #[error("inference failed: output split into no rows")]
+    EmptySplit,
     #[error("unsupported: {0}")]
     Unsupported(String),
+}
+
+/// Why an engine could not load a model.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LoadFailure {
+    /// The engine's own message (parsing, typing, optimising the graph).
+    #[error("{0}")]
+    Engine(String),
+    #[error("tensor {name:?} has unsupported datatype {datatype}")]
+    UnsupportedDatatype { name: String, datatype: String },
+    #[error(
+        "max_batch_size is {max_batch_size} but the graph's first input has a fixed batch \
+         dimension {dim}; export it with a symbolic batch dimension or set max_batch_size = 0"
+    )]
+    FixedBatchDimension { max_batch_size: usize, dim: String },
+    #[error("max_batch_size > 0 but the first input is a scalar")]
+    ScalarBatchInput,
+    #[error("this ferroserve was built without the `onnxruntime` feature")]
+    NotCompiledIn,
+    #[cfg(feature = "onnxruntime")]
+    #[error(transparent)]
+    OnnxRuntime(#[from] onnxruntime::SetupError),
 }
 
 /// One instance of a loaded model. `infer` takes inputs in the model's input order and returns
@@ -83,7 +115,7 @@ pub fn load(
         #[cfg(not(feature = "onnxruntime"))]
         BackendKind::OnnxRuntime => Err(BackendError::Load {
             path: path.display().to_string(),
-            reason: "this ferroserve was built without the `onnxruntime` feature".into(),
+            reason: LoadFailure::NotCompiledIn,
         }),
     }
 }
@@ -95,4 +127,64 @@ pub fn configure_onnxruntime(library: Option<PathBuf>) {
     onnxruntime::configure(library);
     #[cfg(not(feature = "onnxruntime"))]
     let _ = library;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The typed load errors print what the `String`s they replaced printed.
+    #[test]
+    fn load_failures_keep_their_messages() {
+        let err = BackendError::Load {
+            path: "m/1/model.onnx".into(),
+            reason: LoadFailure::FixedBatchDimension {
+                max_batch_size: 8,
+                dim: "1".into(),
+            },
+        };
+        assert_eq!(
+            err.to_string(),
+            "cannot load m/1/model.onnx: max_batch_size is 8 but the graph's first input has a \
+             fixed batch dimension 1; export it with a symbolic batch dimension or set \
+             max_batch_size = 0"
+        );
+        assert_eq!(
+            LoadFailure::ScalarBatchInput.to_string(),
+            "max_batch_size > 0 but the first input is a scalar"
+        );
+        assert_eq!(
+            BackendError::from(TensorError::Incompatible("x".into())).to_string(),
+            "inference failed: cannot combine tensors: x"
+        );
+    }
+
+    #[cfg(feature = "onnxruntime")]
+    #[test]
+    fn onnxruntime_setup_errors_keep_their_messages() {
+        use onnxruntime::SetupError;
+        assert_eq!(
+            SetupError::AlreadyLoaded {
+                from: "/a/libonnxruntime.so".into(),
+                wanted: "/b/libonnxruntime.so".into(),
+            }
+            .to_string(),
+            "ONNX Runtime is already loaded from /a/libonnxruntime.so in this process; \
+             /b/libonnxruntime.so cannot replace it (restart the server to switch libraries)"
+        );
+        assert_eq!(
+            SetupError::LibraryNotFound("/x.so".into()).to_string(),
+            "ONNX Runtime library not found at /x.so: run scripts/fetch-onnxruntime.sh, or point \
+             `onnxruntime.library` (server config) or ORT_DYLIB_PATH at libonnxruntime.so 1.31 or \
+             newer"
+        );
+        assert_eq!(
+            SetupError::SessionOption {
+                option: "intra_op_threads",
+                reason: "bad".into()
+            }
+            .to_string(),
+            "intra_op_threads: bad"
+        );
+    }
 }

@@ -13,7 +13,10 @@ use tract_onnx::prelude::{
 };
 use tract_onnx::tract_hir::infer::Factoid;
 
-use super::{Backend, BackendError, GraphSignature, GraphTensor, LoadOptions, LoadedModel};
+use super::{
+    padding, Backend, BackendError, GraphSignature, GraphTensor, LoadFailure, LoadOptions,
+    LoadedModel,
+};
 use crate::tensor::{DataType, Tensor};
 
 type Plan = Arc<TypedRunnableModel>;
@@ -30,38 +33,38 @@ struct Graph {
     max_plans: usize,
     /// tract multiplies a single row with a matrix-vector kernel whose rounding differs from the
     /// matrix-matrix kernel used for 2+ rows (measured on the bundled mlp: every output differs in
-    /// the last bits). When requests share batches, a row's answer must not depend on its
-    /// companions, so single rows run as two.
+    /// the last bits), so single rows run as two (see `padding`).
     pad_single_rows: bool,
 }
 
 pub fn load(path: &Path, options: &LoadOptions) -> Result<LoadedModel, BackendError> {
-    let fail = |reason: String| BackendError::Load {
+    let fail = |reason: LoadFailure| BackendError::Load {
         path: path.display().to_string(),
         reason,
     };
-    let model = tract_onnx::onnx()
-        .model_for_path(path)
-        .map_err(|e| fail(format!("{e:#}")))?;
+    let engine = |e: tp::TractError| fail(LoadFailure::Engine(format!("{e:#}")));
+    let model = tract_onnx::onnx().model_for_path(path).map_err(engine)?;
 
     let mut output_dtypes = Vec::new();
     for ix in 0..model.outputs.len() {
-        let fact = model.output_fact(ix).map_err(|e| fail(format!("{e:#}")))?;
+        let fact = model.output_fact(ix).map_err(engine)?;
         output_dtypes.push(fact.datum_type.concretize());
     }
     let typed = model
         .into_typed()
         .and_then(|m| m.into_decluttered())
-        .map_err(|e| fail(format!("{e:#}")))?;
+        .map_err(engine)?;
 
     let mut signature = GraphSignature::default();
     for (ix, outlet) in typed
         .input_outlets()
-        .map_err(|e| fail(e.to_string()))?
+        .map_err(|e| fail(LoadFailure::Engine(e.to_string())))?
         .iter()
         .enumerate()
     {
-        let fact = typed.input_fact(ix).map_err(|e| fail(e.to_string()))?;
+        let fact = typed
+            .input_fact(ix)
+            .map_err(|e| fail(LoadFailure::Engine(e.to_string())))?;
         let name = typed.node(outlet.node).name.clone();
         signature
             .inputs
@@ -70,11 +73,13 @@ pub fn load(path: &Path, options: &LoadOptions) -> Result<LoadedModel, BackendEr
     let mut declared = Vec::new();
     for (ix, outlet) in typed
         .output_outlets()
-        .map_err(|e| fail(e.to_string()))?
+        .map_err(|e| fail(LoadFailure::Engine(e.to_string())))?
         .iter()
         .enumerate()
     {
-        let fact = typed.output_fact(ix).map_err(|e| fail(e.to_string()))?;
+        let fact = typed
+            .output_fact(ix)
+            .map_err(|e| fail(LoadFailure::Engine(e.to_string())))?;
         let name = typed
             .outlet_label(*outlet)
             .map(str::to_owned)
@@ -96,17 +101,18 @@ pub fn load(path: &Path, options: &LoadOptions) -> Result<LoadedModel, BackendEr
     }
 
     let batch = if options.max_batch_size > 0 {
-        let first = typed.input_fact(0).map_err(|e| fail(e.to_string()))?;
+        let first = typed
+            .input_fact(0)
+            .map_err(|e| fail(LoadFailure::Engine(e.to_string())))?;
         match first.shape.dims().first() {
             Some(TDim::Sym(s)) => Some(s.clone()),
             Some(d) => {
-                return Err(fail(format!(
-                    "max_batch_size is {} but the graph's first input has a fixed batch dimension {d}; \
-                     export it with a symbolic batch dimension or set max_batch_size = 0",
-                    options.max_batch_size
-                )))
+                return Err(fail(LoadFailure::FixedBatchDimension {
+                    max_batch_size: options.max_batch_size,
+                    dim: d.to_string(),
+                }))
             }
-            None => return Err(fail("max_batch_size > 0 but the first input is a scalar".into())),
+            None => return Err(fail(LoadFailure::ScalarBatchInput)),
         }
     } else {
         None
@@ -118,7 +124,7 @@ pub fn load(path: &Path, options: &LoadOptions) -> Result<LoadedModel, BackendEr
         output_dtypes: declared,
         plans: Mutex::new(HashMap::new()),
         max_plans: options.max_batch_size + 1,
-        pad_single_rows: options.row_invariant && options.max_batch_size > 1,
+        pad_single_rows: padding::pads_single_rows(options),
     });
     let instances = (0..options.instance_count)
         .map(|_| {
@@ -133,9 +139,13 @@ pub fn load(path: &Path, options: &LoadOptions) -> Result<LoadedModel, BackendEr
     })
 }
 
-fn graph_tensor(name: String, dt: DatumType, dims: &[TDim]) -> Result<GraphTensor, String> {
-    let dtype =
-        from_datum(dt).ok_or_else(|| format!("tensor {name:?} has unsupported datatype {dt:?}"))?;
+fn graph_tensor(name: String, dt: DatumType, dims: &[TDim]) -> Result<GraphTensor, LoadFailure> {
+    let Some(dtype) = from_datum(dt) else {
+        return Err(LoadFailure::UnsupportedDatatype {
+            name,
+            datatype: format!("{dt:?}"),
+        });
+    };
     let shape = dims
         .iter()
         .map(|d| d.as_i64().and_then(|v| usize::try_from(v).ok()))
@@ -217,32 +227,10 @@ struct TractInstance {
 
 impl Backend for TractInstance {
     fn infer(&mut self, inputs: &[Tensor]) -> Result<Vec<Tensor>, BackendError> {
-        let batch = inputs.first().map(Tensor::rows).unwrap_or(1);
-        if batch == 1 && self.graph.pad_single_rows {
-            let err = |e: crate::tensor::TensorError| BackendError::Run(e.to_string());
-            let doubled = inputs
-                .iter()
-                .map(|t| Tensor::concat(&[t.clone(), t.clone()]))
-                .collect::<Result<Vec<_>, _>>()
-                .map_err(err)?;
-            return self
-                .graph
-                .run(&doubled, 2)?
-                .into_iter()
-                .map(|out| {
-                    out.split(&[1, 1])
-                        .map_err(err)?
-                        .into_iter()
-                        .next()
-                        .ok_or_else(|| {
-                            err(crate::tensor::TensorError::Incompatible(
-                                "empty split".into(),
-                            ))
-                        })
-                })
-                .collect();
-        }
-        self.graph.run(inputs, batch)
+        padding::run_padded(self.graph.pad_single_rows, inputs, |inputs| {
+            let batch = inputs.first().map(Tensor::rows).unwrap_or(1);
+            self.graph.run(inputs, batch)
+        })
     }
 }
 

@@ -16,9 +16,9 @@ use std::time::Instant;
 
 use tokio::sync::{oneshot, watch};
 
-use crate::backend::Backend;
+use crate::backend::{Backend, BackendError};
 use crate::metrics::{reason, Metrics, PhaseTimes, VersionStats};
-use crate::tensor::Tensor;
+use crate::tensor::{Tensor, TensorError};
 use prometheus::{Histogram, IntCounter, IntGauge};
 pub use queue::BatchPolicy;
 use queue::{BatchQueue, Dropped, Pending};
@@ -33,8 +33,13 @@ pub enum BatchError {
     DeadlineExceeded,
     #[error("the request was cancelled")]
     Cancelled,
-    #[error("{0}")]
-    Backend(String),
+    #[error(transparent)]
+    Backend(#[from] BackendError),
+    #[error("the backend panicked")]
+    Panicked,
+    /// Concatenating the batch's inputs or splitting its outputs back per request.
+    #[error(transparent)]
+    Tensor(#[from] TensorError),
 }
 
 /// How one version's batcher behaves.
@@ -352,13 +357,12 @@ fn run_batch(
     rows: &[usize],
     times: &mut PhaseTimes,
 ) -> Result<Vec<Vec<Tensor>>, BatchError> {
-    let backend_err = |e: String| BatchError::Backend(e);
     let mut infer = |inputs: &[Tensor], times: &mut PhaseTimes| {
         let t = Instant::now();
         let out = catch_unwind(AssertUnwindSafe(|| backend.infer(inputs)));
         times.infer = t.elapsed();
-        out.map_err(|_| backend_err("the backend panicked".into()))?
-            .map_err(|e| backend_err(e.to_string()))
+        out.map_err(|_| BatchError::Panicked)?
+            .map_err(BatchError::from)
     };
     // A single request's inputs and outputs are used as they are: no input or output phase.
     if let [single] = live {
@@ -368,22 +372,18 @@ fn run_batch(
     let n_inputs = live[0].inputs.len();
     let inputs = (0..n_inputs)
         .map(|i| Tensor::concat(&live.iter().map(|p| p.inputs[i].clone()).collect::<Vec<_>>()))
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| backend_err(e.to_string()));
+        .collect::<Result<Vec<_>, _>>();
     times.input = t.elapsed();
     let outputs = infer(&inputs?, times)?;
     let t = Instant::now();
     let mut per_request: Vec<Vec<Tensor>> = vec![Vec::with_capacity(outputs.len()); live.len()];
     let split = (|| {
         for out in outputs {
-            for (slot, piece) in per_request
-                .iter_mut()
-                .zip(out.split(rows).map_err(|e| backend_err(e.to_string()))?)
-            {
+            for (slot, piece) in per_request.iter_mut().zip(out.split(rows)?) {
                 slot.push(piece);
             }
         }
-        Ok(())
+        Ok::<_, BatchError>(())
     })();
     times.output = t.elapsed();
     split.map(|()| per_request)
@@ -395,7 +395,6 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
-    use crate::backend::BackendError;
 
     /// Sleeps `delay` per call, records each call's rows and time span, echoes its input.
     struct Slow {

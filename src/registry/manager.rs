@@ -13,6 +13,7 @@ use tokio::sync::Mutex;
 use super::repository::{self, ModelDir};
 use super::{loader, ModelEntry, ModelVersion, Registry, VersionState};
 use crate::config::ModelControlMode;
+use crate::error::ErrorCode;
 use crate::metrics::Metrics;
 use crate::policy::traffic::TrafficPolicy;
 
@@ -32,6 +33,20 @@ pub enum ControlError {
     LoadFailed { model: String, reason: String },
     #[error("model repository: {0}")]
     Repository(String),
+}
+
+impl ControlError {
+    /// Its code, from which the HTTP status and gRPC code derive.
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            ControlError::InvalidName(_)
+            | ControlError::OutsideRepository(_)
+            | ControlError::LoadFailed { .. } => ErrorCode::InvalidArgument,
+            ControlError::NotFound(_) => ErrorCode::NotFound,
+            ControlError::NotAllowed(_) => ErrorCode::FailedPrecondition,
+            ControlError::Repository(_) => ErrorCode::Internal,
+        }
+    }
 }
 
 /// One row of the repository index (Triton's RepositoryIndex).
@@ -356,7 +371,8 @@ impl ModelManager {
                         .set(mv.load_time.as_secs_f64());
                     versions.insert(*v, VersionState::Ready(mv));
                 }
-                Err(reason) => {
+                Err(e) => {
+                    let reason = e.to_string();
                     tracing::error!(model = %name, version = v, file = %file.display(),
                         load_ms = started.elapsed().as_millis() as u64, "model version failed to load: {reason}");
                     self.metrics

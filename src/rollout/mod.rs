@@ -14,6 +14,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
+use crate::error::ErrorCode;
 use crate::metrics::Metrics;
 use crate::policy::traffic::TrafficPolicy;
 use crate::policy::window::WindowSnapshot;
@@ -30,6 +31,17 @@ pub enum TrafficError {
     Conflict(String),
     #[error("model {0:?} has had no rollout")]
     NoRollout(String),
+}
+
+impl TrafficError {
+    /// Its code, from which the HTTP status and gRPC code derive.
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            TrafficError::ModelNotFound(_) | TrafficError::NoRollout(_) => ErrorCode::NotFound,
+            TrafficError::Invalid(_) => ErrorCode::InvalidArgument,
+            TrafficError::Conflict(_) => ErrorCode::FailedPrecondition,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

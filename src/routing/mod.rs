@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use tracing::Instrument;
 
 use crate::batching::BatchError;
+use crate::error::ErrorCode;
 use crate::metrics::{code, BatchTimes, Metrics, Protocol};
 use crate::policy::admission::Admission;
 use crate::registry::{ModelEntry, ModelVersion, Registry, VersionState};
@@ -69,16 +70,18 @@ pub enum InferError {
 }
 
 impl InferError {
-    /// The `code` label of `requests_total` (one vocabulary for both protocols).
-    pub fn kind(&self) -> &'static str {
+    /// Its code, from which the HTTP status, gRPC code and `requests_total` label derive.
+    pub fn code(&self) -> ErrorCode {
         match self {
-            InferError::ModelNotFound(_) | InferError::VersionNotFound { .. } => code::NOT_FOUND,
-            InferError::NotReady { .. } | InferError::Unavailable(_) => code::UNAVAILABLE,
-            InferError::InvalidInput(_) => code::INVALID_ARGUMENT,
-            InferError::Overloaded { .. } => code::RESOURCE_EXHAUSTED,
-            InferError::DeadlineExceeded(_) => code::DEADLINE_EXCEEDED,
-            InferError::Cancelled => code::CANCELLED,
-            InferError::Internal { .. } => code::INTERNAL,
+            InferError::ModelNotFound(_) | InferError::VersionNotFound { .. } => {
+                ErrorCode::NotFound
+            }
+            InferError::NotReady { .. } | InferError::Unavailable(_) => ErrorCode::Unavailable,
+            InferError::InvalidInput(_) => ErrorCode::InvalidArgument,
+            InferError::Overloaded { .. } => ErrorCode::ResourceExhausted,
+            InferError::DeadlineExceeded(_) => ErrorCode::DeadlineExceeded,
+            InferError::Cancelled => ErrorCode::Cancelled,
+            InferError::Internal { .. } => ErrorCode::Internal,
         }
     }
 }
@@ -301,7 +304,7 @@ impl Router {
                 };
                 self.metrics
                     .requests
-                    .with_label_values(&[model, "", protocol.as_str(), e.kind()])
+                    .with_label_values(&[model, "", protocol.as_str(), e.code().label()])
                     .inc();
                 return Err(e);
             }
@@ -338,7 +341,7 @@ impl Router {
                 if !matches!(e, InferError::Cancelled) {
                     mv.window.record(false, elapsed);
                 }
-                e.kind()
+                e.code().label()
             }
         };
         mv.stats.touch();
@@ -408,7 +411,12 @@ impl Router {
                     BatchError::Closed => InferError::Unavailable(model),
                     BatchError::DeadlineExceeded => InferError::DeadlineExceeded(model),
                     BatchError::Cancelled => InferError::Cancelled,
-                    BatchError::Backend(reason) => InferError::Internal { model, reason },
+                    e @ (BatchError::Backend(_) | BatchError::Panicked | BatchError::Tensor(_)) => {
+                        InferError::Internal {
+                            model,
+                            reason: e.to_string(),
+                        }
+                    }
                 }
             })?;
         let mut outputs: Vec<Option<Tensor>> = outputs.into_iter().map(Some).collect();

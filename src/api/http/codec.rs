@@ -11,7 +11,7 @@ use serde_json::{Map, Value};
 use crate::api::error::ApiError;
 use crate::metrics::Protocol;
 use crate::routing::{InferRequest, InferResponse, NamedTensor};
-use crate::tensor::{shape_from_wire, DataType, Element, Tensor};
+use crate::tensor::{shape_from_wire, DataType, Element, Tensor, TensorError};
 
 #[derive(Deserialize)]
 struct JsonRequest {
@@ -129,11 +129,11 @@ pub fn decode(
                         binary.len()
                     )));
                 }
-                Tensor::new(dtype, shape, binary.split_to(size))
+                Tensor::new(dtype, shape, binary.split_to(size)).map_err(DataError::from)
             }
             None => {
                 let data = input.data.ok_or_else(|| bad(format!("input {:?} has no data", input.name)))?;
-                json_tensor(dtype, shape, &data).map_err(|e| bad(format!("input {:?}: {e}", input.name)))?
+                json_tensor(dtype, shape, &data)
             }
         }
         .map_err(|e| bad(format!("input {:?}: {e}", input.name)))?;
@@ -192,25 +192,45 @@ fn flatten<'a>(v: &'a Value, out: &mut Vec<&'a Value>) {
     }
 }
 
-fn json_tensor(
-    dtype: DataType,
-    shape: Vec<usize>,
-    data: &Value,
-) -> Result<Result<Tensor, crate::tensor::TensorError>, String> {
+/// Why an input's data does not make a tensor of its datatype and shape.
+#[derive(Debug, thiserror::Error)]
+enum DataError {
+    #[error("shape {0:?} is too large")]
+    TooLarge(Vec<usize>),
+    #[error("shape {shape:?} needs {expected} elements, data has {got}")]
+    Count {
+        shape: Vec<usize>,
+        expected: usize,
+        got: usize,
+    },
+    #[error("{value} is not a valid {dtype}")]
+    OutOfRange { value: Value, dtype: DataType },
+    #[error("{0} is not a number")]
+    NotANumber(Value),
+    #[error("{0} is not a boolean")]
+    NotABoolean(Value),
+    #[error("{0} is not a string")]
+    NotAString(Value),
+    #[error(transparent)]
+    Tensor(#[from] TensorError),
+}
+
+fn json_tensor(dtype: DataType, shape: Vec<usize>, data: &Value) -> Result<Tensor, DataError> {
     let mut leaves = Vec::new();
     flatten(data, &mut leaves);
-    let expected = crate::tensor::element_count(&shape)
-        .ok_or_else(|| format!("shape {shape:?} is too large"))?;
+    let expected =
+        crate::tensor::element_count(&shape).ok_or_else(|| DataError::TooLarge(shape.clone()))?;
     if leaves.len() != expected {
-        return Err(format!(
-            "shape {shape:?} needs {expected} elements, data has {}",
-            leaves.len()
-        ));
+        return Err(DataError::Count {
+            shape,
+            expected,
+            got: leaves.len(),
+        });
     }
     fn ints<T: Element + TryFrom<i64> + TryFrom<u64>>(
         leaves: &[&Value],
         shape: Vec<usize>,
-    ) -> Result<Result<Tensor, crate::tensor::TensorError>, String> {
+    ) -> Result<Tensor, DataError> {
         let values = leaves
             .iter()
             .map(|v| {
@@ -219,33 +239,39 @@ fn json_tensor(
                     (None, Some(u)) => T::try_from(u).ok(),
                     _ => None,
                 };
-                parsed.ok_or_else(|| format!("{v} is not a valid {}", T::DTYPE))
+                parsed.ok_or_else(|| DataError::OutOfRange {
+                    value: (*v).clone(),
+                    dtype: T::DTYPE,
+                })
             })
             .collect::<Result<Vec<T>, _>>()?;
-        Ok(Tensor::from_values(shape, &values))
+        Ok(Tensor::from_values(shape, &values)?)
     }
     fn floats<T: Element>(
         leaves: &[&Value],
         shape: Vec<usize>,
         conv: fn(f64) -> T,
-    ) -> Result<Result<Tensor, crate::tensor::TensorError>, String> {
+    ) -> Result<Tensor, DataError> {
         let values = leaves
             .iter()
             .map(|v| {
                 v.as_f64()
                     .map(conv)
-                    .ok_or_else(|| format!("{v} is not a number"))
+                    .ok_or_else(|| DataError::NotANumber((*v).clone()))
             })
             .collect::<Result<Vec<T>, _>>()?;
-        Ok(Tensor::from_values(shape, &values))
+        Ok(Tensor::from_values(shape, &values)?)
     }
     match dtype {
         DataType::Bool => {
             let values = leaves
                 .iter()
-                .map(|v| v.as_bool().ok_or_else(|| format!("{v} is not a boolean")))
+                .map(|v| {
+                    v.as_bool()
+                        .ok_or_else(|| DataError::NotABoolean((*v).clone()))
+                })
                 .collect::<Result<Vec<bool>, _>>()?;
-            Ok(Tensor::from_values(shape, &values))
+            Ok(Tensor::from_values(shape, &values)?)
         }
         DataType::U8 => ints::<u8>(&leaves, shape),
         DataType::U16 => ints::<u16>(&leaves, shape),
@@ -264,10 +290,10 @@ fn json_tensor(
                 .map(|v| {
                     v.as_str()
                         .map(str::as_bytes)
-                        .ok_or_else(|| format!("{v} is not a string"))
+                        .ok_or_else(|| DataError::NotAString((*v).clone()))
                 })
                 .collect::<Result<Vec<&[u8]>, _>>()?;
-            Ok(Tensor::from_byte_strings(shape, &items))
+            Ok(Tensor::from_byte_strings(shape, &items)?)
         }
     }
 }
