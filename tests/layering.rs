@@ -89,7 +89,8 @@ fn referenced_modules(text: &str) -> Vec<String> {
                     c if depth == 0 && expect_name && is_ident(c) => name.push(c),
                     _ => {}
                 }
-                if !name.is_empty() && !(depth == 0 && is_ident(c)) {
+                let still_in_name = depth == 0 && is_ident(c);
+                if !still_in_name && !name.is_empty() {
                     found.push(std::mem::take(&mut name));
                     expect_name = false;
                 }
@@ -161,7 +162,11 @@ fn every_import_in_src_points_down_the_layers() {
     let mut files = Vec::new();
     rust_files(&src, &mut files);
     files.sort();
-    assert!(files.len() > 20, "found the sources ({} files)", files.len());
+    assert!(
+        files.len() > 20,
+        "found the sources ({} files)",
+        files.len()
+    );
     let mut problems = Vec::new();
     for file in &files {
         let module = module_of(&src, file);
@@ -169,7 +174,11 @@ fn every_import_in_src_points_down_the_layers() {
             continue; // the crate root declares every module
         }
         let text = fs::read_to_string(file).expect("source is readable");
-        let shown = file.strip_prefix(ROOT).unwrap_or(file).display().to_string();
+        let shown = file
+            .strip_prefix(ROOT)
+            .unwrap_or(file)
+            .display()
+            .to_string();
         problems.extend(violations(&layers, &module, &shown, &text));
     }
     assert!(problems.is_empty(), "{}", problems.join("\n"));
@@ -186,7 +195,9 @@ fn every_module_of_the_crate_is_placed_in_a_layer() {
         .filter_map(|l| {
             let l = l.trim();
             let l = l.strip_prefix("pub ").unwrap_or(l);
-            l.strip_prefix("mod ")?.strip_suffix(';').map(str::to_string)
+            l.strip_prefix("mod ")?
+                .strip_suffix(';')
+                .map(str::to_string)
         })
         .collect();
     assert!(declared.len() > 5, "read the module declarations");
