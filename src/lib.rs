@@ -15,6 +15,8 @@
 //! - [`tensor`]: datatype, shape and bytes; concatenation and split along the batch dimension.
 //! - [`config`], [`metrics`], [`server`]: configuration, Prometheus metrics (with process metrics
 //!   from `/proc`) and the statistics extension's counters, wiring and shutdown.
+//! - [`proto`]: the code generated from `proto/` (messages, services, clients), used by the
+//!   transports, the load generator, the CLIs, the tests and the examples.
 //! - [`loadgen`]: `ferroserve bench`, the load generator (closed/open loop, HTTP and gRPC).
 
 pub mod api;
@@ -23,6 +25,7 @@ pub mod batching;
 pub mod config;
 pub mod loadgen;
 pub mod metrics;
+pub mod proto;
 pub mod registry;
 pub mod rollout;
 pub mod routing;

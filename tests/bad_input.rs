@@ -5,8 +5,8 @@
 mod common;
 
 use common::{assert_matches_reference, reference, TestServer};
-use ferroserve::api::grpc::pb;
 use ferroserve::config::{ServerConfig, DEFAULT_MAX_REQUEST_BYTES};
+use ferroserve::proto::inference as pb;
 use pb::grpc_inference_service_client::GrpcInferenceServiceClient;
 use pb::model_infer_request::{InferInputTensor, InferRequestedOutputTensor};
 use serde_json::{json, Value};

@@ -7,9 +7,9 @@ use std::path::Path;
 use std::time::Duration;
 
 use common::{bundled_models, test_config, TestServer};
-use ferroserve::api::grpc::pb;
 use ferroserve::backend::{self, LoadOptions};
 use ferroserve::config::{BackendKind, ServerConfig};
+use ferroserve::proto::inference as pb;
 use ferroserve::tensor::Tensor;
 use pb::grpc_inference_service_client::GrpcInferenceServiceClient;
 use serde_json::{json, Value};

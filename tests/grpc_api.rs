@@ -4,7 +4,7 @@
 mod common;
 
 use common::{assert_matches_reference, reference, TestServer, BUNDLED};
-use ferroserve::api::grpc::pb;
+use ferroserve::proto::inference as pb;
 use pb::grpc_inference_service_client::GrpcInferenceServiceClient;
 use pb::model_infer_request::{InferInputTensor, InferRequestedOutputTensor};
 use tonic::transport::Channel;

@@ -8,8 +8,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::{bundled_models, test_config, TestServer};
-use ferroserve::api::grpc::pb;
 use ferroserve::config::{ModelControlMode, ServerConfig};
+use ferroserve::proto::inference as pb;
 use pb::grpc_inference_service_client::GrpcInferenceServiceClient;
 use serde_json::{json, Value};
 

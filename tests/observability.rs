@@ -9,8 +9,8 @@ use std::path::Path;
 use std::time::Duration;
 
 use common::{bundled_models, test_config, TestServer};
-use ferroserve::api::grpc::pb;
 use ferroserve::config::ServerConfig;
+use ferroserve::proto::inference as pb;
 use pb::grpc_inference_service_client::GrpcInferenceServiceClient;
 use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};

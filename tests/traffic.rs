@@ -17,9 +17,9 @@ use std::time::{Duration, Instant};
 
 use admin_pb::traffic_admin_client::TrafficAdminClient;
 use common::{bundled_models, test_config, TestServer};
-use ferroserve::api::admin_grpc::pb as admin_pb;
-use ferroserve::api::grpc::pb;
 use ferroserve::config::{ModelControlMode, ServerConfig};
+use ferroserve::proto::admin as admin_pb;
+use ferroserve::proto::inference as pb;
 use ferroserve::routing::traffic;
 use pb::grpc_inference_service_client::GrpcInferenceServiceClient;
 use serde_json::{json, Value};

@@ -10,11 +10,7 @@ use super::admin::{Admin, TrafficView};
 use crate::rollout::judge::RolloutRequest;
 use crate::rollout::{RolloutStatus, WindowSummary};
 
-#[allow(clippy::all, clippy::pedantic)]
-pub mod pb {
-    tonic::include_proto!("ferroserve.admin.v1");
-}
-
+use crate::proto::admin as pb;
 use pb::traffic_admin_server::{TrafficAdmin, TrafficAdminServer};
 
 pub struct AdminService {

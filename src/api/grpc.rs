@@ -17,11 +17,7 @@ use crate::registry::{ModelVersion, TensorSpec};
 use crate::routing::{InferRequest, NamedTensor, Router, VersionStatistics};
 use crate::tensor::{shape_from_wire, DataType, Element, Tensor};
 
-#[allow(clippy::all, clippy::pedantic)]
-pub mod pb {
-    tonic::include_proto!("inference");
-}
-
+use crate::proto::inference as pb;
 use pb::grpc_inference_service_server::{GrpcInferenceService, GrpcInferenceServiceServer};
 
 pub struct InferenceService {

@@ -14,7 +14,7 @@ use tonic::transport::{Channel, Endpoint};
 use super::config::Plan;
 use super::driver::ErrorCode;
 use super::inputs::{self, ModelMeta};
-use crate::api::grpc::pb;
+use crate::proto::inference as pb;
 use pb::grpc_inference_service_client::GrpcInferenceServiceClient;
 
 type Client = GrpcInferenceServiceClient<OneFrame>;
