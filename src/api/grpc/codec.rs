@@ -10,8 +10,11 @@ use tonic::Request;
 use crate::api::error::ApiError;
 use crate::metrics::Protocol;
 use crate::proto::inference as pb;
+use crate::routing::request::{route_key, timeout_from_micros, ROUTE_KEY};
 use crate::routing::{InferRequest, InferResponse, NamedTensor};
-use crate::tensor::{shape_from_wire, DataType, Element, Tensor};
+use crate::tensor::{
+    check_element_count, expected_elements, shape_from_wire, DataType, Element, Tensor,
+};
 
 fn bad(msg: impl Into<String>) -> ApiError {
     ApiError::BadRequest(msg.into())
@@ -33,13 +36,14 @@ fn grpc_timeout(req: &tonic::metadata::MetadataMap) -> Option<Duration> {
     })
 }
 
+/// tritonclient's `timeout` parameter (microseconds), as an int64 or a uint64.
 fn param_timeout(
     params: &std::collections::HashMap<String, pb::InferParameter>,
 ) -> Option<Duration> {
     use pb::infer_parameter::ParameterChoice;
     match params.get("timeout")?.parameter_choice.as_ref()? {
-        ParameterChoice::Int64Param(us) if *us > 0 => Some(Duration::from_micros(*us as u64)),
-        ParameterChoice::Uint64Param(us) if *us > 0 => Some(Duration::from_micros(*us)),
+        ParameterChoice::Int64Param(us) => u64::try_from(*us).ok().and_then(timeout_from_micros),
+        ParameterChoice::Uint64Param(us) => timeout_from_micros(*us),
         _ => None,
     }
 }
@@ -59,8 +63,6 @@ fn contents_tensor(
             .collect::<Result<Vec<T>, _>>()?;
         Tensor::from_values(shape, &values).map_err(|e| e.to_string())
     }
-    let count = crate::tensor::element_count(&shape)
-        .ok_or_else(|| format!("shape {shape:?} is too large"))?;
     let given = match dtype {
         DataType::Bool => c.bool_contents.len(),
         DataType::I8 | DataType::I16 | DataType::I32 => c.int_contents.len(),
@@ -70,13 +72,13 @@ fn contents_tensor(
         DataType::F32 => c.fp32_contents.len(),
         DataType::F64 => c.fp64_contents.len(),
         DataType::Bytes => c.bytes_contents.len(),
-        DataType::F16 => return Err("FP16 data must be sent in raw_input_contents".into()),
+        DataType::F16 => {
+            // Whatever the datatype, an oversize shape is reported as such first.
+            expected_elements(&shape)?;
+            return Err("FP16 data must be sent in raw_input_contents".into());
+        }
     };
-    if given != count {
-        return Err(format!(
-            "shape {shape:?} needs {count} elements, contents have {given}"
-        ));
-    }
+    check_element_count(&shape, given, "contents have")?;
     match dtype {
         DataType::Bool => Tensor::from_values(shape, &c.bool_contents).map_err(|e| e.to_string()),
         DataType::I8 => narrow::<i32, i8>(shape, &c.int_contents),
@@ -98,19 +100,7 @@ fn contents_tensor(
 
 pub fn decode(req: Request<pb::ModelInferRequest>) -> Result<InferRequest, ApiError> {
     let deadline = grpc_timeout(req.metadata());
-    let route_key = match req.metadata().get(crate::api::http::ROUTE_KEY) {
-        None => None,
-        Some(v) => Some(
-            v.to_str()
-                .map_err(|_| {
-                    bad(format!(
-                        "{} must be visible ASCII",
-                        crate::api::http::ROUTE_KEY
-                    ))
-                })?
-                .to_owned(),
-        ),
-    };
+    let route_key = route_key(req.metadata().get(ROUTE_KEY).map(|v| v.as_bytes())).map_err(bad)?;
     let r = req.into_inner();
     let raw = r.raw_input_contents;
     if !raw.is_empty() && raw.len() != r.inputs.len() {
@@ -123,14 +113,8 @@ pub fn decode(req: Request<pb::ModelInferRequest>) -> Result<InferRequest, ApiEr
     let mut inputs = Vec::with_capacity(r.inputs.len());
     for (ix, input) in r.inputs.into_iter().enumerate() {
         let name = input.name;
-        let dtype = DataType::parse(&input.datatype)
-            .filter(|_| !input.datatype.starts_with("TYPE_"))
-            .ok_or_else(|| {
-                bad(format!(
-                    "input {name:?}: unknown datatype {:?}",
-                    input.datatype
-                ))
-            })?;
+        let dtype = DataType::from_wire(&input.datatype)
+            .map_err(|e| bad(format!("input {name:?}: {e}")))?;
         let shape =
             shape_from_wire(&input.shape).map_err(|e| bad(format!("input {name:?}: {e}")))?;
         let tensor = match (raw.get(ix), &input.contents) {

@@ -2,8 +2,6 @@
 //! and the binary tensor data extension (a JSON header of `Inference-Header-Content-Length`
 //! bytes, then raw tensors).
 
-use std::time::Duration;
-
 use bytes::{Bytes, BytesMut};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -11,6 +9,7 @@ use serde_json::{Map, Value};
 use super::data::{json_tensor, JsonData};
 use crate::api::error::ApiError;
 use crate::metrics::Protocol;
+use crate::routing::request::timeout_from_micros;
 use crate::routing::{InferRequest, InferResponse, NamedTensor};
 use crate::tensor::{shape_from_wire, DataType, Tensor};
 
@@ -96,14 +95,8 @@ pub fn decode(
 
     let mut inputs = Vec::with_capacity(req.inputs.len());
     for input in req.inputs {
-        let dtype = DataType::parse(&input.datatype)
-            .filter(|_| !input.datatype.starts_with("TYPE_"))
-            .ok_or_else(|| {
-                bad(format!(
-                    "input {:?}: unknown datatype {:?}",
-                    input.name, input.datatype
-                ))
-            })?;
+        let dtype = DataType::from_wire(&input.datatype)
+            .map_err(|e| bad(format!("input {:?}: {e}", input.name)))?;
         let shape = input
             .shape
             .iter()
@@ -166,9 +159,7 @@ pub fn decode(
     }
     let binary_default = param_bool(&req.parameters, "binary_data_output")?.unwrap_or(false);
     // tritonclient's `timeout` parameter is in microseconds.
-    let timeout = param_u64(&req.parameters, "timeout")?
-        .filter(|&us| us > 0)
-        .map(Duration::from_micros);
+    let timeout = param_u64(&req.parameters, "timeout")?.and_then(timeout_from_micros);
     Ok(Decoded {
         request: InferRequest {
             model: model.to_owned(),

@@ -5,7 +5,7 @@ use serde::ser::{SerializeSeq, Serializer};
 use serde::Serialize;
 use serde_json::Value;
 
-use crate::tensor::{DataType, Element, Tensor};
+use crate::tensor::{check_element_count, DataType, Element, Tensor};
 
 /// Flattens nested arrays (row-major) into their leaves.
 fn flatten<'a>(v: &'a Value, out: &mut Vec<&'a Value>) {
@@ -23,14 +23,7 @@ pub fn json_tensor(
 ) -> Result<Result<Tensor, crate::tensor::TensorError>, String> {
     let mut leaves = Vec::new();
     flatten(data, &mut leaves);
-    let expected = crate::tensor::element_count(&shape)
-        .ok_or_else(|| format!("shape {shape:?} is too large"))?;
-    if leaves.len() != expected {
-        return Err(format!(
-            "shape {shape:?} needs {expected} elements, data has {}",
-            leaves.len()
-        ));
-    }
+    check_element_count(&shape, leaves.len(), "data has")?;
     fn ints<T: Element + TryFrom<i64> + TryFrom<u64>>(
         leaves: &[&Value],
         shape: Vec<usize>,

@@ -23,11 +23,10 @@ use super::admin::Admin;
 use super::error::ApiError;
 use super::{server_extensions, SERVER_NAME};
 use crate::metrics::Protocol;
+use crate::routing::request::{route_key, ROUTE_KEY};
 use crate::routing::Router;
 
 pub const HEADER_CONTENT_LENGTH: &str = "inference-header-content-length";
-/// Sticky routing key: requests with the same key land on the same version.
-pub const ROUTE_KEY: &str = "x-route-key";
 
 #[derive(Clone)]
 struct AppState {
@@ -271,16 +270,14 @@ async fn infer(
     };
     let mut decoded = codec::decode(model, version, body, header_len)
         .inspect_err(|_| router.count_undecodable(model, Protocol::Http))?;
-    decoded.request.route_key = match headers.get(ROUTE_KEY) {
-        None => None,
-        Some(v) => Some(
-            v.to_str()
-                .map_err(|_| {
-                    ApiError::BadRequest(format!("{ROUTE_KEY} must be visible ASCII, got {v:?}"))
-                })?
-                .to_owned(),
-        ),
-    };
+    let key = headers.get(ROUTE_KEY);
+    decoded.request.route_key = route_key(key.map(HeaderValue::as_bytes)).map_err(|e| {
+        // The value as received, escaped: it tells which client sent it.
+        ApiError::BadRequest(match key {
+            Some(v) => format!("{e}, got {v:?}"),
+            None => e,
+        })
+    })?;
     let response = router.infer(decoded.request).await?;
     let (body, json_len) =
         codec::encode(&response, &decoded.output_binary, decoded.binary_default)?;
