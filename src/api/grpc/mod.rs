@@ -12,6 +12,7 @@ use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
 
 use super::admin::Admin;
+use super::admin_grpc::authorization;
 use super::error::ApiError;
 use super::{server_extensions, SERVER_NAME};
 use crate::metrics::Protocol;
@@ -193,19 +194,11 @@ impl GrpcInferenceService for InferenceService {
         &self,
         req: Request<pb::RepositoryModelLoadRequest>,
     ) -> GrpcResult<pb::RepositoryModelLoadResponse> {
-        let auth = req
-            .metadata()
-            .get("authorization")
-            .map(|v| v.as_bytes().to_vec());
+        let auth = self.admin.authorize(authorization(&req))?;
         let r = req.into_inner();
-        self.admin.authorize(auth.as_deref())?;
-        if !r.parameters.is_empty() {
-            return Err(ApiError::BadRequest(
-                "load parameters (config overrides, file contents) are not accepted: models load only from the repository".into(),
-            )
-            .into());
-        }
-        self.admin.load(auth.as_deref(), &r.model_name).await?;
+        self.admin
+            .load(auth, &r.model_name, !r.parameters.is_empty())
+            .await?;
         Ok(Response::new(pb::RepositoryModelLoadResponse {}))
     }
 
@@ -213,12 +206,9 @@ impl GrpcInferenceService for InferenceService {
         &self,
         req: Request<pb::RepositoryModelUnloadRequest>,
     ) -> GrpcResult<pb::RepositoryModelUnloadResponse> {
-        let auth = req
-            .metadata()
-            .get("authorization")
-            .map(|v| v.as_bytes().to_vec());
+        let auth = self.admin.authorize(authorization(&req))?;
         let r = req.into_inner();
-        self.admin.unload(auth.as_deref(), &r.model_name).await?;
+        self.admin.unload(auth, &r.model_name).await?;
         Ok(Response::new(pb::RepositoryModelUnloadResponse {}))
     }
 

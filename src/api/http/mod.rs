@@ -330,21 +330,17 @@ fn authorization(headers: &HeaderMap) -> Option<&[u8]> {
     headers.get(header::AUTHORIZATION).map(|v| v.as_bytes())
 }
 
-/// A load request may carry Triton's `parameters` (config override, file upload): we load only
-/// from the repository, so those are refused rather than ignored.
-fn refuse_overrides(body: &Bytes) -> Result<(), ApiError> {
+/// Whether a load request carries Triton's `parameters` (config override, file upload), which
+/// [`Admin::load`] refuses.
+fn load_parameters(body: &Bytes) -> Result<bool, ApiError> {
     if body.is_empty() {
-        return Ok(());
+        return Ok(false);
     }
     let v: Value = serde_json::from_slice(body)
         .map_err(|e| ApiError::BadRequest(format!("malformed load request: {e}")))?;
-    match v.get("parameters").and_then(Value::as_object) {
-        Some(p) if !p.is_empty() => Err(ApiError::BadRequest(
-            "load parameters (config overrides, file contents) are not accepted: models load only from the repository"
-                .into(),
-        )),
-        _ => Ok(()),
-    }
+    Ok(v.get("parameters")
+        .and_then(Value::as_object)
+        .is_some_and(|p| !p.is_empty()))
 }
 
 async fn repository_load(
@@ -353,9 +349,9 @@ async fn repository_load(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Json<Value>, ApiError> {
-    s.admin.authorize(authorization(&headers))?;
-    refuse_overrides(&body)?;
-    s.admin.load(authorization(&headers), &model).await?;
+    let auth = s.admin.authorize(authorization(&headers))?;
+    let with_parameters = load_parameters(&body)?;
+    s.admin.load(auth, &model, with_parameters).await?;
     Ok(Json(json!({})))
 }
 
@@ -364,6 +360,7 @@ async fn repository_unload(
     Path(model): Path<String>,
     headers: HeaderMap,
 ) -> Result<Json<Value>, ApiError> {
-    s.admin.unload(authorization(&headers), &model).await?;
+    let auth = s.admin.authorize(authorization(&headers))?;
+    s.admin.unload(auth, &model).await?;
     Ok(Json(json!({})))
 }
