@@ -6,13 +6,15 @@
 //!   `api::serve` (the HTTP accept loop: header read timeout, connection bound).
 //! - [`routing`]: per-request logic shared by both transports: resolve, admit (bounded
 //!   in-flight requests, `routing::admission`), validate, submit; request ids and spans;
+//!   `routing::request` reads the route key and turns client timeouts into deadlines;
 //!   `routing::traffic` picks a version by policy (weights, sticky key), `routing::shadow`
 //!   mirrors, `routing::window` counts per version for rollouts.
 //! - [`batching`]: per-version queue, batch assembly, hand-off to free instances.
 //! - [`backend`]: the `Backend` trait, the tract engine, instance threads.
 //! - [`registry`]: the atomically swapped model table, the repository scan and the loader.
 //! - [`rollout`]: the traffic control plane: policies, promotion, progressive rollouts.
-//! - [`tensor`]: datatype, shape and bytes; concatenation and split along the batch dimension.
+//! - [`tensor`]: datatype (and its wire spelling), shape and bytes, element-count checks;
+//!   concatenation and split along the batch dimension.
 //! - [`config`], [`metrics`], [`server`]: configuration, Prometheus metrics (with process metrics
 //!   from `/proc`) and the statistics extension's counters, wiring and shutdown.
 //! - [`proto`]: the code generated from `proto/` (messages, services, clients), used by the
