@@ -31,6 +31,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
+use clap::{Parser, ValueEnum};
 use ferroserve::backend::{self, Backend, GraphSignature, LoadOptions};
 use ferroserve::config::{BackendKind, ModelConfig, OnnxRuntimeOptions};
 use ferroserve::tensor::{DataType, Tensor};
@@ -41,107 +42,76 @@ const DEFAULT_MODELS: &[&str] = &["mlp", "dense"];
 const MODEL_DIRS: &[&str] = &["models", "models-onnxruntime", "models-heavy"];
 const BARE_FILE_MAX_BATCH: usize = 64;
 
+/// In-process throughput of the backends: one model instance called in a loop, no server.
+#[derive(Parser)]
+#[command(name = "inprocess")]
 struct Args {
+    /// Model names under models/, models-onnxruntime/ or models-heavy/, or paths to .onnx files.
+    #[arg(value_name = "MODEL|PATH.onnx", default_values = DEFAULT_MODELS)]
     models: Vec<String>,
+    /// Batch sizes (default: 1 and the model's max_batch_size).
+    #[arg(long = "batch", alias = "batches", value_name = "1,8,32,64", value_delimiter = ',',
+          value_parser = positive("batch size"))]
     batches: Option<Vec<usize>>,
+    /// Seconds timed per point.
+    #[arg(long, default_value_t = 3.0, value_parser = parse_secs)]
     secs: f64,
+    /// Seconds of warm-up per point, not timed.
+    #[arg(long, default_value_t = 1.0, value_parser = parse_secs)]
     warmup: f64,
+    /// Write the points as JSON to FILE (`-`: stdout).
+    #[arg(long, value_name = "FILE|-")]
     json_out: Option<String>,
+    /// `LoadOptions::row_invariant` (default: as the loader would, from the config).
+    #[arg(long, value_name = "on|off", value_parser = parse_on_off)]
     row_invariant: Option<bool>,
-    /// `None`: both when the ONNX Runtime library is found, else tract.
-    backends: Option<Vec<BackendKind>>,
+    /// Default: both when the ONNX Runtime library is found, else tract.
+    #[arg(long = "backend", value_enum)]
+    backend: Option<BackendChoice>,
+    /// ONNX Runtime's intra-op threads (default: the model config's, else ONNX Runtime's).
+    #[arg(long, value_name = "N", value_parser = positive("thread count"))]
     intra_op_threads: Option<usize>,
     /// The size of symbolic dimensions other than the batch (a sequence length).
+    #[arg(long, default_value_t = 128, value_parser = positive("sequence length"))]
     seq_len: usize,
+    /// `cargo bench` passes `--bench` to every bench binary: accepted and ignored.
+    #[arg(long, hide = true)]
+    bench: bool,
 }
 
-const USAGE: &str = "usage: cargo bench --bench inprocess -- [MODEL|PATH.onnx ...] \
-[--batch 1,8,32,64] [--secs 3] [--warmup 1] [--row-invariant on|off] [--json-out FILE|-] \
-[--backend tract|onnxruntime|both] [--intra-op-threads N] [--seq-len 128]";
+#[derive(Clone, Copy, ValueEnum)]
+enum BackendChoice {
+    Tract,
+    #[value(alias = "ort")]
+    Onnxruntime,
+    Both,
+}
 
-fn parse_args() -> Result<Args, String> {
-    let mut args = Args {
-        models: Vec::new(),
-        batches: None,
-        secs: 3.0,
-        warmup: 1.0,
-        json_out: None,
-        row_invariant: None,
-        backends: None,
-        intra_op_threads: None,
-        seq_len: 128,
-    };
-    let mut it = std::env::args().skip(1);
-    while let Some(arg) = it.next() {
-        let (flag, inline) = match arg.split_once('=') {
-            Some((f, v)) if f.starts_with("--") => (f.to_owned(), Some(v.to_owned())),
-            _ => (arg.clone(), None),
-        };
-        let mut value = |name: &str| {
-            inline
-                .clone()
-                .or_else(|| it.next())
-                .ok_or_else(|| format!("{name} needs a value"))
-        };
-        match flag.as_str() {
-            // `cargo bench` passes `--bench` to every bench binary.
-            "--bench" => {}
-            "--batch" | "--batches" => {
-                let v = value("--batch")?;
-                let list = v
-                    .split(',')
-                    .map(|s| match s.trim().parse::<usize>() {
-                        Ok(n) if n > 0 => Ok(n),
-                        _ => Err(format!("bad batch size {s:?}")),
-                    })
-                    .collect::<Result<Vec<_>, _>>()?;
-                args.batches = Some(list);
-            }
-            "--secs" => args.secs = parse_secs(&value("--secs")?)?,
-            "--warmup" => args.warmup = parse_secs(&value("--warmup")?)?,
-            "--json-out" => args.json_out = Some(value("--json-out")?),
-            "--row-invariant" => {
-                args.row_invariant = Some(match value("--row-invariant")?.as_str() {
-                    "on" | "true" | "1" => true,
-                    "off" | "false" | "0" => false,
-                    v => return Err(format!("--row-invariant takes on or off, not {v:?}")),
-                })
-            }
-            "--backend" => {
-                args.backends = Some(match value("--backend")?.as_str() {
-                    "tract" => vec![BackendKind::Tract],
-                    "onnxruntime" | "ort" => vec![BackendKind::OnnxRuntime],
-                    "both" => vec![BackendKind::Tract, BackendKind::OnnxRuntime],
-                    v => {
-                        return Err(format!(
-                            "--backend takes tract, onnxruntime or both, not {v:?}"
-                        ))
-                    }
-                })
-            }
-            "--intra-op-threads" => {
-                let v = value("--intra-op-threads")?;
-                args.intra_op_threads = Some(match v.parse::<usize>() {
-                    Ok(n) if n > 0 => n,
-                    _ => return Err(format!("bad thread count {v:?}")),
-                });
-            }
-            "--seq-len" => {
-                let v = value("--seq-len")?;
-                args.seq_len = match v.parse::<usize>() {
-                    Ok(n) if n > 0 => n,
-                    _ => return Err(format!("bad sequence length {v:?}")),
-                };
-            }
-            "-h" | "--help" => return Err(USAGE.into()),
-            f if f.starts_with('-') => return Err(format!("unknown option {f}\n{USAGE}")),
-            _ => args.models.push(arg),
-        }
+impl Args {
+    /// The backends asked for; `None`: both when the ONNX Runtime library is found, else tract.
+    fn backends(&self) -> Option<Vec<BackendKind>> {
+        self.backend.map(|b| match b {
+            BackendChoice::Tract => vec![BackendKind::Tract],
+            BackendChoice::Onnxruntime => vec![BackendKind::OnnxRuntime],
+            BackendChoice::Both => vec![BackendKind::Tract, BackendKind::OnnxRuntime],
+        })
     }
-    if args.models.is_empty() {
-        args.models = DEFAULT_MODELS.iter().map(|s| s.to_string()).collect();
+}
+
+/// A parser for a positive count; `what` names it in the error.
+fn positive(what: &'static str) -> impl Fn(&str) -> Result<usize, String> + Clone {
+    move |s| match s.trim().parse::<usize>() {
+        Ok(n) if n > 0 => Ok(n),
+        _ => Err(format!("bad {what} {s:?}")),
     }
-    Ok(args)
+}
+
+fn parse_on_off(s: &str) -> Result<bool, String> {
+    match s {
+        "on" | "true" | "1" => Ok(true),
+        "off" | "false" | "0" => Ok(false),
+        v => Err(format!("--row-invariant takes on or off, not {v:?}")),
+    }
 }
 
 /// Whether the library the `onnxruntime` backend would load exists.
@@ -644,14 +614,9 @@ fn to_json(points: &[Point], args: &Args, backends: &[BackendKind]) -> serde_jso
 }
 
 fn main() -> ExitCode {
-    let args = match parse_args() {
-        Ok(a) => a,
-        Err(e) => {
-            eprintln!("{e}");
-            return ExitCode::from(2);
-        }
-    };
-    let (backends, skip_unloadable) = match &args.backends {
+    // A bad flag exits with status 2 and the reason, as before clap.
+    let args = Args::parse();
+    let (backends, skip_unloadable) = match &args.backends() {
         Some(b) => (b.clone(), b.len() > 1),
         None if onnxruntime_library_found() => {
             (vec![BackendKind::Tract, BackendKind::OnnxRuntime], true)

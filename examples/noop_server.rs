@@ -24,7 +24,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
 use clap::Parser;
-use ferroserve::api::grpc::pb;
+use ferroserve::proto::inference as pb;
 use pb::grpc_inference_service_server::{GrpcInferenceService, GrpcInferenceServiceServer};
 use serde_json::{json, Value};
 use tokio::net::TcpListener;

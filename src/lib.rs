@@ -6,24 +6,26 @@
 //!   `api::serve` (the HTTP accept loop: header read timeout, connection bound).
 //! - [`routing`]: per-request logic shared by both transports: resolve and choose a version
 //!   (`routing::route`: pinned, by the traffic policy, or the default), admit (`routing::admit`),
-//!   validate, submit; request ids and spans; `routing::shadow` mirrors.
+//!   validate, submit; `routing::request` reads the route key and turns client timeouts into
+//!   deadlines; request ids and spans; `routing::shadow` mirrors.
 //! - [`batching`]: per-version queue, batch assembly, hand-off to free instances.
 //! - [`backend`]: the `Backend` trait, the tract engine, instance threads.
 //! - [`registry`]: the atomically swapped model table, the repository scan and the loader.
 //! - [`rollout`]: the traffic control plane: policies, promotion, progressive rollouts.
 //! - [`policy`]: pure types below the registry and the router: the traffic policy and its pick
 //!   (weights, sticky key), per-version windows for rollouts, bounded admission.
-//! - [`tensor`]: datatype, shape and bytes; concatenation and split along the batch dimension.
+//! - [`tensor`]: datatype (and its wire spelling), shape and bytes, element-count checks;
+//!   concatenation and split along the batch dimension.
 //! - [`error`]: the transport-free `ErrorCode` every client-visible error maps to once; HTTP
 //!   status, gRPC code and metric label all derive from it.
 //! - [`config`], [`metrics`], [`server`]: configuration, Prometheus metrics (with process metrics
 //!   from `/proc`) and the statistics extension's counters, wiring and shutdown.
+//! - [`proto`]: the code generated from `proto/` (messages, services, clients), used by the
+//!   transports, the load generator, the CLIs, the tests and the examples.
 //! - [`loadgen`]: `ferroserve bench`, the load generator (closed/open loop, HTTP and gRPC).
-//! - [`proto`]: the Open Inference Protocol's generated protobuf messages and gRPC stubs.
 //!
-//! Dependencies point down only, highest first: `server` > `api` > `loadgen` > `rollout` >
-//! `routing` > `registry` > `batching` > `backend` > `config` > `policy` > `metrics` >
-//! `tensor`, `proto`. A module uses only modules to its right.
+//! Dependencies point down only: the order is the `layers` block of `docs/ARCHITECTURE.md`,
+//! and `tests/layering.rs` fails on any `crate::` path that points back up.
 
 pub mod api;
 pub mod backend;

@@ -2,7 +2,7 @@
 //! operators (the same calls as Triton's `tritonclient` `load_model`/`unload_model`).
 
 use anyhow::Context;
-use ferroserve::api::grpc::pb;
+use ferroserve::proto::inference as pb;
 use pb::grpc_inference_service_client::GrpcInferenceServiceClient;
 use tonic::metadata::MetadataValue;
 

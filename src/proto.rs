@@ -1,6 +1,15 @@
-//! The Open Inference Protocol's protobuf messages and gRPC stubs (`inference.proto`), generated
-//! at build time. A module of its own so the load generator, a client, needs no server transport.
+//! The protocol code generated from `proto/` (tonic + prost, by `build.rs`): one home for the
+//! server, the load generator, the CLIs, the tests and the examples.
 
-#![allow(clippy::all, clippy::pedantic)]
+/// `inference.GRPCInferenceService` (Triton's, wire-compatible) and its model configuration
+/// messages.
+#[allow(clippy::all, clippy::pedantic)]
+pub mod inference {
+    tonic::include_proto!("inference");
+}
 
-tonic::include_proto!("inference");
+/// `ferroserve.admin.v1.TrafficAdmin`: traffic policy, promotion and rollouts.
+#[allow(clippy::all, clippy::pedantic)]
+pub mod admin {
+    tonic::include_proto!("ferroserve.admin.v1");
+}

@@ -87,6 +87,14 @@ impl DataType {
         DataType::ALL.into_iter().find(|d| d.as_str() == s)
     }
 
+    /// A datatype as a client names it, on either transport. [`DataType::parse`] also takes the
+    /// model-configuration spelling (`TYPE_FP32`) for `config.toml`; the protocol does not.
+    pub fn from_wire(s: &str) -> Result<DataType, String> {
+        DataType::parse(s)
+            .filter(|_| !s.starts_with("TYPE_"))
+            .ok_or_else(|| format!("unknown datatype {s:?}"))
+    }
+
     /// Bytes per element; `None` for BYTES, whose elements vary in size.
     pub fn size(self) -> Option<usize> {
         Some(match self {
@@ -150,6 +158,46 @@ pub fn shape_from_wire(shape: &[i64]) -> Result<Vec<usize>, String> {
 /// Number of elements of `shape`, or `None` on overflow.
 pub fn element_count(shape: &[usize]) -> Option<usize> {
     shape.iter().try_fold(1usize, |acc, &d| acc.checked_mul(d))
+}
+
+/// Why typed data (JSON `data`, gRPC `contents`) does not fill its shape; both transports word
+/// it the same way.
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+pub enum CountError {
+    #[error("shape {0:?} is too large")]
+    TooLarge(Vec<usize>),
+    /// `counted` names what was counted, for the message ("data has", "contents have").
+    #[error("shape {shape:?} needs {expected} elements, {counted} {given}")]
+    Mismatch {
+        shape: Vec<usize>,
+        expected: usize,
+        given: usize,
+        counted: &'static str,
+    },
+}
+
+/// Number of elements of `shape`, refusing one whose count overflows.
+pub fn expected_elements(shape: &[usize]) -> Result<usize, CountError> {
+    element_count(shape).ok_or_else(|| CountError::TooLarge(shape.to_vec()))
+}
+
+/// Checks that typed data of `given` elements fills `shape` exactly.
+pub fn check_element_count(
+    shape: &[usize],
+    given: usize,
+    counted: &'static str,
+) -> Result<(), CountError> {
+    let expected = expected_elements(shape)?;
+    if given == expected {
+        Ok(())
+    } else {
+        Err(CountError::Mismatch {
+            shape: shape.to_vec(),
+            expected,
+            given,
+            counted,
+        })
+    }
 }
 
 impl Tensor {
@@ -465,5 +513,33 @@ mod tests {
             assert_eq!(DataType::parse(dt.config_name()), Some(dt));
         }
         assert_eq!(DataType::parse("FP128"), None);
+    }
+
+    #[test]
+    fn wire_datatypes_refuse_the_config_spelling() {
+        for dt in DataType::ALL {
+            assert_eq!(DataType::from_wire(dt.as_str()), Ok(dt));
+        }
+        assert_eq!(
+            DataType::from_wire("TYPE_FP32"),
+            Err("unknown datatype \"TYPE_FP32\"".into())
+        );
+        assert_eq!(
+            DataType::from_wire("FP128"),
+            Err("unknown datatype \"FP128\"".into())
+        );
+    }
+
+    #[test]
+    fn element_counts_are_checked_against_the_shape() {
+        assert_eq!(check_element_count(&[2, 3], 6, "data has"), Ok(()));
+        assert_eq!(
+            check_element_count(&[2, 3], 5, "contents have").map_err(|e| e.to_string()),
+            Err("shape [2, 3] needs 6 elements, contents have 5".into())
+        );
+        assert_eq!(
+            check_element_count(&[usize::MAX, 2], 0, "data has").map_err(|e| e.to_string()),
+            Err(format!("shape {:?} is too large", [usize::MAX, 2]))
+        );
     }
 }

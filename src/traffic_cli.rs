@@ -2,7 +2,7 @@
 //! control plane of a running server, over gRPC (`ferroserve.admin.v1.TrafficAdmin`).
 
 use anyhow::Context;
-use ferroserve::api::admin_grpc::pb;
+use ferroserve::proto::admin as pb;
 use pb::traffic_admin_client::TrafficAdminClient;
 use tonic::transport::Channel;
 

@@ -17,6 +17,11 @@ use crate::rollout::{RolloutStatus, TrafficControl};
 /// A policy and the model's latest rollout, as `GET .../traffic` reports them.
 pub type TrafficView = (Option<Arc<TrafficPolicy>>, Option<RolloutStatus>);
 
+/// Proof that a mutating request passed [`Admin::authorize`], the only maker of one. Every
+/// mutation takes one by value, so a handler can neither forget the check nor run it twice.
+#[must_use = "a mutation needs it: pass it on"]
+pub struct Authorized(());
+
 pub struct Admin {
     manager: Arc<ModelManager>,
     traffic: Arc<TrafficControl>,
@@ -47,11 +52,11 @@ impl Admin {
         &self.manager
     }
 
-    /// Checks the `Authorization` value of a mutating request.
-    pub fn authorize(&self, authorization: Option<&[u8]>) -> Result<(), ApiError> {
+    /// Checks the `Authorization` value of a mutating request, once per request.
+    pub fn authorize(&self, authorization: Option<&[u8]>) -> Result<Authorized, ApiError> {
         let Some(token) = &self.token else {
             return if self.open_without_token {
-                Ok(())
+                Ok(Authorized(()))
             } else {
                 Err(ApiError::Forbidden(
                     "model control is disabled: set an admin token (--admin-token / FERROSERVE_ADMIN_TOKEN), listen on \
@@ -66,7 +71,7 @@ impl Admin {
                 ApiError::Unauthenticated("missing 'Authorization: Bearer <token>'".into())
             })?;
         if constant_time_eq(given, token.as_bytes()) {
-            Ok(())
+            Ok(Authorized(()))
         } else {
             Err(ApiError::Unauthenticated("invalid admin token".into()))
         }
@@ -76,13 +81,25 @@ impl Admin {
         Ok(self.manager.index(ready_only)?)
     }
 
-    pub async fn load(&self, authorization: Option<&[u8]>, model: &str) -> Result<(), ApiError> {
-        self.authorize(authorization)?;
+    /// Loads `model` from the repository. `with_parameters`: the request carried Triton's load
+    /// parameters (config override, file upload); we load only from the repository, so those are
+    /// refused rather than ignored.
+    pub async fn load(
+        &self,
+        _: Authorized,
+        model: &str,
+        with_parameters: bool,
+    ) -> Result<(), ApiError> {
+        if with_parameters {
+            return Err(ApiError::BadRequest(
+                "load parameters (config overrides, file contents) are not accepted: models load only from the repository"
+                    .into(),
+            ));
+        }
         Ok(self.manager.load(model).await?)
     }
 
-    pub async fn unload(&self, authorization: Option<&[u8]>, model: &str) -> Result<(), ApiError> {
-        self.authorize(authorization)?;
+    pub async fn unload(&self, _: Authorized, model: &str) -> Result<(), ApiError> {
         Ok(self.manager.unload(model).await?)
     }
 
@@ -93,34 +110,31 @@ impl Admin {
 
     pub fn set_traffic(
         &self,
-        authorization: Option<&[u8]>,
+        _: Authorized,
         model: &str,
         weights: &[(String, i64)],
         shadow: Option<(String, f64)>,
     ) -> Result<TrafficView, ApiError> {
-        self.authorize(authorization)?;
         self.traffic.set_policy(model, weights, shadow)?;
         self.traffic(model)
     }
 
     pub fn promote(
         &self,
-        authorization: Option<&[u8]>,
+        _: Authorized,
         model: &str,
         version: &str,
     ) -> Result<TrafficView, ApiError> {
-        self.authorize(authorization)?;
         self.traffic.promote(model, version)?;
         self.traffic(model)
     }
 
     pub fn start_rollout(
         &self,
-        authorization: Option<&[u8]>,
+        _: Authorized,
         model: &str,
         request: &RolloutRequest,
     ) -> Result<RolloutStatus, ApiError> {
-        self.authorize(authorization)?;
         Ok(self.traffic.start_rollout(model, request)?)
     }
 
@@ -128,12 +142,7 @@ impl Admin {
         Ok(self.traffic.rollout(model)?)
     }
 
-    pub fn abort_rollout(
-        &self,
-        authorization: Option<&[u8]>,
-        model: &str,
-    ) -> Result<RolloutStatus, ApiError> {
-        self.authorize(authorization)?;
+    pub fn abort_rollout(&self, _: Authorized, model: &str) -> Result<RolloutStatus, ApiError> {
         Ok(self.traffic.abort_rollout(model)?)
     }
 }

@@ -10,11 +10,7 @@ use super::admin::{Admin, TrafficView};
 use crate::rollout::judge::RolloutRequest;
 use crate::rollout::{RolloutStatus, WindowSummary};
 
-#[allow(clippy::all, clippy::pedantic)]
-pub mod pb {
-    tonic::include_proto!("ferroserve.admin.v1");
-}
-
+use crate::proto::admin as pb;
 use pb::traffic_admin_server::{TrafficAdmin, TrafficAdminServer};
 
 pub struct AdminService {
@@ -25,10 +21,9 @@ pub fn service(admin: Arc<Admin>) -> TrafficAdminServer<AdminService> {
     TrafficAdminServer::new(AdminService { admin })
 }
 
-fn auth<T>(req: &Request<T>) -> Option<Vec<u8>> {
-    req.metadata()
-        .get("authorization")
-        .map(|v| v.as_bytes().to_vec())
+/// The `authorization` metadata, as [`Admin::authorize`] reads it (both gRPC services).
+pub(super) fn authorization<T>(req: &Request<T>) -> Option<&[u8]> {
+    req.metadata().get("authorization").map(|v| v.as_bytes())
 }
 
 fn policy_proto(model: &str, (policy, rollout): TrafficView) -> pb::TrafficPolicy {
@@ -99,20 +94,18 @@ impl TrafficAdmin for AdminService {
         &self,
         req: Request<pb::SetTrafficRequest>,
     ) -> GrpcResult<pb::TrafficPolicy> {
-        let auth = auth(&req);
+        let auth = self.admin.authorize(authorization(&req))?;
         let r = req.into_inner();
         let weights: Vec<(String, i64)> = r.weights.into_iter().collect();
         let shadow = r.shadow.map(|s| (s.version, s.percent));
-        let view = self
-            .admin
-            .set_traffic(auth.as_deref(), &r.model, &weights, shadow)?;
+        let view = self.admin.set_traffic(auth, &r.model, &weights, shadow)?;
         Ok(Response::new(policy_proto(&r.model, view)))
     }
 
     async fn promote(&self, req: Request<pb::PromoteRequest>) -> GrpcResult<pb::TrafficPolicy> {
-        let auth = auth(&req);
+        let auth = self.admin.authorize(authorization(&req))?;
         let r = req.into_inner();
-        let view = self.admin.promote(auth.as_deref(), &r.model, &r.version)?;
+        let view = self.admin.promote(auth, &r.model, &r.version)?;
         Ok(Response::new(policy_proto(&r.model, view)))
     }
 
@@ -120,7 +113,7 @@ impl TrafficAdmin for AdminService {
         &self,
         req: Request<pb::StartRolloutRequest>,
     ) -> GrpcResult<pb::RolloutStatus> {
-        let auth = auth(&req);
+        let auth = self.admin.authorize(authorization(&req))?;
         let r = req.into_inner();
         let request = RolloutRequest {
             candidate: r.candidate,
@@ -131,9 +124,7 @@ impl TrafficAdmin for AdminService {
             max_p99_ratio: r.max_p99_ratio,
             min_requests: r.min_requests,
         };
-        let status = self
-            .admin
-            .start_rollout(auth.as_deref(), &r.model, &request)?;
+        let status = self.admin.start_rollout(auth, &r.model, &request)?;
         Ok(Response::new(rollout_proto(&r.model, &status)))
     }
 
@@ -150,9 +141,9 @@ impl TrafficAdmin for AdminService {
         &self,
         req: Request<pb::AbortRolloutRequest>,
     ) -> GrpcResult<pb::RolloutStatus> {
-        let auth = auth(&req);
+        let auth = self.admin.authorize(authorization(&req))?;
         let model = req.into_inner().model;
-        let status = self.admin.abort_rollout(auth.as_deref(), &model)?;
+        let status = self.admin.abort_rollout(auth, &model)?;
         Ok(Response::new(rollout_proto(&model, &status)))
     }
 }

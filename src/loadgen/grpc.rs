@@ -12,9 +12,9 @@ use http_body_util::{BodyExt, Full};
 use tonic::transport::{Channel, Endpoint};
 
 use super::config::Plan;
-use super::driver::ErrorCode;
 use super::inputs::{self, ModelMeta};
-use crate::proto as pb;
+use super::stats::ErrorCode;
+use crate::proto::inference as pb;
 use pb::grpc_inference_service_client::GrpcInferenceServiceClient;
 
 type Client = GrpcInferenceServiceClient<OneFrame>;

@@ -17,8 +17,8 @@ use tokio::net::TcpStream;
 use tokio::sync::Mutex;
 
 use super::config::{Plan, Protocol};
-use super::driver::ErrorCode;
 use super::inputs::{self, ModelMeta};
+use super::stats::ErrorCode;
 
 const HEADER_CONTENT_LENGTH: &str = "inference-header-content-length";
 

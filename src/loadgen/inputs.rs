@@ -6,7 +6,7 @@ use anyhow::{bail, Context};
 use bytes::Bytes;
 use serde_json::{json, Value};
 
-use crate::proto as pb;
+use crate::proto::inference as pb;
 
 /// One tensor of the model metadata (`GET /v2/models/{m}` or gRPC `ModelMetadata`).
 #[derive(Clone, Debug, PartialEq)]

@@ -19,9 +19,11 @@
 //! from the *intended* send time, at most `--max-in-flight` outstanding; a scheduled request
 //! finding them all busy is not sent and counts in `dropped_by_client`).
 //!
-//! Files: [`config`] (options, validation), [`inputs`] (metadata, synthetic tensors,
-//! encodings), [`http`] and [`grpc`] (clients), [`driver`] (workers, statistics, CPU time),
-//! [`schedule`] (the open loop), [`report`] (table and JSON).
+//! Files, each importing only those listed before it: [`config`] (options, validation),
+//! [`inputs`] (metadata, synthetic tensors, encodings), [`stats`] (error codes, counts,
+//! latencies, CPU time), [`http`] and [`grpc`] (clients), [`conn`] (a worker's connection, either
+//! client), [`schedule`] (the open loop), [`driver`] (closed-loop workers, the measured window),
+//! [`report`] (table and JSON).
 //!
 //! # Report fields (`--json-out`, one JSON object; [`Report`])
 //! - `protocol`: `http-json`, `http-binary` or `grpc`; `url`: host:port; `model`, `version`
@@ -49,62 +51,29 @@
 //!   with a server (tests).
 
 pub mod config;
+pub mod conn;
 pub mod driver;
 pub mod grpc;
 pub mod http;
 pub mod inputs;
 pub mod report;
 pub mod schedule;
+pub mod stats;
 
 use std::process::ExitCode;
-use std::sync::Arc;
 
 use anyhow::Context;
 
 pub use config::{BenchArgs, Protocol};
 pub use report::Report;
 
-use config::Plan;
-use driver::Conn;
-use grpc::GrpcConn;
-use http::HttpConn;
-
 /// Runs one benchmark on the current tokio runtime and returns its report. Fails before
 /// measuring when the server is unreachable or answers the first request wrongly.
 pub async fn run(args: &BenchArgs) -> anyhow::Result<Report> {
     let plan = args.plan()?;
-    let conns = connect(&plan).await?;
+    let conns = conn::connect(&plan).await?;
     let measured = driver::drive(&plan, conns).await?;
     Ok(Report::new(&plan, args, &measured))
-}
-
-/// One [`Conn`] per worker, worker `i` on connection `i % connections`.
-async fn connect(plan: &Plan) -> anyhow::Result<Vec<Conn>> {
-    let workers = plan.load.workers();
-    Ok(match plan.protocol {
-        Protocol::HttpJson | Protocol::HttpBinary => {
-            let target = http::setup(plan).await?;
-            let slots = HttpConn::open_slots(plan).await?;
-            (0..workers)
-                .map(|i| {
-                    Conn::Http(HttpConn::new(
-                        target.clone(),
-                        slots[i % slots.len()].clone(),
-                    ))
-                })
-                .collect()
-        }
-        Protocol::Grpc => {
-            let request = grpc::setup(plan).await?;
-            let channels = GrpcConn::open_channels(plan).await?;
-            (0..workers)
-                .map(|i| {
-                    let ch = channels[i % channels.len()].clone();
-                    Conn::Grpc(GrpcConn::new(ch, Arc::clone(&request)))
-                })
-                .collect()
-        }
-    })
 }
 
 /// The `bench` subcommand: builds the runtime (`--threads`), runs, prints the table to stdout,

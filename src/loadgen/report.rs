@@ -7,7 +7,7 @@ use std::fmt::Write as _;
 use serde::{Deserialize, Serialize};
 
 use super::config::{BenchArgs, Load, Plan};
-use super::driver::Measured;
+use super::stats::Measured;
 
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
 pub struct Latency {

@@ -14,7 +14,8 @@ use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
-use super::driver::{lock, Conn, Stats};
+use super::conn::Conn;
+use super::stats::{lock, Stats};
 
 /// Scheduling starts at `start`; requests intended in `[t0, t1)` are measured; none after `t1`.
 #[derive(Clone, Copy)]

@@ -385,18 +385,13 @@ impl Router {
         let (inputs, rows) = validate::inputs(mv, request.inputs)?;
         let wanted = validate::outputs(mv, &request.outputs)?;
         if let (Some(shadow), Some(copy)) = (shadow, copy) {
-            let deadline = request
-                .timeout
-                .or(shadow.config.queue.default_timeout)
-                .map(|t| start + t);
+            let deadline =
+                request::deadline(start, request.timeout, shadow.config.queue.default_timeout);
             *mirror = self
                 .shadow
                 .mirror(shadow, copy, deadline, self.metrics.clone());
         }
-        let deadline = request
-            .timeout
-            .or(mv.config.queue.default_timeout)
-            .map(|t| start + t);
+        let deadline = request::deadline(start, request.timeout, mv.config.queue.default_timeout);
         let outputs = mv
             .batcher
             .submit(inputs, rows, deadline)
@@ -447,6 +442,7 @@ fn ready_versions(entry: &ModelEntry) -> impl Iterator<Item = Arc<ModelVersion>>
 }
 
 mod admit;
+pub mod request;
 pub mod route;
 pub mod shadow;
 mod tracking;

@@ -13,8 +13,8 @@ use std::path::Path;
 use serde_json::Value;
 
 /// The generated protocol types, named once here so a move of the module touches one line.
-pub use ferroserve::api::admin_grpc::pb as admin_pb;
-pub use ferroserve::api::grpc::pb;
+pub use ferroserve::proto::admin as admin_pb;
+pub use ferroserve::proto::inference as pb;
 
 pub use models::{add_version, bundled_models, copy_model, onnxruntime_models, repo, ModelCopy};
 pub use server::{test_config, Builder, TestServer};

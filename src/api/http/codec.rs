@@ -1,17 +1,17 @@
-//! The HTTP/REST inference body: JSON tensors (flat or nested `data`) and the binary tensor data
-//! extension (a JSON header of `Inference-Header-Content-Length` bytes, then raw tensors).
-
-use std::time::Duration;
+//! The HTTP/REST inference body: JSON tensors (flat or nested `data`, parsed in [`super::data`])
+//! and the binary tensor data extension (a JSON header of `Inference-Header-Content-Length`
+//! bytes, then raw tensors).
 
 use bytes::{Bytes, BytesMut};
-use serde::ser::{SerializeSeq, Serializer};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
+use super::data::{json_tensor, DataError, JsonData};
 use crate::api::error::ApiError;
 use crate::metrics::Protocol;
+use crate::routing::request::timeout_from_micros;
 use crate::routing::{InferRequest, InferResponse, NamedTensor};
-use crate::tensor::{shape_from_wire, DataType, Element, Tensor, TensorError};
+use crate::tensor::{shape_from_wire, DataType, Tensor};
 
 #[derive(Deserialize)]
 struct JsonRequest {
@@ -95,14 +95,8 @@ pub fn decode(
 
     let mut inputs = Vec::with_capacity(req.inputs.len());
     for input in req.inputs {
-        let dtype = DataType::parse(&input.datatype)
-            .filter(|_| !input.datatype.starts_with("TYPE_"))
-            .ok_or_else(|| {
-                bad(format!(
-                    "input {:?}: unknown datatype {:?}",
-                    input.name, input.datatype
-                ))
-            })?;
+        let dtype = DataType::from_wire(&input.datatype)
+            .map_err(|e| bad(format!("input {:?}: {e}", input.name)))?;
         let shape = input
             .shape
             .iter()
@@ -165,9 +159,7 @@ pub fn decode(
     }
     let binary_default = param_bool(&req.parameters, "binary_data_output")?.unwrap_or(false);
     // tritonclient's `timeout` parameter is in microseconds.
-    let timeout = param_u64(&req.parameters, "timeout")?
-        .filter(|&us| us > 0)
-        .map(Duration::from_micros);
+    let timeout = param_u64(&req.parameters, "timeout")?.and_then(timeout_from_micros);
     Ok(Decoded {
         request: InferRequest {
             model: model.to_owned(),
@@ -182,120 +174,6 @@ pub fn decode(
         output_binary,
         binary_default,
     })
-}
-
-/// Flattens nested arrays (row-major) into their leaves.
-fn flatten<'a>(v: &'a Value, out: &mut Vec<&'a Value>) {
-    match v {
-        Value::Array(items) => items.iter().for_each(|i| flatten(i, out)),
-        leaf => out.push(leaf),
-    }
-}
-
-/// Why an input's data does not make a tensor of its datatype and shape.
-#[derive(Debug, thiserror::Error)]
-enum DataError {
-    #[error("shape {0:?} is too large")]
-    TooLarge(Vec<usize>),
-    #[error("shape {shape:?} needs {expected} elements, data has {got}")]
-    Count {
-        shape: Vec<usize>,
-        expected: usize,
-        got: usize,
-    },
-    #[error("{value} is not a valid {dtype}")]
-    OutOfRange { value: Value, dtype: DataType },
-    #[error("{0} is not a number")]
-    NotANumber(Value),
-    #[error("{0} is not a boolean")]
-    NotABoolean(Value),
-    #[error("{0} is not a string")]
-    NotAString(Value),
-    #[error(transparent)]
-    Tensor(#[from] TensorError),
-}
-
-fn json_tensor(dtype: DataType, shape: Vec<usize>, data: &Value) -> Result<Tensor, DataError> {
-    let mut leaves = Vec::new();
-    flatten(data, &mut leaves);
-    let expected =
-        crate::tensor::element_count(&shape).ok_or_else(|| DataError::TooLarge(shape.clone()))?;
-    if leaves.len() != expected {
-        return Err(DataError::Count {
-            shape,
-            expected,
-            got: leaves.len(),
-        });
-    }
-    fn ints<T: Element + TryFrom<i64> + TryFrom<u64>>(
-        leaves: &[&Value],
-        shape: Vec<usize>,
-    ) -> Result<Tensor, DataError> {
-        let values = leaves
-            .iter()
-            .map(|v| {
-                let parsed = match (v.as_i64(), v.as_u64()) {
-                    (Some(i), _) => T::try_from(i).ok(),
-                    (None, Some(u)) => T::try_from(u).ok(),
-                    _ => None,
-                };
-                parsed.ok_or_else(|| DataError::OutOfRange {
-                    value: (*v).clone(),
-                    dtype: T::DTYPE,
-                })
-            })
-            .collect::<Result<Vec<T>, _>>()?;
-        Ok(Tensor::from_values(shape, &values)?)
-    }
-    fn floats<T: Element>(
-        leaves: &[&Value],
-        shape: Vec<usize>,
-        conv: fn(f64) -> T,
-    ) -> Result<Tensor, DataError> {
-        let values = leaves
-            .iter()
-            .map(|v| {
-                v.as_f64()
-                    .map(conv)
-                    .ok_or_else(|| DataError::NotANumber((*v).clone()))
-            })
-            .collect::<Result<Vec<T>, _>>()?;
-        Ok(Tensor::from_values(shape, &values)?)
-    }
-    match dtype {
-        DataType::Bool => {
-            let values = leaves
-                .iter()
-                .map(|v| {
-                    v.as_bool()
-                        .ok_or_else(|| DataError::NotABoolean((*v).clone()))
-                })
-                .collect::<Result<Vec<bool>, _>>()?;
-            Ok(Tensor::from_values(shape, &values)?)
-        }
-        DataType::U8 => ints::<u8>(&leaves, shape),
-        DataType::U16 => ints::<u16>(&leaves, shape),
-        DataType::U32 => ints::<u32>(&leaves, shape),
-        DataType::U64 => ints::<u64>(&leaves, shape),
-        DataType::I8 => ints::<i8>(&leaves, shape),
-        DataType::I16 => ints::<i16>(&leaves, shape),
-        DataType::I32 => ints::<i32>(&leaves, shape),
-        DataType::I64 => ints::<i64>(&leaves, shape),
-        DataType::F16 => floats(&leaves, shape, half::f16::from_f64),
-        DataType::F32 => floats(&leaves, shape, |f| f as f32),
-        DataType::F64 => floats(&leaves, shape, |f| f),
-        DataType::Bytes => {
-            let items = leaves
-                .iter()
-                .map(|v| {
-                    v.as_str()
-                        .map(str::as_bytes)
-                        .ok_or_else(|| DataError::NotAString((*v).clone()))
-                })
-                .collect::<Result<Vec<&[u8]>, _>>()?;
-            Ok(Tensor::from_byte_strings(shape, &items)?)
-        }
-    }
 }
 
 #[derive(Serialize)]
@@ -321,47 +199,6 @@ struct JsonOutputTensor<'a> {
 #[derive(Serialize)]
 struct BinarySize {
     binary_data_size: usize,
-}
-
-/// Serialises tensor elements as a flat JSON array in their own type (f32 stays f32).
-struct JsonData<'a>(&'a Tensor);
-
-impl Serialize for JsonData<'_> {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let t = self.0;
-        let mut seq = s.serialize_seq(Some(t.element_count()))?;
-        macro_rules! each {
-            ($ty:ty) => {
-                for v in t.to_vec::<$ty>().unwrap_or_default() {
-                    seq.serialize_element(&v)?;
-                }
-            };
-        }
-        match t.dtype() {
-            DataType::Bool => each!(bool),
-            DataType::U8 => each!(u8),
-            DataType::U16 => each!(u16),
-            DataType::U32 => each!(u32),
-            DataType::U64 => each!(u64),
-            DataType::I8 => each!(i8),
-            DataType::I16 => each!(i16),
-            DataType::I32 => each!(i32),
-            DataType::I64 => each!(i64),
-            DataType::F16 => {
-                for v in t.to_vec::<half::f16>().unwrap_or_default() {
-                    seq.serialize_element(&v.to_f32())?;
-                }
-            }
-            DataType::F32 => each!(f32),
-            DataType::F64 => each!(f64),
-            DataType::Bytes => {
-                for b in t.byte_strings().unwrap_or_default() {
-                    seq.serialize_element(&String::from_utf8_lossy(b))?;
-                }
-            }
-        }
-        seq.end()
-    }
 }
 
 /// Encodes a response; returns the body and, when binary outputs follow the JSON, its length.

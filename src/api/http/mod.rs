@@ -1,8 +1,12 @@
 //! HTTP/REST front end (axum): the Open Inference Protocol routes plus Triton's model
-//! configuration and statistics routes. Handlers translate and call `Router`; nothing more.
+//! configuration and statistics routes. Handlers translate and call `Router`; nothing more. The
+//! inference body is [`codec`], the metadata/config/statistics JSON [`views`], the traffic
+//! control plane [`traffic`].
 
 mod codec;
+mod data;
 mod traffic;
+mod views;
 
 use std::sync::Arc;
 
@@ -19,12 +23,10 @@ use super::admin::Admin;
 use super::error::ApiError;
 use super::{server_extensions, SERVER_NAME};
 use crate::metrics::Protocol;
-use crate::registry::{ModelVersion, TensorSpec};
-use crate::routing::{Router, VersionStatistics};
+use crate::routing::request::{route_key, ROUTE_KEY};
+use crate::routing::Router;
 
 pub const HEADER_CONTENT_LENGTH: &str = "inference-header-content-length";
-/// Sticky routing key: requests with the same key land on the same version.
-pub const ROUTE_KEY: &str = "x-route-key";
 
 #[derive(Clone)]
 struct AppState {
@@ -163,143 +165,52 @@ async fn version_ready(
     ready_status(&s.router, &model, Some(&version))
 }
 
-fn metadata_json(
-    router: &Router,
-    model: &str,
-    version: Option<&str>,
-) -> Result<Json<Value>, ApiError> {
-    let m = router.metadata(model, version)?;
-    let tensors = |list: &[(String, crate::tensor::DataType, Vec<i64>)]| -> Vec<Value> {
-        list.iter()
-            .map(|(n, d, s)| json!({"name": n, "datatype": d.as_str(), "shape": s}))
-            .collect()
-    };
-    Ok(Json(json!({
-        "name": m.name,
-        "versions": m.versions,
-        "platform": m.platform,
-        "inputs": tensors(&m.inputs),
-        "outputs": tensors(&m.outputs),
-    })))
-}
-
 async fn model_metadata(
     State(s): State<AppState>,
     Path(model): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    metadata_json(&s.router, &model, None)
+    views::metadata_json(&s.router, &model, None)
 }
 
 async fn version_metadata(
     State(s): State<AppState>,
     Path((model, version)): Path<(String, String)>,
 ) -> Result<Json<Value>, ApiError> {
-    metadata_json(&s.router, &model, Some(&version))
-}
-
-/// Triton's model configuration, as the JSON form of its protobuf (what perf_analyzer reads).
-fn config_json(mv: &Arc<ModelVersion>) -> Value {
-    let tensor = |t: &TensorSpec| json!({"name": t.name, "data_type": t.dtype.config_name(), "dims": t.dims});
-    let cfg = &mv.config;
-    let mut v = json!({
-        "name": mv.name,
-        "platform": cfg.backend.platform(),
-        "backend": cfg.backend.as_str(),
-        "version_policy": {"latest": {"num_versions": 1}},
-        "max_batch_size": mv.signature.max_batch_size,
-        "input": mv.signature.inputs.iter().map(tensor).collect::<Vec<_>>(),
-        "output": mv.signature.outputs.iter().map(tensor).collect::<Vec<_>>(),
-        "instance_group": [{"name": mv.name, "kind": cfg.device.instance_kind(), "count": cfg.instance_count,
-                            "gpus": cfg.device.gpu().into_iter().collect::<Vec<_>>()}],
-        "model_transaction_policy": {"decoupled": false},
-        "parameters": {"execution_provider": {"string_value": cfg.execution_provider()}},
-    });
-    if let Some(b) = &cfg.dynamic_batching {
-        v["dynamic_batching"] = json!({
-            "preferred_batch_size": b.preferred_batch_sizes,
-            "max_queue_delay_microseconds": b.max_queue_delay.as_micros() as u64,
-            "default_queue_policy": {"max_queue_size": cfg.queue.max_queue_size,
-                "default_timeout_microseconds": cfg.queue.default_timeout.map_or(0, |t| t.as_micros() as u64)},
-        });
-    }
-    v
+    views::metadata_json(&s.router, &model, Some(&version))
 }
 
 async fn model_config(
     State(s): State<AppState>,
     Path(model): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    Ok(Json(config_json(&s.router.version(&model, None)?)))
+    Ok(Json(views::config_json(&s.router.version(&model, None)?)))
 }
 
 async fn version_config(
     State(s): State<AppState>,
     Path((model, version)): Path<(String, String)>,
 ) -> Result<Json<Value>, ApiError> {
-    Ok(Json(config_json(
+    Ok(Json(views::config_json(
         &s.router.version(&model, Some(&version))?,
     )))
 }
 
-/// Triton's statistics extension JSON (`ModelStatisticsResponse` in its JSON form).
-fn stats_json(stats: Vec<VersionStatistics>) -> Json<Value> {
-    let d = |(count, ns): (u64, u64)| json!({"count": count, "ns": ns});
-    let list: Vec<Value> = stats
-        .into_iter()
-        .map(|s| {
-            let batch_stats: Vec<Value> = s
-                .batch_stats
-                .iter()
-                .map(|(size, b)| {
-                    json!({
-                        "batch_size": size,
-                        "compute_input": d((b.count, b.input_ns)),
-                        "compute_infer": d((b.count, b.infer_ns)),
-                        "compute_output": d((b.count, b.output_ns)),
-                    })
-                })
-                .collect();
-            json!({
-                "name": s.name,
-                "version": s.version,
-                "last_inference": s.last_inference_ms,
-                "inference_count": s.inference_count,
-                "execution_count": s.execution_count,
-                "inference_stats": {
-                    "success": d(s.success),
-                    "fail": d(s.fail),
-                    "queue": d(s.queue),
-                    "compute_input": d(s.compute_input),
-                    "compute_infer": d(s.compute_infer),
-                    "compute_output": d(s.compute_output),
-                    "cache_hit": d((0, 0)),
-                    "cache_miss": d((0, 0)),
-                },
-                "response_stats": {},
-                "batch_stats": batch_stats,
-                "memory_usage": [],
-            })
-        })
-        .collect();
-    Json(json!({ "model_stats": list }))
-}
-
 async fn all_stats(State(s): State<AppState>) -> Result<Json<Value>, ApiError> {
-    Ok(stats_json(s.router.statistics(None, None)?))
+    Ok(views::stats_json(s.router.statistics(None, None)?))
 }
 
 async fn model_stats(
     State(s): State<AppState>,
     Path(model): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    Ok(stats_json(s.router.statistics(Some(&model), None)?))
+    Ok(views::stats_json(s.router.statistics(Some(&model), None)?))
 }
 
 async fn version_stats(
     State(s): State<AppState>,
     Path((model, version)): Path<(String, String)>,
 ) -> Result<Json<Value>, ApiError> {
-    Ok(stats_json(
+    Ok(views::stats_json(
         s.router.statistics(Some(&model), Some(&version))?,
     ))
 }
@@ -359,16 +270,14 @@ async fn infer(
     };
     let mut decoded = codec::decode(model, version, body, header_len)
         .inspect_err(|_| router.count_undecodable(model, Protocol::Http))?;
-    decoded.request.route_key = match headers.get(ROUTE_KEY) {
-        None => None,
-        Some(v) => Some(
-            v.to_str()
-                .map_err(|_| {
-                    ApiError::BadRequest(format!("{ROUTE_KEY} must be visible ASCII, got {v:?}"))
-                })?
-                .to_owned(),
-        ),
-    };
+    let key = headers.get(ROUTE_KEY);
+    decoded.request.route_key = route_key(key.map(HeaderValue::as_bytes)).map_err(|e| {
+        // The value as received, escaped: it tells which client sent it.
+        ApiError::BadRequest(match key {
+            Some(v) => format!("{e}, got {v:?}"),
+            None => e,
+        })
+    })?;
     let response = router.infer(decoded.request).await?;
     let (body, json_len) =
         codec::encode(&response, &decoded.output_binary, decoded.binary_default)?;
@@ -421,21 +330,17 @@ fn authorization(headers: &HeaderMap) -> Option<&[u8]> {
     headers.get(header::AUTHORIZATION).map(|v| v.as_bytes())
 }
 
-/// A load request may carry Triton's `parameters` (config override, file upload): we load only
-/// from the repository, so those are refused rather than ignored.
-fn refuse_overrides(body: &Bytes) -> Result<(), ApiError> {
+/// Whether a load request carries Triton's `parameters` (config override, file upload), which
+/// [`Admin::load`] refuses.
+fn load_parameters(body: &Bytes) -> Result<bool, ApiError> {
     if body.is_empty() {
-        return Ok(());
+        return Ok(false);
     }
     let v: Value = serde_json::from_slice(body)
         .map_err(|e| ApiError::BadRequest(format!("malformed load request: {e}")))?;
-    match v.get("parameters").and_then(Value::as_object) {
-        Some(p) if !p.is_empty() => Err(ApiError::BadRequest(
-            "load parameters (config overrides, file contents) are not accepted: models load only from the repository"
-                .into(),
-        )),
-        _ => Ok(()),
-    }
+    Ok(v.get("parameters")
+        .and_then(Value::as_object)
+        .is_some_and(|p| !p.is_empty()))
 }
 
 async fn repository_load(
@@ -444,9 +349,9 @@ async fn repository_load(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Json<Value>, ApiError> {
-    s.admin.authorize(authorization(&headers))?;
-    refuse_overrides(&body)?;
-    s.admin.load(authorization(&headers), &model).await?;
+    let auth = s.admin.authorize(authorization(&headers))?;
+    let with_parameters = load_parameters(&body)?;
+    s.admin.load(auth, &model, with_parameters).await?;
     Ok(Json(json!({})))
 }
 
@@ -455,6 +360,7 @@ async fn repository_unload(
     Path(model): Path<String>,
     headers: HeaderMap,
 ) -> Result<Json<Value>, ApiError> {
-    s.admin.unload(authorization(&headers), &model).await?;
+    let auth = s.admin.authorize(authorization(&headers))?;
+    s.admin.unload(auth, &model).await?;
     Ok(Json(json!({})))
 }

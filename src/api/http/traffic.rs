@@ -33,11 +33,9 @@ pub async fn put_traffic(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Json<Value>, ApiError> {
-    s.admin.authorize(authorization(&headers))?;
+    let auth = s.admin.authorize(authorization(&headers))?;
     let (weights, shadow) = parse_policy(&body)?;
-    let view = s
-        .admin
-        .set_traffic(authorization(&headers), &model, &weights, shadow)?;
+    let view = s.admin.set_traffic(auth, &model, &weights, shadow)?;
     Ok(Json(traffic_json(view)))
 }
 
@@ -48,14 +46,14 @@ pub async fn promote(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Json<Value>, ApiError> {
-    s.admin.authorize(authorization(&headers))?;
+    let auth = s.admin.authorize(authorization(&headers))?;
     let v: Value = serde_json::from_slice(&body)
         .map_err(|e| bad(format!("malformed promote request: {e}")))?;
     let version = v
         .get("version")
         .and_then(version_text)
         .ok_or_else(|| bad("promote: give {\"version\": \"N\"}".into()))?;
-    let view = s.admin.promote(authorization(&headers), &model, &version)?;
+    let view = s.admin.promote(auth, &model, &version)?;
     Ok(Json(traffic_json(view)))
 }
 
@@ -94,7 +92,7 @@ pub async fn start_rollout(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Json<Value>, ApiError> {
-    s.admin.authorize(authorization(&headers))?;
+    let auth = s.admin.authorize(authorization(&headers))?;
     let b: RolloutBody = serde_json::from_slice(&body)
         .map_err(|e| bad(format!("malformed rollout request: {e}")))?;
     let request = RolloutRequest {
@@ -106,9 +104,7 @@ pub async fn start_rollout(
         max_p99_ratio: b.max_p99_ratio,
         min_requests: b.min_requests,
     };
-    let status = s
-        .admin
-        .start_rollout(authorization(&headers), &model, &request)?;
+    let status = s.admin.start_rollout(auth, &model, &request)?;
     Ok(Json(rollout_json(&status)))
 }
 
@@ -124,7 +120,8 @@ pub async fn abort_rollout(
     Path(model): Path<String>,
     headers: HeaderMap,
 ) -> Result<Json<Value>, ApiError> {
-    let status = s.admin.abort_rollout(authorization(&headers), &model)?;
+    let auth = s.admin.authorize(authorization(&headers))?;
+    let status = s.admin.abort_rollout(auth, &model)?;
     Ok(Json(rollout_json(&status)))
 }
 

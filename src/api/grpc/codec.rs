@@ -1,0 +1,222 @@
+//! gRPC ⇄ domain for inference: `ModelInferRequest` to [`InferRequest`] (typed `contents` or
+//! `raw_input_contents`, deadline from the `timeout` parameter or `grpc-timeout`), and
+//! [`InferResponse`] to `ModelInferResponse` (raw outputs).
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use tonic::Request;
+
+use crate::api::error::ApiError;
+use crate::metrics::Protocol;
+use crate::proto::inference as pb;
+use crate::routing::request::{route_key, timeout_from_micros, ROUTE_KEY};
+use crate::routing::{InferRequest, InferResponse, NamedTensor};
+use crate::tensor::{
+    check_element_count, expected_elements, shape_from_wire, CountError, DataType, Element, Tensor,
+    TensorError,
+};
+
+fn bad(msg: impl Into<String>) -> ApiError {
+    ApiError::BadRequest(msg.into())
+}
+
+/// Parses the `grpc-timeout` header (e.g. `100m`, `5S`).
+fn grpc_timeout(req: &tonic::metadata::MetadataMap) -> Option<Duration> {
+    let v = req.get("grpc-timeout")?.to_str().ok()?;
+    let (num, unit) = v.split_at(v.len().checked_sub(1)?);
+    let n: u64 = num.parse().ok()?;
+    Some(match unit {
+        "H" => Duration::from_secs(n.saturating_mul(3600)),
+        "M" => Duration::from_secs(n.saturating_mul(60)),
+        "S" => Duration::from_secs(n),
+        "m" => Duration::from_millis(n),
+        "u" => Duration::from_micros(n),
+        "n" => Duration::from_nanos(n),
+        _ => return None,
+    })
+}
+
+/// tritonclient's `timeout` parameter (microseconds), as an int64 or a uint64.
+fn param_timeout(
+    params: &std::collections::HashMap<String, pb::InferParameter>,
+) -> Option<Duration> {
+    use pb::infer_parameter::ParameterChoice;
+    match params.get("timeout")?.parameter_choice.as_ref()? {
+        ParameterChoice::Int64Param(us) => u64::try_from(*us).ok().and_then(timeout_from_micros),
+        ParameterChoice::Uint64Param(us) => timeout_from_micros(*us),
+        _ => None,
+    }
+}
+
+/// Why an input's tensor could not be built from what the request carries.
+#[derive(Debug, thiserror::Error)]
+enum ContentsError {
+    #[error(transparent)]
+    Count(#[from] CountError),
+    #[error("{value} does not fit {dtype}")]
+    DoesNotFit { value: String, dtype: DataType },
+    #[error("FP16 data must be sent in raw_input_contents")]
+    Fp16NotRaw,
+    #[error("no data: set contents or raw_input_contents")]
+    NoData,
+    #[error(transparent)]
+    Tensor(#[from] TensorError),
+}
+
+fn contents_tensor(
+    dtype: DataType,
+    shape: Vec<usize>,
+    c: &pb::InferTensorContents,
+) -> Result<Tensor, ContentsError> {
+    fn narrow<S: Copy + std::fmt::Display, T: Element + TryFrom<S>>(
+        shape: Vec<usize>,
+        v: &[S],
+    ) -> Result<Tensor, ContentsError> {
+        let values = v
+            .iter()
+            .map(|&x| {
+                T::try_from(x).map_err(|_| ContentsError::DoesNotFit {
+                    value: x.to_string(),
+                    dtype: T::DTYPE,
+                })
+            })
+            .collect::<Result<Vec<T>, _>>()?;
+        Ok(Tensor::from_values(shape, &values)?)
+    }
+    let given = match dtype {
+        DataType::Bool => c.bool_contents.len(),
+        DataType::I8 | DataType::I16 | DataType::I32 => c.int_contents.len(),
+        DataType::I64 => c.int64_contents.len(),
+        DataType::U8 | DataType::U16 | DataType::U32 => c.uint_contents.len(),
+        DataType::U64 => c.uint64_contents.len(),
+        DataType::F32 => c.fp32_contents.len(),
+        DataType::F64 => c.fp64_contents.len(),
+        DataType::Bytes => c.bytes_contents.len(),
+        DataType::F16 => {
+            // Whatever the datatype, an oversize shape is reported as such first.
+            expected_elements(&shape)?;
+            return Err(ContentsError::Fp16NotRaw);
+        }
+    };
+    check_element_count(&shape, given, "contents have")?;
+    match dtype {
+        DataType::Bool => Ok(Tensor::from_values(shape, &c.bool_contents)?),
+        DataType::I8 => narrow::<i32, i8>(shape, &c.int_contents),
+        DataType::I16 => narrow::<i32, i16>(shape, &c.int_contents),
+        DataType::I32 => narrow::<i32, i32>(shape, &c.int_contents),
+        DataType::I64 => narrow::<i64, i64>(shape, &c.int64_contents),
+        DataType::U8 => narrow::<u32, u8>(shape, &c.uint_contents),
+        DataType::U16 => narrow::<u32, u16>(shape, &c.uint_contents),
+        DataType::U32 => narrow::<u32, u32>(shape, &c.uint_contents),
+        DataType::U64 => narrow::<u64, u64>(shape, &c.uint64_contents),
+        DataType::F32 => narrow::<f32, f32>(shape, &c.fp32_contents),
+        DataType::F64 => narrow::<f64, f64>(shape, &c.fp64_contents),
+        DataType::Bytes => Ok(Tensor::from_byte_strings(shape, &c.bytes_contents)?),
+        DataType::F16 => Err(ContentsError::Fp16NotRaw),
+    }
+}
+
+pub fn decode(req: Request<pb::ModelInferRequest>) -> Result<InferRequest, ApiError> {
+    let deadline = grpc_timeout(req.metadata());
+    let route_key = route_key(req.metadata().get(ROUTE_KEY).map(|v| v.as_bytes())).map_err(bad)?;
+    let r = req.into_inner();
+    let raw = r.raw_input_contents;
+    if !raw.is_empty() && raw.len() != r.inputs.len() {
+        return Err(bad(format!(
+            "raw_input_contents has {} entries for {} inputs; send all inputs raw or none",
+            raw.len(),
+            r.inputs.len()
+        )));
+    }
+    let mut inputs = Vec::with_capacity(r.inputs.len());
+    for (ix, input) in r.inputs.into_iter().enumerate() {
+        let name = input.name;
+        let dtype = DataType::from_wire(&input.datatype)
+            .map_err(|e| bad(format!("input {name:?}: {e}")))?;
+        let shape =
+            shape_from_wire(&input.shape).map_err(|e| bad(format!("input {name:?}: {e}")))?;
+        let tensor = match (raw.get(ix), &input.contents) {
+            (Some(bytes), _) => {
+                Tensor::new(dtype, shape, Bytes::clone(bytes)).map_err(ContentsError::from)
+            }
+            (None, Some(contents)) => contents_tensor(dtype, shape, contents),
+            (None, None) => Err(ContentsError::NoData),
+        }
+        .map_err(|e| bad(format!("input {name:?}: {e}")))?;
+        inputs.push(NamedTensor { name, tensor });
+    }
+    Ok(InferRequest {
+        model: r.model_name,
+        version: Some(r.model_version).filter(|v| !v.is_empty()),
+        id: r.id,
+        inputs,
+        outputs: r.outputs.into_iter().map(|o| o.name).collect(),
+        timeout: param_timeout(&r.parameters).or(deadline),
+        protocol: Protocol::Grpc,
+        route_key,
+    })
+}
+
+/// The response: outputs described in `outputs`, their bytes in `raw_output_contents` (what
+/// tritonclient reads without a copy).
+pub fn encode(resp: InferResponse) -> pb::ModelInferResponse {
+    let mut outputs = Vec::with_capacity(resp.outputs.len());
+    let mut raw = Vec::with_capacity(resp.outputs.len());
+    for o in resp.outputs {
+        outputs.push(pb::model_infer_response::InferOutputTensor {
+            name: o.name,
+            datatype: o.tensor.dtype().as_str().into(),
+            shape: o.tensor.shape().iter().map(|&d| d as i64).collect(),
+            ..Default::default()
+        });
+        raw.push(o.tensor.data().clone());
+    }
+    pb::ModelInferResponse {
+        model_name: resp.model,
+        model_version: resp.version,
+        id: resp.id,
+        parameters: Default::default(),
+        outputs,
+        raw_output_contents: raw,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn grpc_timeout_units_parse() {
+        let mut m = tonic::metadata::MetadataMap::new();
+        m.insert("grpc-timeout", "250m".parse().unwrap());
+        assert_eq!(grpc_timeout(&m), Some(Duration::from_millis(250)));
+        m.insert("grpc-timeout", "3S".parse().unwrap());
+        assert_eq!(grpc_timeout(&m), Some(Duration::from_secs(3)));
+        m.insert("grpc-timeout", "x".parse().unwrap());
+        assert_eq!(grpc_timeout(&m), None);
+    }
+
+    #[test]
+    fn contents_are_checked_for_count_and_range() {
+        let c = pb::InferTensorContents {
+            int_contents: vec![1, 300],
+            ..Default::default()
+        };
+        assert!(contents_tensor(DataType::I8, vec![2], &c)
+            .unwrap_err()
+            .to_string()
+            .contains("does not fit"));
+        assert!(contents_tensor(DataType::I32, vec![3], &c)
+            .unwrap_err()
+            .to_string()
+            .contains("needs 3 elements"));
+        assert_eq!(
+            contents_tensor(DataType::I16, vec![2], &c)
+                .unwrap()
+                .to_vec::<i16>()
+                .unwrap(),
+            vec![1, 300]
+        );
+    }
+}

@@ -1,0 +1,270 @@
+//! gRPC front end (tonic): `inference.GRPCInferenceService`, wire-compatible with Triton's, so
+//! tritonclient and perf_analyzer work unchanged. Handlers translate and call `Router`: the
+//! inference messages in [`codec`], metadata, configuration and statistics in [`views`].
+
+mod codec;
+mod views;
+
+use std::pin::Pin;
+use std::sync::Arc;
+
+use tokio_stream::Stream;
+use tonic::{Request, Response, Status};
+
+use super::admin::Admin;
+use super::admin_grpc::authorization;
+use super::error::ApiError;
+use super::{server_extensions, SERVER_NAME};
+use crate::metrics::Protocol;
+use crate::routing::Router;
+
+use crate::proto::inference as pb;
+use pb::grpc_inference_service_server::{GrpcInferenceService, GrpcInferenceServiceServer};
+
+pub struct InferenceService {
+    router: Arc<Router>,
+    admin: Arc<Admin>,
+}
+
+/// The tonic service, with message limits set to the configured request size.
+pub fn service(
+    router: Arc<Router>,
+    admin: Arc<Admin>,
+    max_request_bytes: usize,
+) -> GrpcInferenceServiceServer<InferenceService> {
+    GrpcInferenceServiceServer::new(InferenceService { router, admin })
+        .max_decoding_message_size(max_request_bytes)
+        .max_encoding_message_size(usize::MAX)
+}
+
+/// tonic answers an over-size message with OUT_OF_RANGE; gRPC's convention (and our HTTP 413) is
+/// RESOURCE_EXHAUSTED, so rewrite that one status on the way out.
+pub fn map_oversize<B>(mut resp: axum::http::Response<B>) -> axum::http::Response<B> {
+    let oversize = resp.headers().get("grpc-status").is_some_and(|v| v == "11")
+        && resp.headers().get("grpc-message").is_some_and(|m| {
+            m.to_str()
+                .unwrap_or("")
+                .contains("message%20length%20too%20large")
+                || m.to_str()
+                    .unwrap_or("")
+                    .contains("message length too large")
+        });
+    if oversize {
+        resp.headers_mut()
+            .insert("grpc-status", axum::http::HeaderValue::from_static("8"));
+    }
+    resp
+}
+
+type GrpcResult<T> = Result<Response<T>, Status>;
+
+fn unimplemented<T>(what: &str) -> GrpcResult<T> {
+    Err(ApiError::Unimplemented(format!("{what} is not supported by this server")).into())
+}
+
+#[tonic::async_trait]
+impl GrpcInferenceService for InferenceService {
+    async fn server_live(
+        &self,
+        _: Request<pb::ServerLiveRequest>,
+    ) -> GrpcResult<pb::ServerLiveResponse> {
+        Ok(Response::new(pb::ServerLiveResponse { live: true }))
+    }
+
+    async fn server_ready(
+        &self,
+        _: Request<pb::ServerReadyRequest>,
+    ) -> GrpcResult<pb::ServerReadyResponse> {
+        Ok(Response::new(pb::ServerReadyResponse {
+            ready: self.router.server_ready(),
+        }))
+    }
+
+    async fn model_ready(
+        &self,
+        req: Request<pb::ModelReadyRequest>,
+    ) -> GrpcResult<pb::ModelReadyResponse> {
+        let r = req.into_inner();
+        let ready = self
+            .router
+            .model_ready(&r.name, Some(&r.version))
+            .map_err(ApiError::from)?;
+        Ok(Response::new(pb::ModelReadyResponse { ready }))
+    }
+
+    async fn server_metadata(
+        &self,
+        _: Request<pb::ServerMetadataRequest>,
+    ) -> GrpcResult<pb::ServerMetadataResponse> {
+        Ok(Response::new(pb::ServerMetadataResponse {
+            name: SERVER_NAME.into(),
+            version: env!("CARGO_PKG_VERSION").into(),
+            extensions: server_extensions().into_iter().map(String::from).collect(),
+        }))
+    }
+
+    async fn model_metadata(
+        &self,
+        req: Request<pb::ModelMetadataRequest>,
+    ) -> GrpcResult<pb::ModelMetadataResponse> {
+        let r = req.into_inner();
+        let m = self
+            .router
+            .metadata(&r.name, Some(&r.version))
+            .map_err(ApiError::from)?;
+        Ok(Response::new(views::metadata_proto(m)))
+    }
+
+    async fn model_infer(
+        &self,
+        req: Request<pb::ModelInferRequest>,
+    ) -> GrpcResult<pb::ModelInferResponse> {
+        let model = req.get_ref().model_name.clone();
+        let request = codec::decode(req)
+            .inspect_err(|_| self.router.count_undecodable(&model, Protocol::Grpc))?;
+        let resp = self.router.infer(request).await.map_err(ApiError::from)?;
+        Ok(Response::new(codec::encode(resp)))
+    }
+
+    type ModelStreamInferStream =
+        Pin<Box<dyn Stream<Item = Result<pb::ModelStreamInferResponse, Status>> + Send>>;
+
+    async fn model_stream_infer(
+        &self,
+        _: Request<tonic::Streaming<pb::ModelInferRequest>>,
+    ) -> GrpcResult<Self::ModelStreamInferStream> {
+        unimplemented("streaming inference (ModelStreamInfer)")
+    }
+
+    async fn model_config(
+        &self,
+        req: Request<pb::ModelConfigRequest>,
+    ) -> GrpcResult<pb::ModelConfigResponse> {
+        let r = req.into_inner();
+        let mv = self
+            .router
+            .version(&r.name, Some(&r.version))
+            .map_err(ApiError::from)?;
+        Ok(Response::new(pb::ModelConfigResponse {
+            config: Some(views::config_proto(&mv)),
+        }))
+    }
+
+    async fn model_statistics(
+        &self,
+        req: Request<pb::ModelStatisticsRequest>,
+    ) -> GrpcResult<pb::ModelStatisticsResponse> {
+        let r = req.into_inner();
+        let model = Some(r.name.as_str()).filter(|n| !n.is_empty());
+        let stats = self
+            .router
+            .statistics(model, Some(&r.version))
+            .map_err(ApiError::from)?;
+        Ok(Response::new(pb::ModelStatisticsResponse {
+            model_stats: stats.into_iter().map(views::stats_proto).collect(),
+        }))
+    }
+
+    async fn repository_index(
+        &self,
+        req: Request<pb::RepositoryIndexRequest>,
+    ) -> GrpcResult<pb::RepositoryIndexResponse> {
+        let r = req.into_inner();
+        if !r.repository_name.is_empty() {
+            return Err(ApiError::BadRequest(
+                "this server has one model repository: leave repository_name empty".into(),
+            )
+            .into());
+        }
+        let models = self
+            .admin
+            .index(r.ready)?
+            .into_iter()
+            .map(|row| pb::repository_index_response::ModelIndex {
+                name: row.name,
+                version: row.version,
+                state: row.state,
+                reason: row.reason,
+            })
+            .collect();
+        Ok(Response::new(pb::RepositoryIndexResponse { models }))
+    }
+
+    async fn repository_model_load(
+        &self,
+        req: Request<pb::RepositoryModelLoadRequest>,
+    ) -> GrpcResult<pb::RepositoryModelLoadResponse> {
+        let auth = self.admin.authorize(authorization(&req))?;
+        let r = req.into_inner();
+        self.admin
+            .load(auth, &r.model_name, !r.parameters.is_empty())
+            .await?;
+        Ok(Response::new(pb::RepositoryModelLoadResponse {}))
+    }
+
+    async fn repository_model_unload(
+        &self,
+        req: Request<pb::RepositoryModelUnloadRequest>,
+    ) -> GrpcResult<pb::RepositoryModelUnloadResponse> {
+        let auth = self.admin.authorize(authorization(&req))?;
+        let r = req.into_inner();
+        self.admin.unload(auth, &r.model_name).await?;
+        Ok(Response::new(pb::RepositoryModelUnloadResponse {}))
+    }
+
+    async fn system_shared_memory_status(
+        &self,
+        _: Request<pb::SystemSharedMemoryStatusRequest>,
+    ) -> GrpcResult<pb::SystemSharedMemoryStatusResponse> {
+        unimplemented("system shared memory")
+    }
+
+    async fn system_shared_memory_register(
+        &self,
+        _: Request<pb::SystemSharedMemoryRegisterRequest>,
+    ) -> GrpcResult<pb::SystemSharedMemoryRegisterResponse> {
+        unimplemented("system shared memory")
+    }
+
+    async fn system_shared_memory_unregister(
+        &self,
+        _: Request<pb::SystemSharedMemoryUnregisterRequest>,
+    ) -> GrpcResult<pb::SystemSharedMemoryUnregisterResponse> {
+        unimplemented("system shared memory")
+    }
+
+    async fn cuda_shared_memory_status(
+        &self,
+        _: Request<pb::CudaSharedMemoryStatusRequest>,
+    ) -> GrpcResult<pb::CudaSharedMemoryStatusResponse> {
+        unimplemented("CUDA shared memory")
+    }
+
+    async fn cuda_shared_memory_register(
+        &self,
+        _: Request<pb::CudaSharedMemoryRegisterRequest>,
+    ) -> GrpcResult<pb::CudaSharedMemoryRegisterResponse> {
+        unimplemented("CUDA shared memory")
+    }
+
+    async fn cuda_shared_memory_unregister(
+        &self,
+        _: Request<pb::CudaSharedMemoryUnregisterRequest>,
+    ) -> GrpcResult<pb::CudaSharedMemoryUnregisterResponse> {
+        unimplemented("CUDA shared memory")
+    }
+
+    async fn trace_setting(
+        &self,
+        _: Request<pb::TraceSettingRequest>,
+    ) -> GrpcResult<pb::TraceSettingResponse> {
+        unimplemented("trace settings")
+    }
+
+    async fn log_settings(
+        &self,
+        _: Request<pb::LogSettingsRequest>,
+    ) -> GrpcResult<pb::LogSettingsResponse> {
+        unimplemented("log settings")
+    }
+}
