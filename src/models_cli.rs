@@ -6,19 +6,26 @@ use ferroserve::proto::inference as pb;
 use pb::grpc_inference_service_client::GrpcInferenceServiceClient;
 use tonic::metadata::MetadataValue;
 
+/// Where the server is and the token mutations need.
 #[derive(clap::Args)]
-pub struct ModelsArgs {
+pub struct Connection {
     /// The server's gRPC endpoint.
     #[arg(long, default_value = "http://127.0.0.1:8001", global = true)]
-    url: String,
-    /// Bearer token for load and unload (the server's admin_token).
+    pub url: String,
+    /// Bearer token for changes: load, unload, traffic, rollouts (the server's admin_token).
     #[arg(
         long,
         env = "FERROSERVE_ADMIN_TOKEN",
         hide_env_values = true,
         global = true
     )]
-    token: Option<String>,
+    pub token: Option<String>,
+}
+
+#[derive(clap::Args)]
+pub struct ModelsArgs {
+    #[command(flatten)]
+    conn: Connection,
     #[command(subcommand)]
     action: Action,
 }
@@ -39,9 +46,9 @@ enum Action {
 
 #[tokio::main(flavor = "current_thread")]
 pub async fn run(args: ModelsArgs) -> anyhow::Result<()> {
-    let mut client = GrpcInferenceServiceClient::connect(args.url.clone())
+    let mut client = GrpcInferenceServiceClient::connect(args.conn.url.clone())
         .await
-        .with_context(|| format!("cannot connect to {}", args.url))?;
+        .with_context(|| format!("cannot connect to {}", args.conn.url))?;
     match args.action {
         Action::List { ready } => {
             let index = client
@@ -67,7 +74,7 @@ pub async fn run(args: ModelsArgs) -> anyhow::Result<()> {
         }
         Action::Load { name } => {
             let req = authorized(
-                args.token.as_deref(),
+                args.conn.token.as_deref(),
                 tonic::Request::new(pb::RepositoryModelLoadRequest {
                     repository_name: String::new(),
                     model_name: name.clone(),
@@ -79,7 +86,7 @@ pub async fn run(args: ModelsArgs) -> anyhow::Result<()> {
         }
         Action::Unload { name } => {
             let req = authorized(
-                args.token.as_deref(),
+                args.conn.token.as_deref(),
                 tonic::Request::new(pb::RepositoryModelUnloadRequest {
                     repository_name: String::new(),
                     model_name: name.clone(),

@@ -6,23 +6,7 @@ use ferroserve::proto::admin as pb;
 use pb::traffic_admin_client::TrafficAdminClient;
 use tonic::transport::Channel;
 
-use crate::models_cli::{authorized, status};
-
-/// Where the server is and the token mutations need.
-#[derive(clap::Args)]
-pub struct Connection {
-    /// The server's gRPC endpoint.
-    #[arg(long, default_value = "http://127.0.0.1:8001", global = true)]
-    url: String,
-    /// Bearer token for changes (the server's admin_token).
-    #[arg(
-        long,
-        env = "FERROSERVE_ADMIN_TOKEN",
-        hide_env_values = true,
-        global = true
-    )]
-    token: Option<String>,
-}
+use crate::models_cli::{authorized, status, Connection};
 
 #[derive(clap::Args)]
 pub struct TrafficArgs {
