@@ -184,6 +184,33 @@ fn every_import_in_src_points_down_the_layers() {
     assert!(problems.is_empty(), "{}", problems.join("\n"));
 }
 
+/// Past this a file has more than one job, unless its opening lines say why it does not.
+const MAX_LINES: usize = 420;
+const LONG_FILE_REASON: &str = "//! Long because";
+
+#[test]
+fn every_source_file_has_one_job_or_says_why_it_is_long() {
+    let src = Path::new(ROOT).join("src");
+    let mut files = Vec::new();
+    rust_files(&src, &mut files);
+    let long: Vec<String> = files
+        .iter()
+        .filter_map(|file| {
+            let text = fs::read_to_string(file).expect("source is readable");
+            let lines = text.lines().count();
+            let explained = text
+                .lines()
+                .take(5)
+                .any(|l| l.starts_with(LONG_FILE_REASON));
+            (lines > MAX_LINES && !explained).then(|| format!("{} ({lines} lines)", file.display()))
+        })
+        .collect();
+    assert!(
+        long.is_empty(),
+        "files over {MAX_LINES} lines without a `{LONG_FILE_REASON} ...` line at the top: {long:?}"
+    );
+}
+
 #[test]
 fn every_module_of_the_crate_is_placed_in_a_layer() {
     let layers = architecture_layers();
