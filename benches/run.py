@@ -298,6 +298,8 @@ def overload(secs, warmup):
 
 OVERLOAD_HEADING = "## (f) Overload: bounded admission at 10x capacity"
 PROFILE_HEADING = "## (g) Where the time goes"
+AB_HEADING = "## (h) Restructuring A/B"
+KEPT_HEADINGS = (PROFILE_HEADING, AB_HEADING)
 
 
 def render_overload(o, started, machine, command):
@@ -467,14 +469,15 @@ def main():
     os.makedirs(os.path.dirname(args.json), exist_ok=True)
     with open(args.json, "w") as f:
         json.dump(results, f, indent=1)
-    # The hand-written profile section (benches/profile.py output and its reading) is kept.
+    # Sections written by other scripts (benches/profile.py's, benches/ab.py's) are kept.
     kept = ""
     if os.path.exists(args.out):
         text = open(args.out).read()
-        start = text.find(PROFILE_HEADING)
-        if start >= 0:
-            end = text.find("\n## ", start + len(PROFILE_HEADING))
-            kept = "\n" + text[start:end + 1 if end >= 0 else len(text)]
+        for heading in KEPT_HEADINGS:
+            start = text.find(heading)
+            if start >= 0:
+                end = text.find("\n## ", start + len(heading))
+                kept += "\n" + text[start:end + 1 if end >= 0 else len(text)]
     with open(args.out, "w") as f:
         f.write(render(results) + kept)
     log(f"wrote {args.out} and {args.json}")
