@@ -236,6 +236,25 @@ fn every_module_of_the_crate_is_placed_in_a_layer() {
 }
 
 #[test]
+fn every_source_file_has_its_line_in_the_module_map() {
+    let doc = fs::read_to_string(Path::new(ROOT).join("docs/ARCHITECTURE.md"))
+        .expect("docs/ARCHITECTURE.md exists");
+    let src = Path::new(ROOT).join("src");
+    let mut files = Vec::new();
+    rust_files(&src, &mut files);
+    let missing: Vec<String> = files
+        .iter()
+        .map(|f| f.strip_prefix(ROOT).unwrap_or(f).display().to_string())
+        .map(|f| f.trim_start_matches('/').to_string())
+        .filter(|f| !doc.lines().any(|l| l.starts_with(&format!("{f} "))))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "files without a line in the module map of docs/ARCHITECTURE.md: {missing:?}"
+    );
+}
+
+#[test]
 fn an_import_pointing_up_is_reported() {
     let layers = read_layers("```layers\napi\nrouting\nregistry\ntensor metrics\n```\n");
     let up = "use crate::routing::Router;\nuse crate::tensor::Tensor;\n";
