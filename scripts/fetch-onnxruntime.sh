@@ -19,6 +19,10 @@
 # naming the wheel hashes it came from, and is reused while they match.
 #
 # Environment: PYTHON=<interpreter with pip> (default: <repo>/.venv/bin/python, then python3).
+#   ORT_WHEELS_DIR=<dir>: a folder holding the pinned wheels is used offline (pip --no-index
+#   --find-links, hashes still checked); an empty or missing one is filled by the download, so a
+#   machine with network can prepare it for one without (scripts/gpu-check.sh --wheels).
+#   --print-requirements (after --gpu when wanted) prints the pinned requirements and exits.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -32,7 +36,8 @@ gpu=0
 case "${1:-}" in
     "") ;;
     --gpu) gpu=1 ;;
-    -h | --help) sed -n '2,21p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2; exit 0 ;;
+    --print-requirements) ;;
+    -h | --help) sed -n '2,25p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2; exit 0 ;;
     *) die "unknown argument ${1} (usage: $0 [--gpu])" ;;
 esac
 
@@ -66,6 +71,11 @@ nvidia-nvjitlink==13.5.37 \\
 nvidia-cudnn-cu13==9.28.1.4 \\
     --hash=sha256:a54f205b1db1f2895d99f398754db1369816f0569dd459731f925635cf7b65ec
 "
+
+if [ "${2:-}" = "--print-requirements" ] || [ "${1:-}" = "--print-requirements" ]; then
+    [ "$gpu" -eq 1 ] && printf '%s' "$GPU_REQS" || printf '%s' "$CPU_REQS"
+    exit 0
+fi
 
 if [ "$gpu" -eq 1 ]; then
     [ "$arch" = "x86_64" ] || die "the --gpu set is pinned for x86_64 only"
@@ -111,11 +121,22 @@ trap 'rm -rf "$work"' EXIT
 printf '%s' "$reqs" >"$work/requirements.txt"
 platform_args=()
 for p in "${platforms[@]}"; do platform_args+=(--platform "$p"); done
-log "downloading ONNX Runtime $VERSION$([ "$gpu" -eq 1 ] && echo ' (GPU, several GB)') with pip (hash-pinned)"
+index_args=()
+wheels_dir="${ORT_WHEELS_DIR:-}"
+if [ -n "$wheels_dir" ] && compgen -G "$wheels_dir/*.whl" >/dev/null; then
+    index_args=(--no-index --find-links "$wheels_dir")
+    log "installing ONNX Runtime $VERSION from $wheels_dir (offline, hash-pinned)"
+else
+    log "downloading ONNX Runtime $VERSION$([ "$gpu" -eq 1 ] && echo ' (GPU, several GB)') with pip (hash-pinned)"
+fi
 PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_INPUT=1 "$python" -m pip download --quiet \
-    --no-deps --only-binary=:all: --require-hashes \
+    --no-deps --only-binary=:all: --require-hashes "${index_args[@]}" \
     "${platform_args[@]}" --python-version 311 --implementation cp --abi cp311 --abi none \
     -r "$work/requirements.txt" -d "$work/wheels" >&2
+if [ -n "$wheels_dir" ] && [ "${#index_args[@]}" -eq 0 ]; then
+    mkdir -p "$wheels_dir" && cp "$work/wheels"/*.whl "$wheels_dir/"
+    log "kept the wheels in $wheels_dir"
+fi
 
 # Extract into a fresh folder and swap it in, so an interrupted run leaves nothing half-done.
 rm -rf "$dest.partial"
