@@ -158,15 +158,28 @@ async fn bodies_sent_a_byte_at_a_time_do_not_block_health_and_are_cut_off() {
     assert_http_live(server.http, "/v2/health/live").await;
     let limit = Duration::from_secs_f64(TIMEOUT) + SLACK;
     let reads = readers.into_iter().map(|mut rd| async move {
-        let mut sink = Vec::new();
-        let _ = rd.read_to_end(&mut sink).await;
+        let mut got = Vec::new();
+        let _ = rd.read_to_end(&mut got).await;
+        String::from_utf8_lossy(&got).into_owned()
     });
-    tokio::time::timeout(
+    let answers = tokio::time::timeout(
         limit.saturating_sub(opened.elapsed()),
         futures_util::future::join_all(reads),
     )
     .await
     .unwrap_or_else(|_| panic!("slow bodies still being read {limit:?} after they began"));
+    // Evicted for a newcomer (nothing sent back), or answered with the reason.
+    let told = answers
+        .iter()
+        .filter(|a| a.contains("did not arrive within the body read timeout"))
+        .count();
+    assert!(
+        answers
+            .iter()
+            .all(|a| a.is_empty() || a.starts_with("HTTP/1.1 400")),
+        "{answers:?}"
+    );
+    assert!(told >= LIMIT / 2, "{answers:?}");
     assert_http_live(server.http, "/v2/health/live").await;
     server.stop().await.unwrap();
 }
