@@ -3,9 +3,10 @@
 //! and a socket wrapper through which a connection can be closed from outside its own task
 //! (tonic owns its gRPC connections; we only hand it sockets).
 //!
-//! When a port's table is full, a new connection is not left in the kernel's backlog: the
-//! oldest connection with no request in flight is closed for it, else the oldest that has not
-//! completed a request yet (a slow first body, a client that never finished a handshake).
+//! When a port's table is full, a new connection is not left in the kernel's backlog: one is
+//! closed for it, in this order: the oldest that has sent no request yet (silent, or stuck in
+//! its handshake), the one idle longest between requests, the oldest whose first request is
+//! still in flight (a slow first body).
 //! Why: a backlog lets a few hundred silent sockets hold every slot until their timeouts run
 //! out, so a health probe (one fresh connection, one quick request) would fail under an attack
 //! that costs the attacker nothing; evicting what is idle or has produced nothing lets the
@@ -151,9 +152,11 @@ impl ConnTable {
         let live = conns.values().filter(|c| !c.is_closing()).count();
         if live >= max.max(1) {
             let open = || conns.values().filter(|c| !c.is_closing());
+            // Never-productive first (what a flood of silent sockets consists of, so a flood
+            // evicts itself before any client that has been served), then idle longest.
             let idle = open()
                 .filter(|c| c.in_flight.load(Ordering::Acquire) == 0)
-                .min_by_key(|c| c.last_active());
+                .min_by_key(|c| (c.completed.load(Ordering::Relaxed) > 0, c.last_active()));
             let victim = idle.or_else(|| {
                 open()
                     .filter(|c| c.completed.load(Ordering::Relaxed) == 0)
@@ -368,6 +371,18 @@ mod tests {
         let _new = table.admit(2).expect("an idle one evicted");
         assert!(old.is_closing());
         assert!(!recent.is_closing());
+    }
+
+    #[test]
+    fn a_full_table_evicts_a_silent_newcomer_before_a_served_idle_client() {
+        let table = ConnTable::default();
+        let client = served(&table);
+        client.last_active_ms.store(0, Ordering::Relaxed);
+        let silent = table.admit(2).expect("a slot");
+        silent.last_active_ms.store(10, Ordering::Relaxed);
+        let _new = table.admit(2).expect("the silent one evicted");
+        assert!(silent.is_closing());
+        assert!(!client.is_closing());
     }
 
     #[test]
