@@ -10,8 +10,6 @@ use std::time::Instant;
 use anyhow::Context;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
-use tokio_stream::wrappers::TcpListenerStream;
-use tokio_stream::StreamExt;
 
 use crate::api;
 use crate::api::admin::Admin;
@@ -22,9 +20,6 @@ use crate::metrics::Metrics;
 use crate::registry::manager::ModelManager;
 use crate::registry::{repository, Registry, VersionState};
 use crate::routing::Router;
-
-/// HTTP/2 streams (concurrent gRPC calls) per connection.
-const GRPC_MAX_STREAMS: u32 = 1024;
 
 /// The three bound sockets the server serves on.
 pub struct Listeners {
@@ -93,10 +88,7 @@ pub async fn run(
 
     // Serve first: liveness answers while models load, readiness waits for them.
     let http_app = api::http::app(router.clone(), admin.clone(), config.max_request_bytes);
-    let limits = ConnLimits {
-        header_read_timeout: std::time::Duration::from_secs_f64(config.header_read_timeout_secs),
-        max_connections: config.max_connections,
-    };
+    let limits = conn_limits(&config);
     let http = tokio::spawn(api::serve::serve(
         listeners.http,
         http_app,
@@ -104,18 +96,18 @@ pub async fn run(
         stopped(),
     ));
 
-    let grpc_incoming = TcpListenerStream::new(listeners.grpc).map(|s| {
-        if let Ok(tcp) = &s {
-            let _ = tcp.set_nodelay(true);
-        }
-        s
-    });
+    let grpc_incoming = api::serve::grpc_incoming(listeners.grpc, limits);
     let grpc = tokio::spawn(
         tonic::transport::Server::builder()
             // Bounded per connection, and dead peers found: no connection holds memory forever.
-            .max_concurrent_streams(Some(GRPC_MAX_STREAMS))
-            .http2_keepalive_interval(Some(std::time::Duration::from_secs(30)))
-            .http2_keepalive_timeout(Some(std::time::Duration::from_secs(20)))
+            // (Connection count, handshake and idle bounds come with `grpc_incoming`; tonic's
+            // `tcp_keepalive` applies only to its own listener, and the pings cover it.)
+            .max_concurrent_streams(Some(limits.max_streams))
+            .http2_keepalive_interval(Some(limits.keepalive_interval))
+            .http2_keepalive_timeout(Some(limits.keepalive_timeout))
+            .layer(api::serve::GrpcConnLayer {
+                body_read_timeout: limits.body_read_timeout,
+            })
             .layer(tower::util::MapResponseLayer::new(api::grpc::map_oversize))
             .add_service(api::grpc::service(
                 router.clone(),
@@ -196,6 +188,20 @@ pub async fn run(
     }
     tracing::info!("stopped");
     Ok(())
+}
+
+fn conn_limits(config: &ServerConfig) -> ConnLimits {
+    let secs = std::time::Duration::from_secs_f64;
+    ConnLimits {
+        header_read_timeout: secs(config.header_read_timeout_secs),
+        handshake_timeout: secs(config.handshake_timeout_secs),
+        body_read_timeout: secs(config.body_read_timeout_secs),
+        idle_timeout: secs(config.idle_timeout_secs),
+        keepalive_interval: secs(config.http2_keepalive_interval_secs),
+        keepalive_timeout: secs(config.http2_keepalive_timeout_secs),
+        max_streams: config.http2_max_concurrent_streams,
+        max_connections: config.max_connections,
+    }
 }
 
 fn log_summary(

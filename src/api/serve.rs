@@ -1,30 +1,30 @@
-//! The HTTP accept loop (what `axum::serve` does, plus connection limits it cannot set): a
-//! header read timeout, so a client sending its headers slowly cannot hold a connection (and a
-//! task and its buffer) for long; a bound on open connections (past it, new ones wait in the
-//! kernel's backlog); and graceful shutdown that lets requests in flight finish.
+//! The accept loops of the three ports, with every phase of a connection bounded
+//! (`conn::ConnLimits`): HTTP and metrics are served here with hyper (what `axum::serve` does,
+//! plus the limits it cannot set); gRPC is served by tonic from the connections `grpc_incoming`
+//! admits, with `GrpcConnLayer` tracking its requests. Graceful shutdown lets requests in
+//! flight finish.
 //!
 //! hyper starts the header timer whenever it waits for a request head, so it also closes
-//! keep-alive connections idle for that long.
+//! HTTP/1 keep-alive connections idle for that long.
 
 use std::future::Future;
+use std::io;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
+use futures_util::Stream;
+use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto::Builder;
 use hyper_util::server::graceful::GracefulShutdown;
-use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
+use tonic::transport::server::{Connected, TcpConnectInfo};
+use tower::ServiceExt;
 
-/// Per-connection limits of the HTTP listeners.
-#[derive(Debug, Clone, Copy)]
-pub struct ConnLimits {
-    /// An HTTP/1 request's headers must arrive within this, else the connection is closed.
-    pub header_read_timeout: Duration,
-    /// Open connections at most; further ones are accepted as others close.
-    pub max_connections: usize,
-}
+pub use super::conn::ConnLimits;
+use super::conn::{self, ConnState, ConnTable, Guarded, TimedBody};
 
 /// Serves `app` on `listener` until `shutdown` completes, then stops accepting and waits for
 /// open connections to finish their requests (idle ones close at once).
@@ -33,28 +33,25 @@ pub async fn serve(
     app: axum::Router,
     limits: ConnLimits,
     shutdown: impl Future<Output = ()>,
-) -> std::io::Result<()> {
+) -> io::Result<()> {
     let mut builder = Builder::new(TokioExecutor::new());
     builder
         .http1()
         .timer(TokioTimer::new())
         .header_read_timeout(limits.header_read_timeout);
-    builder.http2().timer(TokioTimer::new());
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(limits.max_streams)
+        .keep_alive_interval(limits.keepalive_interval)
+        .keep_alive_timeout(limits.keepalive_timeout);
     let graceful = GracefulShutdown::new();
-    let slots = Arc::new(Semaphore::new(limits.max_connections.max(1)));
+    let table = Arc::new(ConnTable::default());
     tokio::pin!(shutdown);
     loop {
-        let slot = tokio::select! {
-            slot = slots.clone().acquire_owned() => match slot {
-                Ok(slot) => slot,
-                // Never closed while this loop runs.
-                Err(_) => break,
-            },
-            () = &mut shutdown => break,
-        };
-        let tcp = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok((tcp, _)) => tcp,
+        let io = tokio::select! {
+            accepted = conn::accept(&listener, &table, limits) => match accepted {
+                Ok(io) => io,
                 Err(e) => {
                     // Out of descriptors or a connection reset before accept: serving goes on.
                     tracing::warn!("accept failed: {e}");
@@ -64,21 +61,140 @@ pub async fn serve(
             },
             () = &mut shutdown => break,
         };
-        let _ = tcp.set_nodelay(true);
-        let service = TowerToHyperService::new(app.clone());
+        let state = io.state().clone();
+        let service = tracked(app.clone(), state.clone(), limits.body_read_timeout);
         let conn = builder
-            .serve_connection_with_upgrades(TokioIo::new(tcp), service)
+            .serve_connection_with_upgrades(TokioIo::new(io), service)
             .into_owned();
         let conn = graceful.watch(conn);
         tokio::spawn(async move {
-            // A slow or vanished client ends its own connection; nothing to report.
-            if let Err(e) = conn.await {
-                tracing::debug!("connection closed: {e}");
+            tokio::select! {
+                // A slow or vanished client ends its own connection; nothing to report.
+                done = conn => if let Err(e) = done {
+                    tracing::debug!("connection closed: {e}");
+                },
+                // Closed by its bounds (timeout or eviction): dropping it closes the socket.
+                () = state.closed() => {}
             }
-            drop(slot);
         });
     }
     drop(listener);
     graceful.shutdown().await;
     Ok(())
+}
+
+/// `app` for one connection: each request counts as in flight on `state` until answered, and
+/// its body must arrive within `body_timeout`.
+fn tracked(
+    app: axum::Router,
+    state: Arc<ConnState>,
+    body_timeout: Duration,
+) -> impl hyper::service::Service<
+    http::Request<Incoming>,
+    Response = axum::response::Response,
+    Error = std::convert::Infallible,
+    Future = impl Future<Output = Result<axum::response::Response, std::convert::Infallible>> + Send,
+> + Clone {
+    hyper::service::service_fn(move |req: http::Request<Incoming>| {
+        let guard = state.start_request();
+        let req = req.map(|b| axum::body::Body::new(TimedBody::new(b, body_timeout)));
+        let call = app.clone().oneshot(req);
+        async move {
+            let response = call.await;
+            drop(guard);
+            response
+        }
+    })
+}
+
+/// The gRPC port's connections, admitted and watched like the HTTP ones, for tonic's
+/// `serve_with_incoming_shutdown`.
+pub fn grpc_incoming(
+    listener: TcpListener,
+    limits: ConnLimits,
+) -> impl Stream<Item = io::Result<Guarded>> {
+    let table = Arc::new(ConnTable::default());
+    futures_util::stream::unfold((listener, table), move |(listener, table)| async move {
+        let next = conn::accept(&listener, &table, limits).await;
+        if let Err(e) = &next {
+            // tonic skips a failed accept; pause so running out of descriptors does not spin.
+            tracing::warn!("accept failed: {e}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        Some((next, (listener, table)))
+    })
+}
+
+/// What tonic puts in each gRPC request's extensions: the connection it came on.
+#[derive(Clone)]
+pub struct GrpcConnInfo {
+    pub conn: Arc<ConnState>,
+    pub tcp: TcpConnectInfo,
+}
+
+impl Connected for Guarded {
+    type ConnectInfo = GrpcConnInfo;
+
+    fn connect_info(&self) -> GrpcConnInfo {
+        GrpcConnInfo {
+            conn: self.state().clone(),
+            tcp: self.tcp().connect_info(),
+        }
+    }
+}
+
+/// Counts each gRPC call as in flight on its connection and bounds its body read.
+#[derive(Debug, Clone, Copy)]
+pub struct GrpcConnLayer {
+    pub body_read_timeout: Duration,
+}
+
+impl<S> tower::Layer<S> for GrpcConnLayer {
+    type Service = GrpcConn<S>;
+
+    fn layer(&self, inner: S) -> GrpcConn<S> {
+        GrpcConn {
+            inner,
+            body_read_timeout: self.body_read_timeout,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct GrpcConn<S> {
+    inner: S,
+    body_read_timeout: Duration,
+}
+
+type GrpcRequest = http::Request<tonic::body::Body>;
+
+impl<S> tower::Service<GrpcRequest> for GrpcConn<S>
+where
+    S: tower::Service<GrpcRequest>,
+    S::Future: Send + 'static,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<S::Response, S::Error>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: GrpcRequest) -> Self::Future {
+        let guard = req
+            .extensions()
+            .get::<GrpcConnInfo>()
+            .map(|info| info.conn.start_request());
+        let timeout = self.body_read_timeout;
+        // Streaming RPCs are not served (ModelStreamInfer answers UNIMPLEMENTED), so every
+        // body is one unary message and a total deadline fits it.
+        let req = req.map(|b| tonic::body::Body::new(TimedBody::new(b, timeout)));
+        let call = self.inner.call(req);
+        Box::pin(async move {
+            let response = call.await;
+            drop(guard);
+            response
+        })
+    }
 }

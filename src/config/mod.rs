@@ -103,4 +103,22 @@ mod tests {
         assert_eq!(cfg.shutdown.timeout, ShutdownConfig::default().timeout);
         assert_eq!(cfg.http_port, ServerConfig::default().http_port);
     }
+
+    #[test]
+    fn connection_timeouts_out_of_range_are_refused_by_name() {
+        // Each would otherwise panic in Duration::from_secs_f64 or hold connections for ever.
+        for key in [
+            "handshake_timeout_secs",
+            "body_read_timeout_secs",
+            "idle_timeout_secs",
+        ] {
+            for bad in ["0", "-1", "1e300", "nan"] {
+                let cfg: ServerConfig = toml::from_str(&format!("{key} = {bad}")).unwrap();
+                let err = cfg.validate().unwrap_err().to_string();
+                assert!(err.contains(key), "{key} = {bad}: {err}");
+            }
+        }
+        let cfg: ServerConfig = toml::from_str("http2_max_concurrent_streams = 0").unwrap();
+        assert!(cfg.validate().is_err());
+    }
 }

@@ -54,9 +54,24 @@ pub struct ServerConfig {
     /// closed, so slow clients cannot hold connections. hyper also applies it to keep-alive
     /// connections waiting for their next request: keep it above a load balancer's idle timeout.
     pub header_read_timeout_secs: f64,
-    /// Open HTTP connections (inference and metrics ports, each) at most; more wait to be
-    /// accepted.
+    /// Open connections per port (HTTP, gRPC and metrics, each). When full, a new connection
+    /// closes the oldest idle one (or one that has not completed a request yet) instead of
+    /// waiting, so probes get through.
     pub max_connections: usize,
+    /// Seconds a new connection gets to deliver its first request (HTTP/1 head, HTTP/2 preface
+    /// and first stream), on every port.
+    pub handshake_timeout_secs: f64,
+    /// Seconds a request's body may take to arrive whole after its head.
+    pub body_read_timeout_secs: f64,
+    /// Seconds a connection may stay open with no request in flight (HTTP/2 and gRPC mostly:
+    /// `header_read_timeout_secs` closes idle HTTP/1 connections first).
+    pub idle_timeout_secs: f64,
+    /// HTTP/2 (and gRPC) keep-alive: a ping this often, and the connection is closed when one
+    /// is not answered within `http2_keepalive_timeout_secs`.
+    pub http2_keepalive_interval_secs: f64,
+    pub http2_keepalive_timeout_secs: f64,
+    /// Concurrent HTTP/2 streams (requests) per connection, on the HTTP and gRPC ports.
+    pub http2_max_concurrent_streams: u32,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
@@ -135,6 +150,12 @@ impl Default for ServerConfig {
             max_concurrent_requests: 0,
             header_read_timeout_secs: 75.0,
             max_connections: 4096,
+            handshake_timeout_secs: 10.0,
+            body_read_timeout_secs: 60.0,
+            idle_timeout_secs: 300.0,
+            http2_keepalive_interval_secs: 30.0,
+            http2_keepalive_timeout_secs: 20.0,
+            http2_max_concurrent_streams: 1024,
         }
     }
 }
@@ -167,6 +188,30 @@ impl ServerConfig {
                 "header_read_timeout_secs must be 0.01..=3600, got {}",
                 self.header_read_timeout_secs
             )));
+        }
+        for (key, v) in [
+            ("handshake_timeout_secs", self.handshake_timeout_secs),
+            ("body_read_timeout_secs", self.body_read_timeout_secs),
+            ("idle_timeout_secs", self.idle_timeout_secs),
+            (
+                "http2_keepalive_interval_secs",
+                self.http2_keepalive_interval_secs,
+            ),
+            (
+                "http2_keepalive_timeout_secs",
+                self.http2_keepalive_timeout_secs,
+            ),
+        ] {
+            if !(0.01..=86_400.0).contains(&v) {
+                return Err(ConfigError::Invalid(format!(
+                    "{key} must be 0.01..=86400 seconds, got {v}"
+                )));
+            }
+        }
+        if self.http2_max_concurrent_streams == 0 {
+            return Err(ConfigError::Invalid(
+                "http2_max_concurrent_streams must be positive".into(),
+            ));
         }
         if self.max_connections == 0 {
             return Err(ConfigError::Invalid(
