@@ -37,13 +37,15 @@ struct Graph {
     pad_single_rows: bool,
 }
 
-pub fn load(path: &Path, options: &LoadOptions) -> Result<LoadedModel, BackendError> {
+pub fn load(model: &[u8], path: &Path, options: &LoadOptions) -> Result<LoadedModel, BackendError> {
     let fail = |reason: LoadFailure| BackendError::Load {
         path: path.display().to_string(),
         reason,
     };
     let engine = |e: tp::TractError| fail(LoadFailure::Engine(format!("{e:#}")));
-    let model = tract_onnx::onnx().model_for_path(path).map_err(engine)?;
+    let model = tract_onnx::onnx()
+        .model_for_read(&mut &model[..])
+        .map_err(engine)?;
 
     let mut output_dtypes = Vec::new();
     for ix in 0..model.outputs.len() {

@@ -5,6 +5,7 @@
 
 pub mod loader;
 pub mod manager;
+pub mod open;
 pub mod reconcile;
 pub mod repository;
 

@@ -63,7 +63,9 @@ impl ModelManager {
             self.metrics
                 .set_model_state(&name, &v.to_string(), "LOADING");
             let started = std::time::Instant::now();
-            let loaded = loader::load_version(&name, *v, file, &config, self.metrics.clone()).await;
+            let loaded =
+                loader::load_version(&name, *v, &dir.root, file, &config, self.metrics.clone())
+                    .await;
             self.loading_set().remove(&(name.clone(), *v));
             match loaded {
                 Ok(mv) => {
