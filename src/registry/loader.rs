@@ -48,6 +48,9 @@ pub async fn load_version(
     metrics: Arc<Metrics>,
 ) -> Result<Arc<ModelVersion>, LoadError> {
     let start = Instant::now();
+    let version_label = version.to_string();
+    // Held before any series of this version is created, dropped with the version.
+    let series = metrics.hold_version(name, &version_label);
     let (signature, instances, file_fingerprint) = {
         let (root, file, config) = (root.to_path_buf(), file.to_path_buf(), config.clone());
         tokio::task::spawn_blocking(move || {
@@ -58,7 +61,6 @@ pub async fn load_version(
         })
         .await??
     };
-    let version_label = version.to_string();
     let stats = Arc::new(VersionStats::default());
     let batcher = Batcher::start(
         BatcherConfig {
@@ -105,6 +107,7 @@ pub async fn load_version(
         window: Default::default(),
         load_time: start.elapsed(),
         file_fingerprint,
+        series,
     }))
 }
 
