@@ -158,6 +158,37 @@ async fn unloaded_versions_lose_their_metric_series_once_drained() {
     assert_eq!(server.get("/v2/health/live").await.0, 200);
 }
 
+#[tokio::test]
+async fn an_unloaded_model_loses_its_series_and_a_reload_starts_them_afresh() {
+    let repo = common::repo([copy_model("mlp")]);
+    let server = mlp_server(repo.path()).await;
+    let c = reqwest::Client::new();
+    for _ in 0..3 {
+        assert_eq!(infer(&c, &server).await, Ok("1".into()));
+    }
+    let ok_line = r#"ferroserve_requests_total{code="ok",model="mlp",protocol="http",version="1"}"#;
+    assert!(server
+        .metrics_text()
+        .await
+        .contains(&format!("{ok_line} 3")));
+    let admin = |path: &'static str| c.post(server.url(path)).bearer_auth(TOKEN).send();
+    let r = admin("/v2/repository/models/mlp/unload").await.unwrap();
+    assert_eq!(r.status(), 200);
+    common::poll_until(
+        Duration::from_secs(30),
+        "an unloaded model kept its version series",
+        || server.metrics_text(),
+        |text| versions_with_series(text).is_empty(),
+    )
+    .await;
+    let r = admin("/v2/repository/models/mlp/load").await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(infer(&c, &server).await, Ok("1".into()));
+    let text = server.metrics_text().await;
+    assert!(text.contains(&format!("{ok_line} 1")), "{text}");
+    assert_eq!(server.get("/v2/health/live").await.0, 200);
+}
+
 /// 1,000 swaps, one request each: RSS after them stays within 10% of RSS after
 /// the first 100, the thread count stays put, and `/metrics` is as long as it was. Before
 /// unloaded versions lost their series, each swap left ~90 series (~20 KiB) behind: 900 swaps
