@@ -115,21 +115,21 @@ pub fn load(
         path: path.display().to_string(),
         reason: LoadFailure::Read(e.to_string()),
     })?;
-    load_bytes(kind, &model, path, options)
+    load_bytes(kind, model.into(), path, options)
 }
 
 /// Loads a model from its file's bytes; `path` only names it in messages. Nothing else is read
 /// from disk (an ONNX file's external data is not followed), so the bytes are the whole model.
 pub fn load_bytes(
     kind: BackendKind,
-    model: &[u8],
+    model: bytes::Bytes,
     path: &Path,
     options: &LoadOptions,
 ) -> Result<LoadedModel, BackendError> {
     match kind {
         BackendKind::Tract => tract::load(model, path, options),
         #[cfg(feature = "onnxruntime")]
-        BackendKind::OnnxRuntime => onnxruntime::load(model, path, options),
+        BackendKind::OnnxRuntime => onnxruntime::load(&model, path, options),
         #[cfg(not(feature = "onnxruntime"))]
         BackendKind::OnnxRuntime => {
             let _ = model;

@@ -56,7 +56,7 @@ pub async fn load_version(
         tokio::task::spawn_blocking(move || {
             // What the backend builds from is the bytes of the file checked at open time.
             let model = read_inside(&root, &file)?;
-            let (signature, instances) = build(&model.bytes, &file, &config)?;
+            let (signature, instances) = build(model.bytes.into(), &file, &config)?;
             Ok::<_, LoadError>((signature, instances, model.fingerprint))
         })
         .await??
@@ -112,7 +112,7 @@ pub async fn load_version(
 }
 
 fn build(
-    model: &[u8],
+    model: Bytes,
     file: &Path,
     config: &ModelConfig,
 ) -> Result<(Signature, Vec<Box<dyn Backend>>), LoadError> {
