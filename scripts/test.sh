@@ -72,7 +72,7 @@ run_rust_tests() {
         cargo nextest run --release "${LOCKED[@]}"
     else
         echo "cargo-nextest not installed; falling back to cargo test"
-        cargo test --release "${LOCKED[@]}" -- --skip memory_stays_flat_over_200_load_unload_cycles && cargo test --release "${LOCKED[@]}" --test hot_swap -- --exact memory_stays_flat_over_200_load_unload_cycles
+        cargo test --release "${LOCKED[@]}" -- --skip memory_stays_flat_over_ && cargo test --release "${LOCKED[@]}" --test hot_swap -- --exact memory_stays_flat_over_200_load_unload_cycles && cargo test --release "${LOCKED[@]}" --test version_churn -- --exact memory_stays_flat_over_1000_version_swaps
     fi
 }
 

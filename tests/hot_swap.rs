@@ -7,7 +7,10 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{add_version, bundled_models, copy_model, pb, Builder, TestServer};
+use common::{
+    add_version, assert_alone_in_this_process, bundled_models, copy_model, pb, rss_kib, threads,
+    Builder, TestServer,
+};
 use ferroserve::config::ModelControlMode;
 use pb::grpc_inference_service_client::GrpcInferenceServiceClient;
 use serde_json::{json, Value};
@@ -295,35 +298,9 @@ async fn unloading_finishes_requests_in_flight_and_refuses_new_ones() {
     );
 }
 
-fn rss_kib() -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap();
-    let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
-    line.split_whitespace().nth(1).unwrap().parse().unwrap()
-}
-
-fn threads() -> usize {
-    std::fs::read_dir("/proc/self/task").unwrap().count()
-}
-
 /// Each cycle loads `mlp` (one instance thread, ~150 KiB of weights and plan), answers one
 /// request and unloads it. A leaked version would keep its thread and its weights: 190 of them
 /// would add 190 threads and well over 16 MiB: far beyond the 10% of RSS allowed.
-/// RSS and the thread count are the test process's: they measure this test's server only when
-/// nothing else runs in the process. nextest runs every test in its own process
-/// (.config/nextest.toml says so); under `cargo test` the test must be run alone, as
-/// scripts/test.sh does without nextest. Anything else fails here instead of measuring other
-/// tests' servers.
-fn assert_alone_in_this_process(test: &str) {
-    let nextest = std::env::var("NEXTEST_EXECUTION_MODE").as_deref() == Ok("process-per-test");
-    let args: Vec<String> = std::env::args().collect();
-    let alone = args.iter().any(|a| a == "--exact") && args.iter().any(|a| a == test);
-    assert!(
-        nextest || alone,
-        "{test} measures process-wide RSS and threads: run it under cargo nextest, or alone with \
-         `cargo test --test hot_swap -- --exact {test}` (args: {args:?})"
-    );
-}
-
 #[tokio::test]
 async fn memory_stays_flat_over_200_load_unload_cycles() {
     assert_alone_in_this_process("memory_stays_flat_over_200_load_unload_cycles");

@@ -45,6 +45,8 @@ pub enum LoadFailure {
     FixedBatchDimension { max_batch_size: usize, dim: String },
     #[error("max_batch_size > 0 but the first input is a scalar")]
     ScalarBatchInput,
+    #[error("cannot read: {0}")]
+    Read(String),
     #[error("this ferroserve was built without the `onnxruntime` feature")]
     NotCompiledIn,
     #[cfg(feature = "onnxruntime")]
@@ -102,21 +104,40 @@ pub struct LoadedModel {
     pub instances: Vec<Box<dyn Backend>>,
 }
 
-/// Loads `path` with the chosen engine. Blocking: call it off the async runtime.
+/// Loads the model file at `path` with the chosen engine. Blocking: call it off the async
+/// runtime. The server loads through [`load_bytes`] with bytes it read and checked itself.
 pub fn load(
     kind: BackendKind,
     path: &Path,
     options: &LoadOptions,
 ) -> Result<LoadedModel, BackendError> {
+    let model = std::fs::read(path).map_err(|e| BackendError::Load {
+        path: path.display().to_string(),
+        reason: LoadFailure::Read(e.to_string()),
+    })?;
+    load_bytes(kind, model.into(), path, options)
+}
+
+/// Loads a model from its file's bytes; `path` only names it in messages. Nothing else is read
+/// from disk (an ONNX file's external data is not followed), so the bytes are the whole model.
+pub fn load_bytes(
+    kind: BackendKind,
+    model: bytes::Bytes,
+    path: &Path,
+    options: &LoadOptions,
+) -> Result<LoadedModel, BackendError> {
     match kind {
-        BackendKind::Tract => tract::load(path, options),
+        BackendKind::Tract => tract::load(model, path, options),
         #[cfg(feature = "onnxruntime")]
-        BackendKind::OnnxRuntime => onnxruntime::load(path, options),
+        BackendKind::OnnxRuntime => onnxruntime::load(&model, path, options),
         #[cfg(not(feature = "onnxruntime"))]
-        BackendKind::OnnxRuntime => Err(BackendError::Load {
-            path: path.display().to_string(),
-            reason: LoadFailure::NotCompiledIn,
-        }),
+        BackendKind::OnnxRuntime => {
+            let _ = model;
+            Err(BackendError::Load {
+                path: path.display().to_string(),
+                reason: LoadFailure::NotCompiledIn,
+            })
+        }
     }
 }
 

@@ -37,13 +37,19 @@ struct Graph {
     pad_single_rows: bool,
 }
 
-pub fn load(path: &Path, options: &LoadOptions) -> Result<LoadedModel, BackendError> {
+pub fn load(model: Bytes, path: &Path, options: &LoadOptions) -> Result<LoadedModel, BackendError> {
     let fail = |reason: LoadFailure| BackendError::Load {
         path: path.display().to_string(),
         reason,
     };
     let engine = |e: tp::TractError| fail(LoadFailure::Engine(format!("{e:#}")));
-    let model = tract_onnx::onnx().model_for_path(path).map_err(engine)?;
+    // Decoded from the caller's buffer, so tensor data is not copied once more on the way.
+    let proto = <tract_onnx::pb::ModelProto as prost::Message>::decode(model)
+        .map_err(|e| fail(LoadFailure::Engine(format!("not an ONNX model: {e}"))))?;
+    let model = tract_onnx::onnx()
+        .model_for_proto_model(&proto)
+        .map_err(engine)?;
+    drop(proto);
 
     let mut output_dtypes = Vec::new();
     for ix in 0..model.outputs.len() {

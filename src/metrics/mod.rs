@@ -7,8 +7,10 @@ use prometheus::{
 };
 
 mod process;
+mod series;
 mod stats;
 
+pub use series::VersionSeries;
 pub use stats::{BatchTimes, Duration64, PhaseTimes, VersionStats};
 
 pub const PREFIX: &str = "ferroserve";
@@ -102,6 +104,7 @@ pub struct Metrics {
     pub rejected: IntCounterVec,
     pub load_failures: IntCounterVec,
     pub traffic: TrafficMetrics,
+    live: series::Live,
 }
 
 impl Metrics {
@@ -182,6 +185,7 @@ impl Metrics {
                 &["model"],
             )?,
             traffic: TrafficMetrics::new()?,
+            live: Default::default(),
             registry,
         };
         m.traffic.register(&m.registry)?;

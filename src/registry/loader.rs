@@ -2,12 +2,13 @@
 //! thread, reconcile the graph with the config, warm every instance up at its batch sizes, start
 //! the batcher. Any failure is returned and nothing is published.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
 
+use super::open::{read_inside, ReadError};
 use super::reconcile::{check_outputs, reconcile, OutputMismatch, SignatureError};
 use super::{ModelVersion, Signature};
 use crate::backend::{self, Backend, BackendError, LoadOptions};
@@ -20,15 +21,8 @@ use crate::tensor::Tensor;
 /// Why a version could not be loaded; the manager reports it (index, log, control answer).
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
-    #[error("{} does not exist", .0.display())]
-    Missing(PathBuf),
-    #[error("{}: {source}", .path.display())]
-    Unreadable {
-        path: PathBuf,
-        source: std::io::Error,
-    },
-    #[error("{} is not a file", .0.display())]
-    NotAFile(PathBuf),
+    #[error(transparent)]
+    File(#[from] ReadError),
     #[error("loader thread failed: {0}")]
     Thread(#[from] tokio::task::JoinError),
     #[error(transparent)]
@@ -43,31 +37,30 @@ pub enum LoadError {
     Threads(#[source] std::io::Error),
 }
 
-/// Loads `file` as version `version` of model `name`. Blocking work runs off the async runtime.
+/// Loads `file` as version `version` of model `name`; `file` must resolve inside `root` (the
+/// canonical repository root). Blocking work runs off the async runtime.
 pub async fn load_version(
     name: &str,
     version: u64,
+    root: &Path,
     file: &Path,
     config: &ModelConfig,
     metrics: Arc<Metrics>,
 ) -> Result<Arc<ModelVersion>, LoadError> {
     let start = Instant::now();
-    let meta = std::fs::metadata(file).map_err(|e| match e.kind() {
-        std::io::ErrorKind::NotFound => LoadError::Missing(file.to_path_buf()),
-        _ => LoadError::Unreadable {
-            path: file.to_path_buf(),
-            source: e,
-        },
-    })?;
-    if !meta.is_file() {
-        return Err(LoadError::NotAFile(file.to_path_buf()));
-    }
-    let file_fingerprint = meta.modified().ok().map(|m| (meta.len(), m));
-    let (signature, instances) = {
-        let (file, config) = (file.to_path_buf(), config.clone());
-        tokio::task::spawn_blocking(move || build(&file, &config)).await??
-    };
     let version_label = version.to_string();
+    // Held before any series of this version is created, dropped with the version.
+    let series = metrics.hold_version(name, &version_label);
+    let (signature, instances, file_fingerprint) = {
+        let (root, file, config) = (root.to_path_buf(), file.to_path_buf(), config.clone());
+        tokio::task::spawn_blocking(move || {
+            // What the backend builds from is the bytes of the file checked at open time.
+            let model = read_inside(&root, &file)?;
+            let (signature, instances) = build(model.bytes.into(), &file, &config)?;
+            Ok::<_, LoadError>((signature, instances, model.fingerprint))
+        })
+        .await??
+    };
     let stats = Arc::new(VersionStats::default());
     let batcher = Batcher::start(
         BatcherConfig {
@@ -114,10 +107,12 @@ pub async fn load_version(
         window: Default::default(),
         load_time: start.elapsed(),
         file_fingerprint,
+        series,
     }))
 }
 
 fn build(
+    model: Bytes,
     file: &Path,
     config: &ModelConfig,
 ) -> Result<(Signature, Vec<Box<dyn Backend>>), LoadError> {
@@ -132,7 +127,7 @@ fn build(
         device: config.device,
         onnxruntime: config.onnxruntime,
     };
-    let mut loaded = backend::load(config.backend, file, &options)?;
+    let mut loaded = backend::load_bytes(config.backend, model, file, &options)?;
     let batched = config.max_batch_size > 0;
     let signature = Signature {
         max_batch_size: config.max_batch_size,

@@ -5,6 +5,7 @@
 
 pub mod loader;
 pub mod manager;
+pub mod open;
 pub mod reconcile;
 pub mod repository;
 
@@ -16,7 +17,7 @@ use arc_swap::ArcSwap;
 
 use crate::batching::Batcher;
 use crate::config::ModelConfig;
-use crate::metrics::VersionStats;
+use crate::metrics::{VersionSeries, VersionStats};
 use crate::policy::admission::Admission;
 use crate::policy::traffic::TrafficPolicy;
 use crate::policy::window::WindowStats;
@@ -66,6 +67,9 @@ pub struct ModelVersion {
     pub load_time: Duration,
     /// Size and modification time of the model file when loaded: a change means reload.
     pub file_fingerprint: Option<(u64, std::time::SystemTime)>,
+    /// Its metric series, removed when the last instance of this version number goes. Last, so
+    /// it drops after the batcher.
+    pub series: VersionSeries,
 }
 
 #[derive(Clone)]

@@ -1,8 +1,10 @@
 //! Reads the model repository (Triton's layout): `<root>/<model>/config.toml` and
-//! `<root>/<model>/<version>/model.onnx`. Nothing is read from outside the root.
+//! `<root>/<model>/<version>/model.onnx`. Nothing is read from outside the root: every file is
+//! read through `open::read_inside`, which checks the file it opened, not the path.
 
 use std::path::{Path, PathBuf};
 
+use super::open::read_inside;
 use crate::config::ModelConfig;
 
 pub const CONFIG_FILE: &str = "config.toml";
@@ -12,6 +14,8 @@ pub const MODEL_FILE: &str = "model.onnx";
 #[derive(Debug)]
 pub struct ModelDir {
     pub name: String,
+    /// The repository root, canonical: what every file read must stay inside.
+    pub root: PathBuf,
     pub path: PathBuf,
     /// The parsed config, or why it could not be read.
     pub config: Result<ModelConfig, String>,
@@ -104,36 +108,29 @@ pub fn scan_one(root: &Path, name: &str) -> std::io::Result<Result<ModelDir, Mis
 
 fn read_model_dir(root: &Path, name: &str) -> ModelDir {
     let path = root.join(name);
-    let inside = |p: &Path| -> Result<PathBuf, String> {
-        let real = p
-            .canonicalize()
-            .map_err(|e| format!("{}: {e}", p.display()))?;
-        if real.starts_with(root) {
-            Ok(real)
-        } else {
-            Err(format!(
-                "{} resolves outside the model repository",
-                p.display()
-            ))
-        }
-    };
-    let config = inside(&path.join(CONFIG_FILE))
-        .and_then(|p| ModelConfig::from_file(&p, name).map_err(|e| e.to_string()));
+    let config_file = path.join(CONFIG_FILE);
+    let config = read_inside(root, &config_file)
+        .map_err(|e| e.to_string())
+        .and_then(|file| {
+            let text = String::from_utf8(file.bytes)
+                .map_err(|_| format!("{}: not UTF-8 text", config_file.display()))?;
+            ModelConfig::parse(&text, name).map_err(|e| format!("{}: {e}", config_file.display()))
+        });
     let mut versions = Vec::new();
     if let Ok(entries) = std::fs::read_dir(&path) {
         for entry in entries.flatten() {
             let Some(v) = entry.file_name().to_str().and_then(parse_version) else {
                 continue;
             };
-            let file = entry.path().join(MODEL_FILE);
-            // A version whose file is missing or escapes the root is still listed, so the
-            // failure shows; loading it reports the reason.
-            versions.push((v, inside(&file).unwrap_or(file)));
+            // Listed as found (a version whose file is missing or escapes the root too, so
+            // the failure shows); the load checks the file it opens.
+            versions.push((v, entry.path().join(MODEL_FILE)));
         }
     }
     versions.sort_by_key(|(v, _)| *v);
     ModelDir {
         name: name.to_owned(),
+        root: root.to_path_buf(),
         path,
         config,
         versions,

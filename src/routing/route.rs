@@ -176,6 +176,7 @@ mod tests {
             window: Arc::default(),
             load_time: Duration::ZERO,
             file_fingerprint: None,
+            series: Default::default(),
         }))
     }
 

@@ -4,6 +4,7 @@
 #![allow(dead_code, unused_imports)]
 
 mod models;
+mod process;
 mod server;
 pub mod traffic;
 mod wait;
@@ -17,6 +18,7 @@ pub use ferroserve::proto::admin as admin_pb;
 pub use ferroserve::proto::inference as pb;
 
 pub use models::{add_version, bundled_models, copy_model, onnxruntime_models, repo, ModelCopy};
+pub use process::{assert_alone_in_this_process, rss_kib, threads};
 pub use server::{test_config, Builder, TestServer};
 pub use wait::{poll_until, poll_until_every, wait_until};
 

@@ -96,7 +96,7 @@ pub fn provider_name(device: Device) -> &'static str {
     }
 }
 
-pub fn load(path: &Path, options: &LoadOptions) -> Result<LoadedModel, BackendError> {
+pub fn load(model: &[u8], path: &Path, options: &LoadOptions) -> Result<LoadedModel, BackendError> {
     let fail = |reason: LoadFailure| BackendError::Load {
         path: path.display().to_string(),
         reason,
@@ -107,7 +107,7 @@ pub fn load(path: &Path, options: &LoadOptions) -> Result<LoadedModel, BackendEr
     let mut signature = None;
     for _ in 0..options.instance_count.max(1) {
         let session =
-            session(&env, &library, path, options.device, &options.onnxruntime).map_err(setup)?;
+            session(&env, &library, model, options.device, &options.onnxruntime).map_err(setup)?;
         if signature.is_none() {
             signature = Some(read_signature(&session, options).map_err(&fail)?);
         }

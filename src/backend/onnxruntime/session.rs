@@ -20,7 +20,7 @@ use crate::config::{self, Device, OnnxRuntimeOptions};
 pub(super) fn session(
     env: &Environment,
     library: &Path,
-    path: &Path,
+    model: &[u8],
     device: Device,
     opts: &OnnxRuntimeOptions,
 ) -> Result<Session, SetupError> {
@@ -79,7 +79,7 @@ pub(super) fn session(
         }
     };
     builder
-        .commit_from_file(path)
+        .commit_from_memory(model)
         .map_err(|err| SetupError::Session(err.to_string()))
 }
 

@@ -63,7 +63,9 @@ impl ModelManager {
             self.metrics
                 .set_model_state(&name, &v.to_string(), "LOADING");
             let started = std::time::Instant::now();
-            let loaded = loader::load_version(&name, *v, file, &config, self.metrics.clone()).await;
+            let loaded =
+                loader::load_version(&name, *v, &dir.root, file, &config, self.metrics.clone())
+                    .await;
             self.loading_set().remove(&(name.clone(), *v));
             match loaded {
                 Ok(mv) => {
@@ -239,16 +241,15 @@ pub(super) fn retired(
     let Some(before) = before else {
         return Vec::new();
     };
+    for v in before.versions.keys().filter(|v| !after.contains_key(v)) {
+        metrics.forget_version_state(&before.name, &v.to_string());
+    }
     before
         .versions
         .into_iter()
         .filter_map(|(v, s)| match s {
             VersionState::Ready(old) => {
                 let kept = matches!(after.get(&v), Some(VersionState::Ready(new)) if Arc::ptr_eq(new, &old));
-                if !after.contains_key(&v) {
-                    metrics.model_ready.with_label_values(&[old.name.as_str(), &v.to_string()]).set(0);
-                    metrics.clear_model_state(&old.name, &v.to_string());
-                }
                 (!kept).then_some(old)
             }
             _ => None,

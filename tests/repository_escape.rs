@@ -1,0 +1,231 @@
+//! Nothing outside the model repository loads: a version directory, a model file or a config
+//! that is a symlink out is refused with 400 naming the path, symlinks that stay inside keep
+//! working, and the other models keep serving throughout.
+#![cfg(unix)]
+
+mod common;
+
+use std::os::unix::fs::symlink;
+use std::path::Path;
+
+use common::{assert_matches_reference, bundled_models, copy_model, reference, TestServer};
+use ferroserve::config::ModelControlMode;
+use serde_json::{json, Value};
+
+const TOKEN: &str = "test-admin-token-0123456789";
+
+/// An explicit-mode server on `root` with `mlp` loaded.
+async fn server_on(root: &Path) -> TestServer {
+    TestServer::builder()
+        .repo(root)
+        .admin_token(TOKEN)
+        .control(ModelControlMode::Explicit)
+        .load(&["mlp"])
+        .start()
+        .await
+}
+
+/// A repository with the bundled `mlp`, and a folder outside it holding a copy of `mlp` as
+/// `elsewhere/1/model.onnx` and `elsewhere/config.toml`.
+fn repo_and_outside() -> (tempfile::TempDir, tempfile::TempDir) {
+    let repo = common::repo([copy_model("mlp")]);
+    let outside = common::repo([copy_model("mlp").named("elsewhere")]);
+    (repo, outside)
+}
+
+fn write_config(dir: &Path) {
+    std::fs::create_dir_all(dir).unwrap();
+    std::fs::copy(
+        bundled_models().join("mlp/config.toml"),
+        dir.join("config.toml"),
+    )
+    .unwrap();
+}
+
+async fn load(server: &TestServer, model: &str) -> (u16, Value) {
+    let r = reqwest::Client::new()
+        .post(server.url(&format!("/v2/repository/models/{model}/load")))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap();
+    let status = r.status().as_u16();
+    (status, r.json().await.unwrap_or(Value::Null))
+}
+
+/// `model` answers the reference request with the reference output, and health is live.
+async fn serves_exactly(server: &TestServer, model: &str) {
+    assert_eq!(server.get("/v2/health/live").await.0, 200);
+    let r = reqwest::Client::new()
+        .post(server.url(&format!("/v2/models/{model}/infer")))
+        .json(&json!({"inputs": [reference("mlp").inputs[0].json()]}))
+        .send()
+        .await
+        .unwrap();
+    let status = r.status().as_u16();
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(status, 200, "{model}: {body}");
+    let out = &body["outputs"][0];
+    let shape: Vec<i64> = out["shape"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d.as_i64().unwrap())
+        .collect();
+    let values: Vec<f64> = out["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_f64().unwrap())
+        .collect();
+    let want = &reference("mlp").outputs[0];
+    assert_matches_reference(model, "output", "FP32", &shape, &values, want);
+}
+
+/// The load is refused with 400, its message names `path` and says it leaves the repository,
+/// the model does not serve and `mlp` still does.
+async fn assert_refused(server: &TestServer, model: &str, path: &Path) {
+    let (status, body) = load(server, model).await;
+    let message = body["error"].as_str().unwrap_or_default();
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        message.contains("outside the model repository"),
+        "{message}"
+    );
+    assert!(message.contains(&path.display().to_string()), "{message}");
+    let r = reqwest::Client::new()
+        .post(server.url(&format!("/v2/models/{model}/infer")))
+        .json(&json!({"inputs": [reference("mlp").inputs[0].json()]}))
+        .send()
+        .await
+        .unwrap();
+    assert_ne!(
+        r.status(),
+        200,
+        "{model} serves from outside the repository"
+    );
+    serves_exactly(server, "mlp").await;
+}
+
+#[tokio::test]
+async fn a_version_directory_symlinked_out_is_refused_with_400_naming_the_path() {
+    let (repo, outside) = repo_and_outside();
+    write_config(&repo.path().join("evil"));
+    symlink(
+        outside.path().join("elsewhere/1"),
+        repo.path().join("evil/1"),
+    )
+    .unwrap();
+    let server = server_on(repo.path()).await;
+    let file = repo
+        .path()
+        .canonicalize()
+        .unwrap()
+        .join("evil/1/model.onnx");
+    assert_refused(&server, "evil", &file).await;
+}
+
+#[tokio::test]
+async fn a_model_file_symlinked_out_is_refused_with_400() {
+    let (repo, outside) = repo_and_outside();
+    write_config(&repo.path().join("evil"));
+    std::fs::create_dir_all(repo.path().join("evil/1")).unwrap();
+    symlink(
+        outside.path().join("elsewhere/1/model.onnx"),
+        repo.path().join("evil/1/model.onnx"),
+    )
+    .unwrap();
+    let server = server_on(repo.path()).await;
+    let file = repo
+        .path()
+        .canonicalize()
+        .unwrap()
+        .join("evil/1/model.onnx");
+    assert_refused(&server, "evil", &file).await;
+}
+
+#[tokio::test]
+async fn a_config_symlinked_out_is_refused_with_400() {
+    let (repo, outside) = repo_and_outside();
+    copy_model("mlp").named("evil").to(repo.path());
+    std::fs::remove_file(repo.path().join("evil/config.toml")).unwrap();
+    symlink(
+        outside.path().join("elsewhere/config.toml"),
+        repo.path().join("evil/config.toml"),
+    )
+    .unwrap();
+    let server = server_on(repo.path()).await;
+    let file = repo.path().canonicalize().unwrap().join("evil/config.toml");
+    assert_refused(&server, "evil", &file).await;
+}
+
+#[tokio::test]
+async fn symlinks_that_stay_inside_the_repository_serve() {
+    let repo = common::repo([copy_model("mlp")]);
+    // `dirlinked`: its config and its version directory are symlinks to mlp's.
+    let dirlinked = repo.path().join("dirlinked");
+    std::fs::create_dir_all(&dirlinked).unwrap();
+    symlink("../mlp/config.toml", dirlinked.join("config.toml")).unwrap();
+    symlink("../mlp/1", dirlinked.join("1")).unwrap();
+    // `filelinked`: its model file is a symlink to mlp's.
+    let filelinked = repo.path().join("filelinked");
+    write_config(&filelinked);
+    std::fs::create_dir_all(filelinked.join("1")).unwrap();
+    symlink("../../mlp/1/model.onnx", filelinked.join("1/model.onnx")).unwrap();
+    let server = server_on(repo.path()).await;
+    for model in ["dirlinked", "filelinked"] {
+        let (status, body) = load(&server, model).await;
+        assert_eq!(status, 200, "{model}: {body}");
+        serves_exactly(&server, model).await;
+    }
+    serves_exactly(&server, "mlp").await;
+}
+
+#[tokio::test]
+async fn at_start_a_version_symlinked_out_is_unavailable_and_the_others_serve() {
+    let (repo, outside) = repo_and_outside();
+    write_config(&repo.path().join("evil"));
+    symlink(
+        outside.path().join("elsewhere/1"),
+        repo.path().join("evil/1"),
+    )
+    .unwrap();
+    let server = TestServer::builder()
+        .repo(repo.path())
+        .wait_ready(false)
+        .start()
+        .await;
+    let rows = common::poll_until(
+        std::time::Duration::from_secs(30),
+        "evil never reported",
+        || async {
+            let r = reqwest::Client::new()
+                .post(server.url("/v2/repository/index"))
+                .send()
+                .await
+                .unwrap();
+            r.json::<Value>().await.unwrap()
+        },
+        |rows| {
+            rows.as_array()
+                .unwrap()
+                .iter()
+                .any(|r| r["name"] == "evil" && r["state"] == "UNAVAILABLE" && r["version"] == "1")
+        },
+    )
+    .await;
+    let evil = rows
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["name"] == "evil")
+        .unwrap();
+    assert!(
+        evil["reason"]
+            .as_str()
+            .unwrap()
+            .contains("outside the model repository"),
+        "{evil}"
+    );
+    serves_exactly(&server, "mlp").await;
+}
