@@ -67,7 +67,8 @@ pub async fn run(
     let registry = Arc::new(Registry::default());
     let router = Arc::new(
         Router::new(registry.clone(), metrics.clone(), config.strict_readiness)
-            .with_max_concurrent_requests(config.max_concurrent_requests),
+            .with_max_concurrent_requests(config.max_concurrent_requests)
+            .with_max_inflight_bytes(config.max_inflight_bytes),
     );
 
     let repo = &config.model_repository;
@@ -117,6 +118,10 @@ pub async fn run(
             .http2_keepalive_interval(Some(std::time::Duration::from_secs(30)))
             .http2_keepalive_timeout(Some(std::time::Duration::from_secs(20)))
             .layer(tower::util::MapResponseLayer::new(api::grpc::map_oversize))
+            .layer(api::grpc::budget::InflightBytesLayer::new(
+                router.clone(),
+                config.max_request_bytes,
+            ))
             .add_service(api::grpc::service(
                 router.clone(),
                 admin.clone(),
