@@ -170,8 +170,7 @@ async fn send_raw_grpc(server: &TestServer, msg: Bytes) -> Status {
     let path = http::uri::PathAndQuery::from_static("/inference.GRPCInferenceService/ModelInfer");
     grpc.unary(tonic::Request::new(msg), path, RawCodec)
         .await
-        .err()
-        .expect("the hostile message is refused")
+        .expect_err("the hostile message is refused")
 }
 
 /// `model_name: "mlp"` then `entry` repeated to fill about [`BODY`] bytes.

@@ -119,22 +119,18 @@ async fn read(
             return Err(oversize(max));
         }
         buf.extend_from_slice(&data);
-        match &mut permit {
-            None if buf.len() >= FRAME_HEADER => {
-                let len = u32::from_be_bytes([buf[1], buf[2], buf[3], buf[4]]) as usize;
-                if len > max {
-                    return Err(oversize(max));
-                }
-                let total = (FRAME_HEADER + len).max(buf.len());
-                permit = Some(router.take_inflight_bytes(total).map_err(ApiError::from)?);
-                buf.reserve(total - buf.len());
+        if permit.is_none() && buf.len() >= FRAME_HEADER {
+            let len = u32::from_be_bytes([buf[1], buf[2], buf[3], buf[4]]) as usize;
+            if len > max {
+                return Err(oversize(max));
             }
-            Some(p) => {
-                if !p.try_grow_to(buf.len()) {
-                    return Err(ApiError::from(router.inflight_bytes_refusal(buf.len())).into());
-                }
-            }
-            None => {}
+            let total = (FRAME_HEADER + len).max(buf.len());
+            permit = Some(router.take_inflight_bytes(total).map_err(ApiError::from)?);
+            buf.reserve(total - buf.len());
+        }
+        let grown = permit.as_mut().is_none_or(|p| p.try_grow_to(buf.len()));
+        if !grown {
+            return Err(ApiError::from(router.inflight_bytes_refusal(buf.len())).into());
         }
     }
     let mut permit = match permit {
