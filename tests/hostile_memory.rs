@@ -415,3 +415,35 @@ async fn bodies_beyond_max_inflight_bytes_are_refused_at_once_and_the_rest_answe
     assert_still_serves(&server).await;
     server.stop().await.unwrap();
 }
+
+/// A gRPC message larger than the whole budget is refused from its frame header, before its
+/// bytes are buffered or decoded.
+#[tokio::test]
+async fn grpc_message_beyond_max_inflight_bytes_is_resource_exhausted_at_once() {
+    let test = "grpc_message_beyond_max_inflight_bytes_is_resource_exhausted_at_once";
+    assert_alone_in_this_process(test);
+    let server = TestServer::builder()
+        .configure(|c| c.max_inflight_bytes = 1 << 20)
+        .start()
+        .await;
+    let mut msg = vec![0x0a, 3, b'm', b'l', b'p', 0x3a];
+    prost::encoding::encode_varint(2 << 20, &mut msg);
+    msg.resize(msg.len() + (2 << 20), 0);
+    let len = msg.len();
+    let peak = Peak::start();
+    let status = send_raw_grpc(&server, msg.into()).await;
+    assert_eq!(
+        status.code(),
+        Code::ResourceExhausted,
+        "{}",
+        status.message()
+    );
+    assert!(
+        status.message().contains("max_inflight_bytes (1048576)"),
+        "{}",
+        status.message()
+    );
+    peak.assert_bounded(test, len);
+    assert_still_serves(&server).await;
+    server.stop().await.unwrap();
+}
