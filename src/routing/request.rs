@@ -9,6 +9,14 @@ use std::time::{Duration, Instant};
 pub const MAX_INPUTS: usize = 1024;
 pub const MAX_OUTPUTS: usize = 1024;
 pub const MAX_PARAMETERS: usize = 64;
+/// Dimensions of one tensor's shape at most (a hostile shape of millions of zeros would
+/// otherwise widen 8x and echo whole in its error).
+pub const MAX_RANK: usize = 64;
+
+/// The refusal of a shape of more than [`MAX_RANK`] dimensions.
+pub fn rank_too_large() -> String {
+    format!("shape has more than {MAX_RANK} dimensions")
+}
 
 /// The refusal of a request that carries more than `limit` of `what`.
 pub fn too_many(what: &str, limit: usize) -> String {

@@ -8,7 +8,9 @@ use std::mem::size_of;
 use bytes::Bytes;
 
 use crate::proto::inference as pb;
-use crate::routing::request::{too_many, MAX_INPUTS, MAX_OUTPUTS, MAX_PARAMETERS};
+use crate::routing::request::{
+    rank_too_large, too_many, MAX_INPUTS, MAX_OUTPUTS, MAX_PARAMETERS, MAX_RANK,
+};
 
 /// What the walk learnt.
 #[derive(Debug, Default, PartialEq)]
@@ -118,9 +120,16 @@ fn contents(p: &[u8], overhead: &mut usize) -> Result<(), Refusal> {
 
 fn input(p: &[u8], overhead: &mut usize) -> Result<(), Refusal> {
     let mut r = Reader { buf: p };
-    let mut params = 0;
+    let (mut params, mut rank) = (0, 0);
     while !r.done() {
-        match r.field().ok_or(Refusal::Malformed)? {
+        let field = r.field().ok_or(Refusal::Malformed)?;
+        if field.0 == 3 {
+            rank += if field.1 == 2 { varints(field.2) } else { 1 };
+            if rank > MAX_RANK {
+                return Err(Refusal::TooMany(rank_too_large()));
+            }
+        }
+        match field {
             (3, 2, dims) => *overhead += varints(dims) * 8,
             (3, _, _) => *overhead += 8,
             (4, ..) => {
@@ -230,6 +239,23 @@ mod tests {
         let s = scan(&msg).unwrap();
         assert!(s.overhead >= 1000 * size_of::<Bytes>(), "{}", s.overhead);
         assert!(msg.len() < 2100);
+    }
+
+    #[test]
+    fn shapes_past_the_rank_limit_are_refused() {
+        let input = |rank: usize| pb::model_infer_request::InferInputTensor {
+            shape: vec![1; rank],
+            ..Default::default()
+        };
+        let msg = |rank| {
+            pb::ModelInferRequest {
+                inputs: vec![input(rank)],
+                ..Default::default()
+            }
+            .encode_to_vec()
+        };
+        assert!(scan(&msg(64)).is_ok());
+        assert_eq!(scan(&msg(65)), Err(Refusal::TooMany(rank_too_large())));
     }
 
     #[test]

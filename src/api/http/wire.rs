@@ -10,7 +10,9 @@ use serde::de::{self, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde::{Deserialize, Deserializer};
 use serde_json::value::RawValue;
 
-use crate::routing::request::{too_many, MAX_INPUTS, MAX_OUTPUTS, MAX_PARAMETERS};
+use crate::routing::request::{
+    rank_too_large, too_many, MAX_INPUTS, MAX_OUTPUTS, MAX_PARAMETERS, MAX_RANK,
+};
 
 #[derive(Deserialize)]
 pub struct JsonRequest<'a> {
@@ -146,6 +148,10 @@ impl<'de> Deserialize<'de> for Dims {
             fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Dims, A::Error> {
                 let mut dims = Vec::new();
                 while let Some(dim) = seq.next_element::<Dim>()? {
+                    if dims.len() == MAX_RANK {
+                        while seq.next_element::<IgnoredAny>()?.is_some() {}
+                        return Ok(Dims(Err(rank_too_large())));
+                    }
                     match dim.0 {
                         Ok(d) => dims.push(d),
                         Err(shown) => {
