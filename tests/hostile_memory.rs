@@ -10,12 +10,12 @@ mod common;
 use std::io::{Read, Write};
 use std::time::{Duration, Instant};
 
-use bytes::{BufMut, Bytes};
+use bytes::Bytes;
+use common::raw_grpc::send_raw_grpc;
 use common::{assert_matches_reference, pb, reference, TestServer};
 use pb::grpc_inference_service_client::GrpcInferenceServiceClient;
 use serde_json::{json, Value};
-use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
-use tonic::{Code, Status};
+use tonic::Code;
 
 const MIB: u64 = 1 << 20;
 /// Hostile bodies are this large: big enough that 16x amplification is far past the bound.
@@ -119,58 +119,6 @@ async fn assert_still_serves(server: &TestServer) {
         &values,
         want,
     );
-}
-
-/// Sends an already encoded message as is: a hostile message built with prost would take the
-/// client the gigabytes it is meant to cost the server.
-struct RawCodec;
-struct RawEncoder;
-struct ResponseDecoder;
-
-impl Codec for RawCodec {
-    type Encode = Bytes;
-    type Decode = pb::ModelInferResponse;
-    type Encoder = RawEncoder;
-    type Decoder = ResponseDecoder;
-    fn encoder(&mut self) -> RawEncoder {
-        RawEncoder
-    }
-    fn decoder(&mut self) -> ResponseDecoder {
-        ResponseDecoder
-    }
-}
-
-impl Encoder for RawEncoder {
-    type Item = Bytes;
-    type Error = Status;
-    fn encode(&mut self, item: Bytes, dst: &mut EncodeBuf<'_>) -> Result<(), Status> {
-        dst.put_slice(&item);
-        Ok(())
-    }
-}
-
-impl Decoder for ResponseDecoder {
-    type Item = pb::ModelInferResponse;
-    type Error = Status;
-    fn decode(&mut self, src: &mut DecodeBuf<'_>) -> Result<Option<Self::Item>, Status> {
-        prost::Message::decode(src)
-            .map(Some)
-            .map_err(|e| Status::internal(e.to_string()))
-    }
-}
-
-async fn send_raw_grpc(server: &TestServer, msg: Bytes) -> Status {
-    let channel = tonic::transport::Channel::from_shared(server.grpc_url())
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
-    let mut grpc = tonic::client::Grpc::new(channel);
-    grpc.ready().await.unwrap();
-    let path = http::uri::PathAndQuery::from_static("/inference.GRPCInferenceService/ModelInfer");
-    grpc.unary(tonic::Request::new(msg), path, RawCodec)
-        .await
-        .expect_err("the hostile message is refused")
 }
 
 /// `model_name: "mlp"` then `entry` repeated to fill about [`BODY`] bytes.

@@ -4,6 +4,7 @@
 #![allow(dead_code, unused_imports)]
 
 mod models;
+pub mod raw_grpc;
 mod server;
 pub mod traffic;
 mod wait;
