@@ -62,7 +62,8 @@ pub async fn run(
     let registry = Arc::new(Registry::default());
     let router = Arc::new(
         Router::new(registry.clone(), metrics.clone(), config.strict_readiness)
-            .with_max_concurrent_requests(config.max_concurrent_requests),
+            .with_max_concurrent_requests(config.max_concurrent_requests)
+            .with_max_inflight_bytes(config.max_inflight_bytes),
     );
 
     let repo = &config.model_repository;
@@ -109,6 +110,10 @@ pub async fn run(
                 body_read_timeout: limits.body_read_timeout,
             })
             .layer(tower::util::MapResponseLayer::new(api::grpc::map_oversize))
+            .layer(api::grpc::budget::InflightBytesLayer::new(
+                router.clone(),
+                config.max_request_bytes,
+            ))
             .add_service(api::grpc::service(
                 router.clone(),
                 admin.clone(),

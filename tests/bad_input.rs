@@ -542,3 +542,24 @@ async fn concurrent_bad_requests_do_not_disturb_good_ones() {
     let server = std::sync::Arc::into_inner(server).unwrap();
     server.stop().await.unwrap();
 }
+
+/// Issue 13 item 5: nested `data` must follow the shape row by row; flattening would hide a
+/// ragged row whose total happens to match.
+#[tokio::test]
+async fn http_json_ragged_nested_data_gets_400_naming_the_input_and_the_row() {
+    let server = TestServer::start().await;
+    let ragged: Vec<Vec<f32>> = vec![vec![0.5; 63], vec![0.5; 65]];
+    let body = json!({"inputs": [{"name": "input", "datatype": "FP32", "shape": [2, 64], "data": ragged}]});
+    let reply = post(&server, INFER, serde_json::to_vec(&body).unwrap(), None).await;
+    assert_http_error(
+        "ragged rows",
+        reply,
+        400,
+        &[
+            INPUT,
+            "data[0] has 63 elements where shape [2, 64] needs 64",
+        ],
+    );
+    good_http(&server).await;
+    server.stop().await.unwrap();
+}

@@ -11,6 +11,10 @@ use super::{ConfigError, OnnxRuntimeConfig};
 /// Request bodies above this are refused (HTTP 413 / gRPC RESOURCE_EXHAUSTED) unless configured.
 pub const DEFAULT_MAX_REQUEST_BYTES: usize = 64 * 1024 * 1024;
 
+/// 1 GiB: sixteen requests of the largest size at once. Bodies count once as received; their
+/// decoded tensors are about as large again, so this bounds request memory near 2 GiB.
+pub const DEFAULT_MAX_INFLIGHT_BYTES: usize = 1024 * 1024 * 1024;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum LogFormat {
@@ -50,6 +54,9 @@ pub struct ServerConfig {
     /// Inference requests in flight across all models beyond which new ones are refused at once
     /// (429 / RESOURCE_EXHAUSTED); 0: no server-wide limit.
     pub max_concurrent_requests: usize,
+    /// Request bytes being read, decoded or queued across the server beyond which a new request
+    /// is refused at once (429 / RESOURCE_EXHAUSTED); 0: no budget.
+    pub max_inflight_bytes: usize,
     /// Seconds an HTTP/1 client gets to send a request's headers before its connection is
     /// closed, so slow clients cannot hold connections. hyper also applies it to keep-alive
     /// connections waiting for their next request: keep it above a load balancer's idle timeout.
@@ -148,6 +155,7 @@ impl Default for ServerConfig {
             allow_unauthenticated_admin: false,
             onnxruntime: OnnxRuntimeConfig::default(),
             max_concurrent_requests: 0,
+            max_inflight_bytes: DEFAULT_MAX_INFLIGHT_BYTES,
             header_read_timeout_secs: 75.0,
             max_connections: 4096,
             handshake_timeout_secs: 10.0,

@@ -1,4 +1,5 @@
-//! Bounded admission: a count of requests in flight with an optional limit. A request over the
+//! Bounded admission: a count of requests in flight with an optional limit, and beside it a
+//! budget of request bytes ([`ByteBudget`]). A request over the
 //! limit is refused at once (no waiting: a waiting request is the queue's job, and the queue is
 //! bounded too); an admitted one holds a [`Permit`] until it is answered or dropped.
 //!
@@ -7,6 +8,7 @@
 //! overload), both transports share it, and the refusal is recorded with the model's labels.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 
 use prometheus::IntGauge;
 
@@ -60,6 +62,82 @@ impl Drop for Permit<'_> {
     }
 }
 
+/// The server-wide budget of request bytes being read, decoded or queued
+/// (`max_inflight_bytes`): a request whose bytes do not fit is refused at once rather than
+/// pushing the process into swap or the OOM killer; its bytes come back when it is answered.
+/// Taken by both transports before they decode a body, so it is shared (`Arc`) and its
+/// reservations are owned.
+pub struct ByteBudget {
+    /// 0: unlimited (the count is still kept).
+    limit: usize,
+    used: AtomicUsize,
+}
+
+impl ByteBudget {
+    pub fn new(limit: usize) -> Arc<ByteBudget> {
+        Arc::new(ByteBudget {
+            limit,
+            used: AtomicUsize::new(0),
+        })
+    }
+
+    pub fn limit(&self) -> usize {
+        self.limit
+    }
+
+    pub fn used(&self) -> usize {
+        self.used.load(Ordering::Acquire)
+    }
+
+    /// Adds `bytes` to the count unless that passes the limit.
+    fn add(&self, bytes: usize) -> bool {
+        self.used
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |used| {
+                let after = used.checked_add(bytes)?;
+                (self.limit == 0 || after <= self.limit).then_some(after)
+            })
+            .is_ok()
+    }
+
+    /// A reservation of `bytes`, or `None` when they do not fit beside the others.
+    pub fn try_take(self: &Arc<Self>, bytes: usize) -> Option<BytePermit> {
+        self.add(bytes).then(|| BytePermit {
+            budget: self.clone(),
+            bytes,
+        })
+    }
+}
+
+/// Bytes held for one request until it is answered or dropped.
+pub struct BytePermit {
+    budget: Arc<ByteBudget>,
+    bytes: usize,
+}
+
+impl BytePermit {
+    pub fn bytes(&self) -> usize {
+        self.bytes
+    }
+
+    /// Grows the reservation to `total` bytes (a body longer than declared, a decoded form
+    /// larger than the wire); `false`, and unchanged, when that does not fit.
+    pub fn try_grow_to(&mut self, total: usize) -> bool {
+        let more = total.saturating_sub(self.bytes);
+        if more == 0 || self.budget.add(more) {
+            self.bytes = self.bytes.max(total);
+            true
+        } else {
+            false
+        }
+    }
+}
+
+impl Drop for BytePermit {
+    fn drop(&mut self) {
+        self.budget.used.fetch_sub(self.bytes, Ordering::AcqRel);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -85,5 +163,23 @@ mod tests {
         assert_eq!(a.in_flight(), 1000);
         drop(permits);
         assert_eq!(a.in_flight(), 0);
+    }
+
+    #[test]
+    fn the_byte_budget_refuses_what_does_not_fit_and_frees_on_drop() {
+        let b = ByteBudget::new(100);
+        let mut p1 = b.try_take(60).unwrap();
+        assert!(b.try_take(41).is_none(), "41 more do not fit beside 60");
+        let p2 = b.try_take(40).unwrap();
+        assert!(!p1.try_grow_to(61), "growing past the limit is refused");
+        assert_eq!((p1.bytes(), b.used()), (60, 100));
+        drop(p2);
+        assert!(p1.try_grow_to(100));
+        assert!(b.try_take(usize::MAX).is_none(), "no overflow");
+        drop(p1);
+        assert_eq!(b.used(), 0);
+        let unlimited = ByteBudget::new(0);
+        let big = unlimited.try_take(usize::MAX / 2).unwrap();
+        assert_eq!(big.bytes(), usize::MAX / 2);
     }
 }

@@ -3,7 +3,7 @@
 
 use super::{InferError, Router};
 use crate::metrics::reason;
-use crate::policy::admission::Permit;
+use crate::policy::admission::{BytePermit, Permit};
 use crate::registry::ModelVersion;
 
 impl Router {
@@ -32,5 +32,25 @@ impl Router {
             .try_enter()
             .ok_or_else(|| refuse("the model's", mv.admission.limit()))?;
         Ok((server, version))
+    }
+
+    /// A reservation of `bytes` of request body from `max_inflight_bytes`, or the at-once
+    /// refusal both transports answer (429 / RESOURCE_EXHAUSTED).
+    pub fn take_inflight_bytes(&self, bytes: usize) -> Result<BytePermit, InferError> {
+        self.inflight_bytes
+            .try_take(bytes)
+            .ok_or_else(|| self.inflight_bytes_refusal(bytes))
+    }
+
+    /// The refusal of a request that needs `bytes` of `max_inflight_bytes` in all.
+    pub fn inflight_bytes_refusal(&self, bytes: usize) -> InferError {
+        let budget = &self.inflight_bytes;
+        tracing::debug!(bytes, used = budget.used(), "refused: max_inflight_bytes");
+        InferError::ServerOverloaded(format!(
+            "this request needs {bytes} bytes and requests being decoded or queued hold {} of \
+             the server's max_inflight_bytes ({})",
+            budget.used(),
+            budget.limit()
+        ))
     }
 }

@@ -11,7 +11,7 @@ use tracing::Instrument;
 use crate::batching::BatchError;
 use crate::error::ErrorCode;
 use crate::metrics::{code, Metrics, Protocol};
-use crate::policy::admission::Admission;
+use crate::policy::admission::{Admission, ByteBudget};
 use crate::registry::{ModelEntry, ModelVersion, Registry};
 use crate::tensor::Tensor;
 use shadow::ShadowGate;
@@ -59,6 +59,9 @@ pub enum InferError {
     InvalidInput(String),
     #[error("model {model:?} is overloaded: {reason}")]
     Overloaded { model: String, reason: String },
+    /// The server as a whole cannot take this request now (`max_inflight_bytes`).
+    #[error("the server is overloaded: {0}")]
+    ServerOverloaded(String),
     #[error("deadline exceeded before model {0:?} computed the request")]
     DeadlineExceeded(String),
     #[error("request cancelled")]
@@ -78,7 +81,9 @@ impl InferError {
             }
             InferError::NotReady { .. } | InferError::Unavailable(_) => ErrorCode::Unavailable,
             InferError::InvalidInput(_) => ErrorCode::InvalidArgument,
-            InferError::Overloaded { .. } => ErrorCode::ResourceExhausted,
+            InferError::Overloaded { .. } | InferError::ServerOverloaded(_) => {
+                ErrorCode::ResourceExhausted
+            }
             InferError::DeadlineExceeded(_) => ErrorCode::DeadlineExceeded,
             InferError::Cancelled => ErrorCode::Cancelled,
             InferError::Internal { .. } => ErrorCode::Internal,
@@ -94,6 +99,9 @@ pub struct Router {
     draining: AtomicBool,
     /// Inference requests in flight on the whole server (`max_concurrent_requests`).
     admission: Admission,
+    /// Request bytes being read, decoded or queued (`max_inflight_bytes`), taken by the
+    /// transports before they decode a body.
+    inflight_bytes: Arc<ByteBudget>,
     shadow: ShadowGate,
 }
 
@@ -105,6 +113,7 @@ impl Router {
             strict_readiness,
             draining: AtomicBool::new(false),
             admission: Admission::new(0, None),
+            inflight_bytes: ByteBudget::new(0),
             shadow: ShadowGate::default(),
         }
     }
@@ -113,6 +122,17 @@ impl Router {
     pub fn with_max_concurrent_requests(mut self, limit: usize) -> Router {
         self.admission = Admission::new(limit, None);
         self
+    }
+
+    /// Refuses request bodies at once while `limit` bytes are being read, decoded or queued
+    /// (0: no limit).
+    pub fn with_max_inflight_bytes(mut self, limit: usize) -> Router {
+        self.inflight_bytes = ByteBudget::new(limit);
+        self
+    }
+
+    pub fn inflight_bytes(&self) -> &Arc<ByteBudget> {
+        &self.inflight_bytes
     }
 
     /// Counts a request that could not be decoded (it never reached [`Router::infer`]); an

@@ -3,6 +3,26 @@
 
 use std::time::{Duration, Instant};
 
+/// The most inputs, outputs and parameters one request may carry, on either transport: more
+/// than any model has, and small enough that a request of empty entries cannot amplify into
+/// gigabytes of per-entry structures. Refused with 400 / INVALID_ARGUMENT naming the limit.
+pub const MAX_INPUTS: usize = 1024;
+pub const MAX_OUTPUTS: usize = 1024;
+pub const MAX_PARAMETERS: usize = 64;
+/// Dimensions of one tensor's shape at most (a hostile shape of millions of zeros would
+/// otherwise widen 8x and echo whole in its error).
+pub const MAX_RANK: usize = 64;
+
+/// The refusal of a shape of more than [`MAX_RANK`] dimensions.
+pub fn rank_too_large() -> String {
+    format!("shape has more than {MAX_RANK} dimensions")
+}
+
+/// The refusal of a request that carries more than `limit` of `what`.
+pub fn too_many(what: &str, limit: usize) -> String {
+    format!("too many {what} in one request: the limit is {limit}")
+}
+
 /// Sticky routing key (HTTP header, gRPC metadata): requests with the same key land on the same
 /// version.
 pub const ROUTE_KEY: &str = "x-route-key";

@@ -2,7 +2,9 @@
 //! tritonclient and perf_analyzer work unchanged. Handlers translate and call `Router`: the
 //! inference messages in [`codec`], metadata, configuration and statistics in [`views`].
 
+pub mod budget;
 mod codec;
+mod prescan;
 mod views;
 
 use std::pin::Pin;

@@ -3,45 +3,16 @@
 //! bytes, then raw tensors).
 
 use bytes::{Bytes, BytesMut};
-use serde::{Deserialize, Serialize};
-use serde_json::{Map, Value};
+use serde::Serialize;
+use serde_json::value::RawValue;
 
 use super::data::{json_tensor, DataError, JsonData};
+use super::wire::{JsonRequest, Params};
 use crate::api::error::ApiError;
 use crate::metrics::Protocol;
 use crate::routing::request::timeout_from_micros;
 use crate::routing::{InferRequest, InferResponse, NamedTensor};
 use crate::tensor::{shape_from_wire, DataType, Tensor};
-
-#[derive(Deserialize)]
-struct JsonRequest {
-    #[serde(default)]
-    id: Option<String>,
-    #[serde(default)]
-    parameters: Map<String, Value>,
-    inputs: Vec<JsonInput>,
-    #[serde(default)]
-    outputs: Vec<JsonOutput>,
-}
-
-#[derive(Deserialize)]
-struct JsonInput {
-    name: String,
-    /// Parsed per element so an out-of-range dimension is reported with the tensor's name.
-    shape: Vec<Value>,
-    datatype: String,
-    #[serde(default)]
-    parameters: Map<String, Value>,
-    #[serde(default)]
-    data: Option<Value>,
-}
-
-#[derive(Deserialize)]
-struct JsonOutput {
-    name: String,
-    #[serde(default)]
-    parameters: Map<String, Value>,
-}
 
 /// A decoded request plus what the response encoder must know: which outputs go binary.
 pub struct Decoded {
@@ -56,20 +27,33 @@ fn bad(msg: impl Into<String>) -> ApiError {
     ApiError::BadRequest(msg.into())
 }
 
-fn param_bool(params: &Map<String, Value>, key: &str) -> Result<Option<bool>, ApiError> {
+/// A parameter's raw value as echoed in a message (cut: it is the client's text).
+fn shown(v: &RawValue) -> &str {
+    let s = v.get();
+    s.char_indices().nth(64).map_or(s, |(i, _)| &s[..i])
+}
+
+fn param_bool(params: &Params<'_>, key: &str) -> Result<Option<bool>, ApiError> {
     match params.get(key) {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::Bool(b)) => Ok(Some(*b)),
-        Some(v) => Err(bad(format!("parameter {key:?} must be a boolean, got {v}"))),
+        None => Ok(None),
+        Some(v) => match v.get() {
+            "true" => Ok(Some(true)),
+            "false" => Ok(Some(false)),
+            _ => Err(bad(format!(
+                "parameter {key:?} must be a boolean, got {}",
+                shown(v)
+            ))),
+        },
     }
 }
 
-fn param_u64(params: &Map<String, Value>, key: &str) -> Result<Option<u64>, ApiError> {
+fn param_u64(params: &Params<'_>, key: &str) -> Result<Option<u64>, ApiError> {
     match params.get(key) {
-        None | Some(Value::Null) => Ok(None),
-        Some(v) => v.as_u64().map(Some).ok_or_else(|| {
+        None => Ok(None),
+        Some(v) => serde_json::from_str::<u64>(v.get()).map(Some).map_err(|_| {
             bad(format!(
-                "parameter {key:?} must be a non-negative integer, got {v}"
+                "parameter {key:?} must be a non-negative integer, got {}",
+                shown(v)
             ))
         }),
     }
@@ -93,19 +77,13 @@ pub fn decode(
         .map_err(|e| bad(format!("malformed inference request JSON: {e}")))?;
     let mut binary = body.slice(json_len..);
 
-    let mut inputs = Vec::with_capacity(req.inputs.len());
-    for input in req.inputs {
+    let mut inputs = Vec::with_capacity(req.inputs.0.len());
+    for input in req.inputs.0 {
         let dtype = DataType::from_wire(&input.datatype)
             .map_err(|e| bad(format!("input {:?}: {e}", input.name)))?;
         let shape = input
             .shape
-            .iter()
-            .map(|d| {
-                d.as_i64().ok_or_else(|| {
-                    format!("dimension {d} in shape is not an integer in 0..=2^63-1")
-                })
-            })
-            .collect::<Result<Vec<i64>, _>>()
+            .0
             .and_then(|dims| shape_from_wire(&dims))
             .map_err(|e| bad(format!("input {:?}: {e}", input.name)))?;
         let binary_size = param_u64(&input.parameters, "binary_data_size")
@@ -127,7 +105,7 @@ pub fn decode(
             }
             None => {
                 let data = input.data.ok_or_else(|| bad(format!("input {:?} has no data", input.name)))?;
-                json_tensor(dtype, shape, &data)
+                json_tensor(dtype, shape, data)
             }
         }
         .map_err(|e| bad(format!("input {:?}: {e}", input.name)))?;
@@ -142,12 +120,9 @@ pub fn decode(
             binary.len()
         )));
     }
-    let mut output_binary = Vec::with_capacity(req.outputs.len());
-    for o in &req.outputs {
-        if o.parameters
-            .get("classification")
-            .is_some_and(|v| !v.is_null())
-        {
+    let mut output_binary = Vec::with_capacity(req.outputs.0.len());
+    for o in &req.outputs.0 {
+        if o.parameters.get("classification").is_some() {
             return Err(ApiError::Unimplemented(
                 "the classification extension is not supported".into(),
             ));
@@ -166,7 +141,7 @@ pub fn decode(
             version: version.map(str::to_owned),
             id: req.id.unwrap_or_default(),
             inputs,
-            outputs: req.outputs.into_iter().map(|o| o.name).collect(),
+            outputs: req.outputs.0.into_iter().map(|o| o.name).collect(),
             timeout,
             protocol: Protocol::Http,
             route_key: None,
@@ -272,6 +247,80 @@ mod tests {
         );
     }
 
+    fn decode_err(body: &str) -> String {
+        match decode("m", None, Bytes::copy_from_slice(body.as_bytes()), None) {
+            Ok(_) => panic!("{body} decoded"),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    #[test]
+    fn ragged_nested_data_is_refused_naming_the_input_and_the_row() {
+        let e = decode_err(
+            r#"{"inputs":[{"name":"x","shape":[2,4],"datatype":"FP32","data":[[1,2,3],[4,5,6,7,8]]}]}"#,
+        );
+        assert!(
+            e.contains(r#"input "x""#) && e.contains("data[0] has 3 elements"),
+            "{e}"
+        );
+        let e = decode_err(
+            r#"{"inputs":[{"name":"x","shape":[2,2],"datatype":"INT32","data":[[1,2],[3,[4]]]}]}"#,
+        );
+        assert!(
+            e.contains("data[1][1] is nested deeper than shape [2, 2]"),
+            "{e}"
+        );
+        let e = decode_err(
+            r#"{"inputs":[{"name":"x","shape":[2,2],"datatype":"INT32","data":[[1,2],3,4]}]}"#,
+        );
+        assert!(
+            e.contains("data[1] should be an array of 2 elements"),
+            "{e}"
+        );
+        let e = decode_err(
+            r#"{"inputs":[{"name":"x","shape":[3],"datatype":"INT32","data":[1,[2,3]]}]}"#,
+        );
+        assert!(e.contains("data[1] is an array among elements"), "{e}");
+    }
+
+    #[test]
+    fn data_before_datatype_and_shape_decodes_the_same() {
+        let late =
+            br#"{"inputs":[{"data":[[1,2],[3,4]],"name":"x","datatype":"INT64","shape":[2,2]}]}"#;
+        let d = decode("m", None, Bytes::from_static(late), None).unwrap();
+        assert_eq!(
+            d.request.inputs[0].tensor.to_vec::<i64>().unwrap(),
+            vec![1, 2, 3, 4]
+        );
+        let strings =
+            br#"{"inputs":[{"name":"s","shape":[2],"datatype":"BYTES","data":["a","bc"]}]}"#;
+        let d = decode("m", None, Bytes::from_static(strings), None).unwrap();
+        assert_eq!(
+            d.request.inputs[0].tensor.byte_strings().unwrap(),
+            vec![&b"a"[..], b"bc"]
+        );
+    }
+
+    #[test]
+    fn counts_past_the_limits_are_refused_naming_them() {
+        let input = r#"{"name":"x","shape":[1],"datatype":"FP32","data":[1]}"#;
+        let many = vec![input; 1025].join(",");
+        let e = decode_err(&format!(r#"{{"inputs":[{many}]}}"#));
+        assert!(
+            e.contains("too many inputs in one request: the limit is 1024"),
+            "{e}"
+        );
+        let params: Vec<String> = (0..65).map(|i| format!(r#""p{i}":1"#)).collect();
+        let e = decode_err(&format!(
+            r#"{{"parameters":{{{}}},"inputs":[{input}]}}"#,
+            params.join(",")
+        ));
+        assert!(
+            e.contains("too many parameters in one request: the limit is 64"),
+            "{e}"
+        );
+    }
+
     #[test]
     fn binary_inputs_are_cut_from_the_body_in_order() {
         let header = br#"{"inputs":[{"name":"x","shape":[1,2],"datatype":"INT32","parameters":{"binary_data_size":8}}]}"#;
@@ -337,12 +386,12 @@ mod tests {
         };
         let (body, len) = encode(&resp, &[], true).unwrap();
         let len = len.unwrap();
-        let json: Value = serde_json::from_slice(&body[..len]).unwrap();
+        let json: serde_json::Value = serde_json::from_slice(&body[..len]).unwrap();
         assert_eq!(json["outputs"][0]["parameters"]["binary_data_size"], 8);
         assert_eq!(&body[len..], &[0, 0, 0xc0, 0x3f, 0, 0, 0x20, 0x40]);
         let (body, len) = encode(&resp, &[("y".into(), false)], true).unwrap();
         assert!(len.is_none());
-        let json: Value = serde_json::from_slice(&body).unwrap();
+        let json: serde_json::Value = serde_json::from_slice(&body).unwrap();
         assert_eq!(json["outputs"][0]["data"], serde_json::json!([1.5, 2.5]));
     }
 }

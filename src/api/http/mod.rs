@@ -3,10 +3,12 @@
 //! inference body is [`codec`], the metadata/config/statistics JSON [`views`], the traffic
 //! control plane [`traffic`].
 
+mod budget;
 mod codec;
 mod data;
 mod traffic;
 mod views;
+mod wire;
 
 use std::sync::Arc;
 
@@ -28,6 +30,10 @@ use crate::routing::Router;
 
 pub const HEADER_CONTENT_LENGTH: &str = "inference-header-content-length";
 
+/// Body limit of the admin routes whose bodies are a few flags (`{"ready": true}`): far below
+/// `max_request_bytes`, so a large body costs no memory there.
+pub const ADMIN_BODY_BYTES: usize = 64 * 1024;
+
 #[derive(Clone)]
 struct AppState {
     router: Arc<Router>,
@@ -37,6 +43,12 @@ struct AppState {
 
 /// The axum app for the inference port.
 pub fn app(router: Arc<Router>, admin: Arc<Admin>, max_request_bytes: usize) -> AxumRouter {
+    let state = AppState {
+        router: router.clone(),
+        admin,
+        max_request_bytes,
+    };
+    let budget = || axum::middleware::from_fn_with_state(state.clone(), budget::within_budget);
     AxumRouter::new()
         .route("/v2", get(server_metadata))
         .route("/v2/health/live", get(live))
@@ -62,10 +74,13 @@ pub fn app(router: Arc<Router>, admin: Arc<Admin>, max_request_bytes: usize) -> 
             "/v2/models/{model}/versions/{version}/stats",
             get(version_stats),
         )
-        .route("/v2/models/{model}/infer", post(model_infer))
+        .route(
+            "/v2/models/{model}/infer",
+            post(model_infer).layer(budget()),
+        )
         .route(
             "/v2/models/{model}/versions/{version}/infer",
-            post(version_infer),
+            post(version_infer).layer(budget()),
         )
         .route(
             "/v2/models/{model}/traffic",
@@ -82,7 +97,10 @@ pub fn app(router: Arc<Router>, admin: Arc<Admin>, max_request_bytes: usize) -> 
             "/v2/models/{model}/rollout/abort",
             post(traffic::abort_rollout),
         )
-        .route("/v2/repository/index", post(repository_index))
+        .route(
+            "/v2/repository/index",
+            post(repository_index).layer(DefaultBodyLimit::max(ADMIN_BODY_BYTES)),
+        )
         .route("/v2/repository/models/{model}/load", post(repository_load))
         .route(
             "/v2/repository/models/{model}/unload",
@@ -94,11 +112,7 @@ pub fn app(router: Arc<Router>, admin: Arc<Admin>, max_request_bytes: usize) -> 
             router.clone(),
             close_when_draining,
         ))
-        .with_state(AppState {
-            router,
-            admin,
-            max_request_bytes,
-        })
+        .with_state(state)
 }
 
 /// While draining, every answer asks the client to close its connection, so keep-alive clients
@@ -302,7 +316,16 @@ async fn infer(
 }
 
 /// `POST /v2/repository/index` with an optional `{"ready": true}` body.
-async fn repository_index(State(s): State<AppState>, body: Bytes) -> Result<Json<Value>, ApiError> {
+async fn repository_index(
+    State(s): State<AppState>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let body = body.map_err(|e| match e.status() {
+        StatusCode::PAYLOAD_TOO_LARGE => ApiError::PayloadTooLarge(format!(
+            "request body is too large: the repository index takes at most {ADMIN_BODY_BYTES} bytes"
+        )),
+        _ => ApiError::BadRequest(e.body_text()),
+    })?;
     let ready_only = if body.is_empty() {
         false
     } else {

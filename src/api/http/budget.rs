@@ -1,0 +1,69 @@
+//! The inference body read under the server's `max_inflight_bytes` budget: the bytes a
+//! request declares (`Content-Length`) are taken before any is read, a body that streams past
+//! its declaration grows the reservation as it arrives, and a request that does not fit is
+//! refused at once (429). The bytes stay taken until the request is answered.
+
+use axum::body::{Body, Bytes};
+use axum::extract::{Request, State};
+use axum::http::header;
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use bytes::BytesMut;
+use http_body_util::BodyExt;
+
+use super::AppState;
+use crate::api::error::ApiError;
+
+fn too_large(limit: usize) -> ApiError {
+    ApiError::PayloadTooLarge(format!(
+        "request body is too large: it exceeds the server's max_request_bytes ({limit} bytes)"
+    ))
+}
+
+/// Middleware on the inference routes: reads the body within the budget, then runs the
+/// handler on it, holding the reservation until the answer is made.
+pub(super) async fn within_budget(State(s): State<AppState>, req: Request, next: Next) -> Response {
+    match read(&s, req).await {
+        Ok((req, permit)) => {
+            let resp = next.run(req).await;
+            drop(permit);
+            resp
+        }
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn read(
+    s: &AppState,
+    req: Request,
+) -> Result<(Request, crate::policy::admission::BytePermit), ApiError> {
+    let max = s.max_request_bytes;
+    let (parts, mut body) = req.into_parts();
+    let declared = parts
+        .headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<usize>().ok());
+    if declared.is_some_and(|n| n > max) {
+        return Err(too_large(max));
+    }
+    let mut permit = s.router.take_inflight_bytes(declared.unwrap_or(0))?;
+    let mut buf = BytesMut::with_capacity(declared.unwrap_or(0));
+    while let Some(frame) = body.frame().await {
+        let frame = frame
+            .map_err(|e| ApiError::BadRequest(format!("cannot read the request body: {e}")))?;
+        let Ok(data) = frame.into_data() else {
+            continue;
+        };
+        let total = buf.len().saturating_add(data.len());
+        if total > max {
+            return Err(too_large(max));
+        }
+        if !permit.try_grow_to(total) {
+            return Err(s.router.inflight_bytes_refusal(total).into());
+        }
+        buf.extend_from_slice(&data);
+    }
+    let body: Bytes = buf.freeze();
+    Ok((Request::from_parts(parts, Body::from(body)), permit))
+}
