@@ -81,7 +81,7 @@ pub async fn run(
         config.shutdown.timeout(),
     ));
     let traffic = crate::rollout::TrafficControl::new(registry.clone(), metrics.clone());
-    let admin = Arc::new(Admin::new(manager.clone(), traffic, &config));
+    let admin = Arc::new(Admin::new(manager.clone(), traffic, &config)?);
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let stopped = move || {
@@ -116,7 +116,7 @@ pub async fn run(
             .max_concurrent_streams(Some(GRPC_MAX_STREAMS))
             .http2_keepalive_interval(Some(std::time::Duration::from_secs(30)))
             .http2_keepalive_timeout(Some(std::time::Duration::from_secs(20)))
-            .layer(tower::util::MapResponseLayer::new(api::grpc::map_oversize))
+            .layer(api::grpc::AnswersLayer)
             .add_service(api::grpc::service(
                 router.clone(),
                 admin.clone(),

@@ -2,6 +2,7 @@
 
 pub mod admin;
 pub mod admin_grpc;
+pub mod admin_token;
 pub mod error;
 pub mod grpc;
 pub mod http;
