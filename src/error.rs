@@ -36,6 +36,9 @@ pub enum ErrorCode {
     PermissionDenied,
     /// Not allowed in the current state: wrong control mode, a rollout running (HTTP 409).
     FailedPrecondition,
+    /// A route that exists, asked with a method it does not answer (HTTP 405; gRPC has no
+    /// methods on a path, so UNIMPLEMENTED).
+    MethodNotAllowed,
 }
 
 impl ErrorCode {
@@ -49,10 +52,76 @@ impl ErrorCode {
             ErrorCode::DeadlineExceeded => "deadline_exceeded",
             ErrorCode::Cancelled => "cancelled",
             ErrorCode::Internal => "internal",
-            ErrorCode::Unimplemented => "unimplemented",
+            ErrorCode::Unimplemented | ErrorCode::MethodNotAllowed => "unimplemented",
             ErrorCode::Unauthenticated => "unauthenticated",
             ErrorCode::PermissionDenied => "permission_denied",
             ErrorCode::FailedPrecondition => "failed_precondition",
         }
+    }
+}
+
+/// Bytes of a client's string (a model, version, input or output name, a header value) that an
+/// error message repeats; the rest is summarised, so a 4 MiB name answers a short error and a
+/// gRPC message stays far below the 16 KiB metadata limit of stock clients.
+pub const ECHO_LIMIT: usize = 200;
+
+/// A client's string as error messages repeat it: `{:?}`-quoted like the whole string was,
+/// cut to [`ECHO_LIMIT`] bytes (on a character boundary) with the full length said.
+pub fn clip(s: &str) -> Clipped<'_> {
+    Clipped(s)
+}
+
+pub struct Clipped<'a>(&'a str);
+
+impl std::fmt::Display for Clipped<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let s = self.0;
+        if s.len() <= ECHO_LIMIT {
+            return write!(f, "{s:?}");
+        }
+        let mut end = ECHO_LIMIT;
+        while !s.is_char_boundary(end) {
+            end -= 1;
+        }
+        write!(f, "{:?}... ({} bytes)", &s[..end], s.len())
+    }
+}
+
+impl std::fmt::Debug for Clipped<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Display::fmt(self, f)
+    }
+}
+
+/// Longest error message a transport sends (a final bound for messages that echo more than one
+/// client string, or a string not passed through [`clip`]).
+pub const MESSAGE_LIMIT: usize = 2048;
+
+/// `message` cut to [`MESSAGE_LIMIT`] bytes on a character boundary.
+pub fn clip_message(mut message: String) -> String {
+    if message.len() > MESSAGE_LIMIT {
+        let mut end = MESSAGE_LIMIT;
+        while !message.is_char_boundary(end) {
+            end -= 1;
+        }
+        message.truncate(end);
+        message.push_str("... (cut)");
+    }
+    message
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn clip_keeps_short_strings_and_cuts_long_ones_on_a_char_boundary() {
+        assert_eq!(clip("mlp").to_string(), "\"mlp\"");
+        let long = "é".repeat(300);
+        let shown = clip(&long).to_string();
+        assert!(shown.len() < ECHO_LIMIT + 40, "{shown}");
+        assert!(shown.ends_with("... (600 bytes)"), "{shown}");
+        let cut = clip_message("x".repeat(1 << 20));
+        assert!(cut.len() <= MESSAGE_LIMIT + 16);
     }
 }

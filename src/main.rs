@@ -86,7 +86,11 @@ struct ServeArgs {
     /// Prefer FERROSERVE_ADMIN_TOKEN: flags show in the process list.
     #[arg(long)]
     admin_token: Option<String>,
-    /// Allow load/unload without a token from any address (default: only from loopback).
+    /// Without an admin token: where the token made at start is written (mode 0600; default
+    /// $XDG_RUNTIME_DIR/ferroserve/admin-token, else <tmp>/ferroserve-<uid>/admin-token).
+    #[arg(long, value_name = "PATH")]
+    admin_token_file: Option<PathBuf>,
+    /// Let anyone who reaches the ports load, unload and change traffic without a token.
     #[arg(long)]
     allow_unauthenticated_admin: Option<bool>,
     /// Seconds to keep serving, not ready, after SIGTERM before closing the listeners. A second
@@ -143,6 +147,12 @@ impl ServeArgs {
             self.repository_poll_secs.map(|v| v.to_string()),
         );
         set("admin_token", self.admin_token.clone());
+        set(
+            "admin_token_file",
+            self.admin_token_file
+                .as_ref()
+                .map(|p| p.to_string_lossy().into_owned()),
+        );
         set(
             "allow_unauthenticated_admin",
             self.allow_unauthenticated_admin.map(|v| v.to_string()),

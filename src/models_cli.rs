@@ -20,6 +20,31 @@ pub struct Connection {
         global = true
     )]
     pub token: Option<String>,
+    /// Without --token: the file a server without a configured token wrote its token to (the
+    /// server's admin_token_file).
+    #[arg(
+        long,
+        env = "FERROSERVE_ADMIN_TOKEN_FILE",
+        global = true,
+        value_name = "PATH"
+    )]
+    pub token_file: Option<std::path::PathBuf>,
+}
+
+impl Connection {
+    /// --token, else the token in --token-file (default: where a local server writes it), else
+    /// none (the server then answers UNAUTHENTICATED unless it allows unauthenticated admin).
+    pub fn token(&self) -> anyhow::Result<Option<String>> {
+        if let Some(t) = &self.token {
+            return Ok(Some(t.clone()));
+        }
+        let path = self
+            .token_file
+            .clone()
+            .unwrap_or_else(ferroserve::config::default_admin_token_file);
+        ferroserve::api::admin_token::read(&path)
+            .with_context(|| format!("cannot read the admin token file {}", path.display()))
+    }
 }
 
 #[derive(clap::Args)]
@@ -74,7 +99,7 @@ pub async fn run(args: ModelsArgs) -> anyhow::Result<()> {
         }
         Action::Load { name } => {
             let req = authorized(
-                args.conn.token.as_deref(),
+                args.conn.token()?.as_deref(),
                 tonic::Request::new(pb::RepositoryModelLoadRequest {
                     repository_name: String::new(),
                     model_name: name.clone(),
@@ -86,7 +111,7 @@ pub async fn run(args: ModelsArgs) -> anyhow::Result<()> {
         }
         Action::Unload { name } => {
             let req = authorized(
-                args.conn.token.as_deref(),
+                args.conn.token()?.as_deref(),
                 tonic::Request::new(pb::RepositoryModelUnloadRequest {
                     repository_name: String::new(),
                     model_name: name.clone(),

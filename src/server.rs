@@ -77,7 +77,7 @@ pub async fn run(
         config.shutdown.timeout(),
     ));
     let traffic = crate::rollout::TrafficControl::new(registry.clone(), metrics.clone());
-    let admin = Arc::new(Admin::new(manager.clone(), traffic, &config));
+    let admin = Arc::new(Admin::new(manager.clone(), traffic, &config)?);
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let stopped = move || {
@@ -109,7 +109,7 @@ pub async fn run(
             .layer(api::serve::GrpcConnLayer {
                 body_read_timeout: limits.body_read_timeout,
             })
-            .layer(tower::util::MapResponseLayer::new(api::grpc::map_oversize))
+            .layer(api::grpc::AnswersLayer)
             .layer(api::grpc::budget::InflightBytesLayer::new(
                 router.clone(),
                 config.max_request_bytes,

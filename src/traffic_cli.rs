@@ -88,7 +88,8 @@ fn pair(text: &str, what: &str) -> anyhow::Result<(String, String)> {
 #[tokio::main(flavor = "current_thread")]
 pub async fn traffic(args: TrafficArgs) -> anyhow::Result<()> {
     let mut client = connect(&args.conn.url).await?;
-    let token = args.conn.token.as_deref();
+    let token = args.conn.token()?;
+    let token = token.as_deref();
     let policy = match args.action {
         TrafficAction::Get { model } => client
             .get_traffic(pb::GetTrafficRequest { model })
@@ -142,7 +143,8 @@ pub async fn traffic(args: TrafficArgs) -> anyhow::Result<()> {
 #[tokio::main(flavor = "current_thread")]
 pub async fn rollout(args: RolloutArgs) -> anyhow::Result<()> {
     let mut client = connect(&args.conn.url).await?;
-    let token = args.conn.token.as_deref();
+    let token = args.conn.token()?;
+    let token = token.as_deref();
     let s = match args.action {
         RolloutAction::Start {
             model,

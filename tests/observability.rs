@@ -674,6 +674,8 @@ async fn log_of_three_requests(repo: &Path, rust_log: &str, id: &str, bad_id: &s
         .arg("--model-repository")
         .arg(repo)
         .env("RUST_LOG", rust_log)
+        // Logs are tested here, not admin: a token keeps it from writing the default token file.
+        .env("FERROSERVE_ADMIN_TOKEN", "observability-test-token")
         .stdout(std::process::Stdio::null())
         .stderr(log.reopen().unwrap())
         .spawn()

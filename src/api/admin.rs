@@ -1,11 +1,14 @@
 //! The control plane both transports expose: repository index, load and unload, traffic policy,
 //! promotion and rollouts (the latter in every model-control mode). Mutations are
-//! authenticated: with an admin token set, `Authorization: Bearer <token>` (HTTP header or gRPC
-//! metadata) compared in constant time; with none set, only a loopback-only server (or one
-//! started with `--allow-unauthenticated-admin`) accepts them.
+//! authenticated, `Authorization: Bearer <token>` (HTTP header or gRPC metadata) compared in
+//! constant time, whatever address the request comes from (behind a proxy or a sidecar the
+//! peer says nothing about the sender). With no token configured the server makes one at start
+//! and writes it to `admin_token_file` ([`super::admin_token`]); only
+//! `allow_unauthenticated_admin` opens mutations to anyone.
 
-use std::net::IpAddr;
 use std::sync::Arc;
+
+use anyhow::Context;
 
 use super::error::ApiError;
 use crate::config::ServerConfig;
@@ -25,27 +28,49 @@ pub struct Authorized(());
 pub struct Admin {
     manager: Arc<ModelManager>,
     traffic: Arc<TrafficControl>,
+    /// `None`: the operator opened mutations to anyone (`allow_unauthenticated_admin`).
     token: Option<String>,
-    /// No token configured, and mutations are allowed anyway (loopback-only or explicit flag).
-    open_without_token: bool,
 }
 
 impl Admin {
+    /// The configured token; else none when the operator opted out; else a token made now and
+    /// written to `admin_token_file` (failing to write it fails the start: a token nobody can
+    /// read would close the control plane without saying why).
     pub fn new(
         manager: Arc<ModelManager>,
         traffic: Arc<TrafficControl>,
         config: &ServerConfig,
-    ) -> Admin {
-        let loopback_only = match config.host.as_str() {
-            "localhost" => true,
-            host => host.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback()),
+    ) -> anyhow::Result<Admin> {
+        let token = match config.admin_token.clone().filter(|t| !t.is_empty()) {
+            Some(token) => Some(token),
+            None if config.allow_unauthenticated_admin => {
+                tracing::warn!(
+                    "allow_unauthenticated_admin: anyone who reaches the ports can load, unload and change traffic"
+                );
+                None
+            }
+            None => {
+                let path = config.admin_token_file();
+                let token =
+                    super::admin_token::generate().context("admin token: read the OS RNG")?;
+                super::admin_token::write(&path, &token).with_context(|| {
+                    format!(
+                        "cannot write the admin token file {} (set admin_token_file, admin_token or allow_unauthenticated_admin)",
+                        path.display()
+                    )
+                })?;
+                tracing::info!(
+                    admin_token_file = %path.display(),
+                    "no admin token configured: made one; ferroserve models|traffic|rollout read it from this file"
+                );
+                Some(token)
+            }
         };
-        Admin {
+        Ok(Admin {
             manager,
             traffic,
-            token: config.admin_token.clone().filter(|t| !t.is_empty()),
-            open_without_token: loopback_only || config.allow_unauthenticated_admin,
-        }
+            token,
+        })
     }
 
     pub fn manager(&self) -> &Arc<ModelManager> {
@@ -55,20 +80,13 @@ impl Admin {
     /// Checks the `Authorization` value of a mutating request, once per request.
     pub fn authorize(&self, authorization: Option<&[u8]>) -> Result<Authorized, ApiError> {
         let Some(token) = &self.token else {
-            return if self.open_without_token {
-                Ok(Authorized(()))
-            } else {
-                Err(ApiError::Forbidden(
-                    "model control is disabled: set an admin token (--admin-token / FERROSERVE_ADMIN_TOKEN), listen on \
-                     loopback only, or pass --allow-unauthenticated-admin"
-                        .into(),
-                ))
-            };
+            return Ok(Authorized(()));
         };
-        let given = authorization
-            .and_then(|h| h.strip_prefix(b"Bearer "))
-            .ok_or_else(|| {
-                ApiError::Unauthenticated("missing 'Authorization: Bearer <token>'".into())
+        let given = authorization.and_then(bearer).ok_or_else(|| {
+                ApiError::Unauthenticated(
+                "missing 'Authorization: Bearer <token>' (the server's admin_token, or the one in its admin_token_file)"
+                    .into(),
+            )
             })?;
         if constant_time_eq(given, token.as_bytes()) {
             Ok(Authorized(()))
@@ -147,6 +165,17 @@ impl Admin {
     }
 }
 
+/// The credentials of `Bearer <token>`; the scheme is case-insensitive (RFC 9110, 11.1) and
+/// may be followed by more than one space.
+fn bearer(value: &[u8]) -> Option<&[u8]> {
+    let (scheme, rest) = value.split_at_checked(6)?;
+    if !scheme.eq_ignore_ascii_case(b"bearer") || rest.first() != Some(&b' ') {
+        return None;
+    }
+    let start = rest.iter().position(|&b| b != b' ')?;
+    Some(&rest[start..])
+}
+
 /// Compares without an early exit, so timing does not reveal how much of a guess was right.
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     let mut diff = u8::from(a.len() != b.len());
@@ -165,6 +194,16 @@ impl From<ControlError> for ApiError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_bearer_scheme_is_case_insensitive() {
+        assert_eq!(bearer(b"Bearer abc"), Some(&b"abc"[..]));
+        assert_eq!(bearer(b"bearer abc"), Some(&b"abc"[..]));
+        assert_eq!(bearer(b"BEARER  abc"), Some(&b"abc"[..]));
+        assert_eq!(bearer(b"Bearerabc"), None);
+        assert_eq!(bearer(b"Basic abc"), None);
+        assert_eq!(bearer(b"Bearer "), None);
+    }
 
     #[test]
     fn constant_time_eq_compares_whole_values() {

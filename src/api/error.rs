@@ -3,7 +3,7 @@
 
 use axum::http::StatusCode;
 
-use crate::error::ErrorCode;
+use crate::error::{clip_message, ErrorCode};
 use crate::registry::manager::ControlError;
 use crate::rollout::TrafficError;
 use crate::routing::InferError;
@@ -20,6 +20,11 @@ pub enum ApiError {
     PayloadTooLarge(String),
     #[error("{0}")]
     Unimplemented(String),
+    /// No route has this path.
+    #[error("{0}")]
+    NoRoute(String),
+    #[error("{0}")]
+    MethodNotAllowed(String),
     #[error(transparent)]
     Control(ControlError),
     #[error("{0}")]
@@ -38,6 +43,8 @@ impl ApiError {
             ApiError::BadRequest(_) => ErrorCode::InvalidArgument,
             ApiError::PayloadTooLarge(_) => ErrorCode::PayloadTooLarge,
             ApiError::Unimplemented(_) => ErrorCode::Unimplemented,
+            ApiError::NoRoute(_) => ErrorCode::NotFound,
+            ApiError::MethodNotAllowed(_) => ErrorCode::MethodNotAllowed,
             ApiError::Control(e) => e.code(),
             ApiError::Unauthenticated(_) => ErrorCode::Unauthenticated,
             ApiError::Forbidden(_) => ErrorCode::PermissionDenied,
@@ -47,6 +54,11 @@ impl ApiError {
 
     pub fn http_status(&self) -> StatusCode {
         http_status(self.code())
+    }
+
+    /// The message a client reads, bounded whatever client strings it repeats.
+    pub fn message(&self) -> String {
+        clip_message(self.to_string())
     }
 
     pub fn grpc_code(&self) -> tonic::Code {
@@ -70,6 +82,7 @@ pub fn http_status(code: ErrorCode) -> StatusCode {
         ErrorCode::Unauthenticated => StatusCode::UNAUTHORIZED,
         ErrorCode::PermissionDenied => StatusCode::FORBIDDEN,
         ErrorCode::FailedPrecondition => StatusCode::CONFLICT,
+        ErrorCode::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
     }
 }
 
@@ -83,7 +96,7 @@ pub fn grpc_code(code: ErrorCode) -> tonic::Code {
         ErrorCode::DeadlineExceeded => tonic::Code::DeadlineExceeded,
         ErrorCode::Cancelled => tonic::Code::Cancelled,
         ErrorCode::Internal => tonic::Code::Internal,
-        ErrorCode::Unimplemented => tonic::Code::Unimplemented,
+        ErrorCode::Unimplemented | ErrorCode::MethodNotAllowed => tonic::Code::Unimplemented,
         ErrorCode::Unauthenticated => tonic::Code::Unauthenticated,
         ErrorCode::PermissionDenied => tonic::Code::PermissionDenied,
         ErrorCode::FailedPrecondition => tonic::Code::FailedPrecondition,
@@ -92,13 +105,13 @@ pub fn grpc_code(code: ErrorCode) -> tonic::Code {
 
 impl From<ApiError> for tonic::Status {
     fn from(e: ApiError) -> tonic::Status {
-        tonic::Status::new(e.grpc_code(), e.to_string())
+        tonic::Status::new(e.grpc_code(), e.message())
     }
 }
 
 impl axum::response::IntoResponse for ApiError {
     fn into_response(self) -> axum::response::Response {
-        let body = serde_json::json!({ "error": self.to_string() });
+        let body = serde_json::json!({ "error": self.message() });
         let status = self.http_status();
         let mut resp = (status, axum::Json(body)).into_response();
         if status == StatusCode::TOO_MANY_REQUESTS {
@@ -272,6 +285,12 @@ mod tests {
                 tonic::Code::Unauthenticated,
             ),
             (ApiError::Forbidden(s()), 403, tonic::Code::PermissionDenied),
+            (ApiError::NoRoute(s()), 404, tonic::Code::NotFound),
+            (
+                ApiError::MethodNotAllowed(s()),
+                405,
+                tonic::Code::Unimplemented,
+            ),
             (
                 ApiError::Control(ControlError::InvalidName(s())),
                 400,

@@ -2,6 +2,7 @@
 
 pub mod admin;
 pub mod admin_grpc;
+pub mod admin_token;
 pub mod conn;
 pub mod error;
 pub mod grpc;

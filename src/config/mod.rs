@@ -15,7 +15,8 @@ use std::path::{Path, PathBuf};
 pub use model::{BackendKind, BatchingConfig, ModelConfig, QueuePolicy, TensorConfig};
 pub use onnxruntime::{Device, GraphOptimizationLevel, OnnxRuntimeConfig, OnnxRuntimeOptions};
 pub use server::{
-    LogFormat, ModelControlMode, ServerConfig, ShutdownConfig, DEFAULT_MAX_REQUEST_BYTES,
+    default_admin_token_file, LogFormat, ModelControlMode, ServerConfig, ShutdownConfig,
+    DEFAULT_MAX_REQUEST_BYTES,
 };
 pub use version_policy::VersionPolicy;
 

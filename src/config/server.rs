@@ -45,9 +45,14 @@ pub struct ServerConfig {
     pub repository_poll_secs: f64,
     /// Models loaded at start in `explicit` mode.
     pub load_models: Vec<String>,
-    /// Bearer token required by every mutating endpoint when set.
+    /// Bearer token required by every mutating endpoint when set. When not set, the server
+    /// makes one at start and writes it to `admin_token_file` (unless
+    /// `allow_unauthenticated_admin`).
     pub admin_token: Option<String>,
-    /// Let mutating endpoints run without a token on a non-loopback listener.
+    /// Where a token made at start is written, readable by this user only; the CLIs read it
+    /// from there. Default: [`default_admin_token_file`].
+    pub admin_token_file: Option<PathBuf>,
+    /// Let mutating endpoints run without any token, from anyone who reaches the port.
     pub allow_unauthenticated_admin: bool,
     /// `[onnxruntime]`: where the `onnxruntime` backend finds its library.
     pub onnxruntime: OnnxRuntimeConfig,
@@ -152,6 +157,7 @@ impl Default for ServerConfig {
             repository_poll_secs: 15.0,
             load_models: Vec::new(),
             admin_token: None,
+            admin_token_file: None,
             allow_unauthenticated_admin: false,
             onnxruntime: OnnxRuntimeConfig::default(),
             max_concurrent_requests: 0,
@@ -169,6 +175,13 @@ impl Default for ServerConfig {
 }
 
 impl ServerConfig {
+    /// The configured `admin_token_file`, else the default.
+    pub fn admin_token_file(&self) -> PathBuf {
+        self.admin_token_file
+            .clone()
+            .unwrap_or_else(default_admin_token_file)
+    }
+
     pub fn validate(&self) -> Result<(), ConfigError> {
         if !(0.05..=86_400.0).contains(&self.repository_poll_secs) {
             return Err(ConfigError::Invalid(format!(
@@ -235,5 +248,20 @@ impl ServerConfig {
             return Err(ConfigError::Invalid("host must not be empty".into()));
         }
         Ok(())
+    }
+}
+
+/// Where a server without a configured token writes the one it makes, and where the CLIs look
+/// for it: `$XDG_RUNTIME_DIR/ferroserve/admin-token`, else `<tmp>/ferroserve-<uid>/admin-token`.
+pub fn default_admin_token_file() -> PathBuf {
+    match std::env::var_os("XDG_RUNTIME_DIR").filter(|d| !d.is_empty()) {
+        Some(dir) => PathBuf::from(dir).join("ferroserve").join("admin-token"),
+        None => {
+            use std::os::unix::fs::MetadataExt;
+            let uid = std::fs::metadata("/proc/self").map_or(0, |m| m.uid());
+            std::env::temp_dir()
+                .join(format!("ferroserve-{uid}"))
+                .join("admin-token")
+        }
     }
 }

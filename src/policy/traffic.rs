@@ -13,6 +13,8 @@
 use std::cell::Cell;
 use std::collections::BTreeMap;
 
+use crate::error::clip;
+
 /// Traffic weights and an optional shadow for one model. Weights are relative (90/10 and 9/1
 /// split alike); versions are in ascending order. No weights: the highest ready version serves
 /// (as with no policy), which a shadow may accompany.
@@ -75,7 +77,7 @@ impl TrafficPolicy {
                 .parse::<u64>()
                 .ok()
                 .filter(|&n| n > 0)
-                .ok_or_else(|| format!("{what}: version {v:?} is not a positive integer"))?;
+                .ok_or_else(|| format!("{what}: version {} is not a positive integer", clip(v)))?;
             if let Some(loaded) = loaded {
                 if !loaded.contains(&n) {
                     return Err(format!(

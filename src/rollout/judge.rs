@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use crate::error::clip;
 use crate::policy::window::WindowSnapshot;
 
 /// A rollout as requested, validated.
@@ -46,7 +47,7 @@ impl RolloutRequest {
                 .parse::<u64>()
                 .ok()
                 .filter(|&n| n > 0)
-                .ok_or_else(|| format!("{what}: {v:?} is not a positive version number"))
+                .ok_or_else(|| format!("{what}: {} is not a positive version number", clip(v)))
         };
         let candidate = version("candidate", &self.candidate)?;
         let stable = self

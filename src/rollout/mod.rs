@@ -14,7 +14,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use crate::error::ErrorCode;
+use crate::error::{clip, ErrorCode};
 use crate::metrics::Metrics;
 use crate::policy::traffic::TrafficPolicy;
 use crate::policy::window::WindowSnapshot;
@@ -23,13 +23,13 @@ use judge::{RolloutRequest, RolloutSpec};
 
 #[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
 pub enum TrafficError {
-    #[error("unknown model {0:?}")]
+    #[error("unknown model {}", clip(.0))]
     ModelNotFound(String),
     #[error("{0}")]
     Invalid(String),
     #[error("{0}")]
     Conflict(String),
-    #[error("model {0:?} has had no rollout")]
+    #[error("model {} has had no rollout", clip(.0))]
     NoRollout(String),
 }
 

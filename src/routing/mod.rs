@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use tracing::Instrument;
 
 use crate::batching::BatchError;
-use crate::error::ErrorCode;
+use crate::error::{clip, ErrorCode};
 use crate::metrics::{code, Metrics, Protocol};
 use crate::policy::admission::{Admission, ByteBudget};
 use crate::registry::{ModelEntry, ModelVersion, Registry};
@@ -49,9 +49,9 @@ pub struct InferResponse {
 
 #[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
 pub enum InferError {
-    #[error("unknown model {0:?}")]
+    #[error("unknown model {}", clip(.0))]
     ModelNotFound(String),
-    #[error("unknown version {version:?} of model {model:?}")]
+    #[error("unknown version {} of model {}", clip(.version), clip(.model))]
     VersionNotFound { model: String, version: String },
     #[error("model {model:?} is not ready: {reason}")]
     NotReady { model: String, reason: String },

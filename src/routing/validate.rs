@@ -2,6 +2,7 @@
 //! expected, so a client can fix its request without reading our code.
 
 use super::{InferError, NamedTensor};
+use crate::error::clip;
 use crate::registry::{ModelVersion, TensorSpec};
 use crate::tensor::Tensor;
 
@@ -36,14 +37,14 @@ pub fn inputs(
             .position(|s| s.name == t.name)
             .ok_or_else(|| {
                 invalid(format!(
-                    "unknown input {:?} for model {:?}; expected {:?}",
-                    t.name,
+                    "unknown input {} for model {:?}; expected {:?}",
+                    clip(&t.name),
                     mv.name,
                     names(&sig.inputs)
                 ))
             })?;
         if slots[ix].is_some() {
-            return Err(invalid(format!("input {:?} is given twice", t.name)));
+            return Err(invalid(format!("input {} is given twice", clip(&t.name))));
         }
         slots[ix] = Some(t.tensor);
     }
@@ -114,13 +115,14 @@ pub fn outputs(mv: &ModelVersion, wanted: &[String]) -> Result<Vec<usize>, Infer
     for name in wanted {
         let ix = specs.iter().position(|s| &s.name == name).ok_or_else(|| {
             invalid(format!(
-                "unknown output {name:?} for model {:?}; expected {:?}",
+                "unknown output {} for model {:?}; expected {:?}",
+                clip(name),
                 mv.name,
                 names(specs)
             ))
         })?;
         if out.contains(&ix) {
-            return Err(invalid(format!("output {name:?} is requested twice")));
+            return Err(invalid(format!("output {} is requested twice", clip(name))));
         }
         out.push(ix);
     }

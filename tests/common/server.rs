@@ -22,6 +22,9 @@ pub struct TestServer {
     pub metrics: SocketAddr,
     stop: Option<oneshot::Sender<()>>,
     handle: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+    /// Where a server without a configured token wrote the one it made.
+    pub admin_token_file: std::path::PathBuf,
+    _token_dir: tempfile::TempDir,
 }
 
 /// Defaults, but no drain delay: tests stop servers often.
@@ -40,6 +43,8 @@ pub fn test_config() -> ServerConfig {
 pub struct Builder {
     config: ServerConfig,
     wait_ready: bool,
+    /// Each server's own admin token file, so parallel tests never share one.
+    token_dir: tempfile::TempDir,
 }
 
 impl Builder {
@@ -90,13 +95,18 @@ impl Builder {
         self
     }
 
-    fn local(self) -> ServerConfig {
+    fn local(&self) -> ServerConfig {
+        let config = self.config.clone();
         ServerConfig {
+            admin_token_file: config
+                .admin_token_file
+                .clone()
+                .or_else(|| Some(self.token_dir.path().join("admin-token"))),
             host: "127.0.0.1".into(),
             http_port: 0,
             grpc_port: 0,
             metrics_port: 0,
-            ..self.config
+            ..config
         }
     }
 
@@ -105,6 +115,7 @@ impl Builder {
         let config = self.local();
         let explicit = (config.model_control_mode == ModelControlMode::Explicit)
             .then(|| config.load_models.clone());
+        let config_token_file = config.admin_token_file.clone().unwrap_or_default();
         let listeners = Listeners::bind(&config).await.expect("bind 127.0.0.1:0");
         let (http, grpc, metrics) = listeners.addrs().unwrap();
         let (stop, stopped) = oneshot::channel::<()>();
@@ -117,6 +128,8 @@ impl Builder {
             metrics,
             stop: Some(stop),
             handle: Some(handle),
+            admin_token_file: config_token_file,
+            _token_dir: self.token_dir,
         };
         if wait_ready {
             server.wait_ready().await;
@@ -149,12 +162,21 @@ impl TestServer {
                 ..test_config()
             },
             wait_ready: true,
+            token_dir: tempfile::tempdir().expect("a temporary directory"),
         }
     }
 
     /// A server on the bundled models, ready.
     pub async fn start() -> TestServer {
         Self::builder().start().await
+    }
+
+    /// The token a server without a configured one made at start (from its token file).
+    pub fn made_admin_token(&self) -> String {
+        std::fs::read_to_string(&self.admin_token_file)
+            .expect("the server wrote its admin token file")
+            .trim()
+            .to_owned()
     }
 
     pub fn url(&self, path: &str) -> String {

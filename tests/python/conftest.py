@@ -122,6 +122,9 @@ def start_server(
     env = dict(os.environ)
     env.setdefault("NO_COLOR", "1")
     env.setdefault("RUST_BACKTRACE", "1")
+    # The suite never changes models: a fixed token keeps each server from writing the shared
+    # default admin token file (a server without one makes a token and writes it there).
+    env.setdefault("FERROSERVE_ADMIN_TOKEN", "e2e-suite-admin-token")
     env.update(env_overrides or {})
     with open(log_path, "wb") as log_file:
         process = subprocess.Popen(

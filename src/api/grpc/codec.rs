@@ -8,6 +8,7 @@ use bytes::Bytes;
 use tonic::Request;
 
 use crate::api::error::ApiError;
+use crate::error::clip;
 use crate::metrics::Protocol;
 use crate::proto::inference as pb;
 use crate::routing::request::{route_key, timeout_from_micros, ROUTE_KEY};
@@ -21,31 +22,57 @@ fn bad(msg: impl Into<String>) -> ApiError {
     ApiError::BadRequest(msg.into())
 }
 
-/// Parses the `grpc-timeout` header (e.g. `100m`, `5S`).
-fn grpc_timeout(req: &tonic::metadata::MetadataMap) -> Option<Duration> {
-    let v = req.get("grpc-timeout")?.to_str().ok()?;
-    let (num, unit) = v.split_at(v.len().checked_sub(1)?);
-    let n: u64 = num.parse().ok()?;
-    Some(match unit {
+/// Parses the `grpc-timeout` header (e.g. `100m`, `5S`). A value beyond what a duration holds
+/// saturates (it is "never", as a huge `timeout` parameter over HTTP is); one that is not a
+/// number and a unit is refused, as the HTTP `timeout` parameter is.
+fn grpc_timeout(req: &tonic::metadata::MetadataMap) -> Result<Option<Duration>, ApiError> {
+    let Some(v) = req.get("grpc-timeout") else {
+        return Ok(None);
+    };
+    let malformed = || {
+        bad(format!(
+            "grpc-timeout must be digits and one of the units H M S m u n, got {}",
+            clip(&String::from_utf8_lossy(v.as_encoded_bytes()))
+        ))
+    };
+    let text = v.to_str().map_err(|_| malformed())?;
+    let (num, unit) = text.split_at(text.len().checked_sub(1).ok_or_else(malformed)?);
+    if num.is_empty() || !num.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(malformed());
+    }
+    let n: u64 = num.parse().unwrap_or(u64::MAX);
+    Ok(Some(match unit {
         "H" => Duration::from_secs(n.saturating_mul(3600)),
         "M" => Duration::from_secs(n.saturating_mul(60)),
         "S" => Duration::from_secs(n),
         "m" => Duration::from_millis(n),
         "u" => Duration::from_micros(n),
         "n" => Duration::from_nanos(n),
-        _ => return None,
-    })
+        _ => return Err(malformed()),
+    }))
 }
 
-/// tritonclient's `timeout` parameter (microseconds), as an int64 or a uint64.
+/// tritonclient's `timeout` parameter (microseconds), as an int64 or a uint64; anything else
+/// is refused with the HTTP transport's wording.
 fn param_timeout(
     params: &std::collections::HashMap<String, pb::InferParameter>,
-) -> Option<Duration> {
+) -> Result<Option<Duration>, ApiError> {
     use pb::infer_parameter::ParameterChoice;
-    match params.get("timeout")?.parameter_choice.as_ref()? {
-        ParameterChoice::Int64Param(us) => u64::try_from(*us).ok().and_then(timeout_from_micros),
-        ParameterChoice::Uint64Param(us) => timeout_from_micros(*us),
-        _ => None,
+    let refused = |got: String| {
+        bad(format!(
+            "parameter \"timeout\" must be a non-negative integer, got {got}"
+        ))
+    };
+    match params
+        .get("timeout")
+        .and_then(|p| p.parameter_choice.as_ref())
+    {
+        None => Ok(None),
+        Some(ParameterChoice::Int64Param(us)) => u64::try_from(*us)
+            .map(timeout_from_micros)
+            .map_err(|_| refused(us.to_string())),
+        Some(ParameterChoice::Uint64Param(us)) => Ok(timeout_from_micros(*us)),
+        Some(other) => Err(refused(format!("{other:?}").chars().take(64).collect())),
     }
 }
 
@@ -118,7 +145,7 @@ fn contents_tensor(
 }
 
 pub fn decode(req: Request<pb::ModelInferRequest>) -> Result<InferRequest, ApiError> {
-    let deadline = grpc_timeout(req.metadata());
+    let deadline = grpc_timeout(req.metadata())?;
     let route_key = route_key(req.metadata().get(ROUTE_KEY).map(|v| v.as_bytes())).map_err(bad)?;
     let r = req.into_inner();
     let raw = r.raw_input_contents;
@@ -133,9 +160,9 @@ pub fn decode(req: Request<pb::ModelInferRequest>) -> Result<InferRequest, ApiEr
     for (ix, input) in r.inputs.into_iter().enumerate() {
         let name = input.name;
         let dtype = DataType::from_wire(&input.datatype)
-            .map_err(|e| bad(format!("input {name:?}: {e}")))?;
-        let shape =
-            shape_from_wire(&input.shape).map_err(|e| bad(format!("input {name:?}: {e}")))?;
+            .map_err(|e| bad(format!("input {}: {e}", clip(&name))))?;
+        let shape = shape_from_wire(&input.shape)
+            .map_err(|e| bad(format!("input {}: {e}", clip(&name))))?;
         let tensor = match (raw.get(ix), &input.contents) {
             (Some(bytes), _) => {
                 Tensor::new(dtype, shape, Bytes::clone(bytes)).map_err(ContentsError::from)
@@ -143,7 +170,7 @@ pub fn decode(req: Request<pb::ModelInferRequest>) -> Result<InferRequest, ApiEr
             (None, Some(contents)) => contents_tensor(dtype, shape, contents),
             (None, None) => Err(ContentsError::NoData),
         }
-        .map_err(|e| bad(format!("input {name:?}: {e}")))?;
+        .map_err(|e| bad(format!("input {}: {e}", clip(&name))))?;
         inputs.push(NamedTensor { name, tensor });
     }
     Ok(InferRequest {
@@ -152,7 +179,7 @@ pub fn decode(req: Request<pb::ModelInferRequest>) -> Result<InferRequest, ApiEr
         id: r.id,
         inputs,
         outputs: r.outputs.into_iter().map(|o| o.name).collect(),
-        timeout: param_timeout(&r.parameters).or(deadline),
+        timeout: param_timeout(&r.parameters)?.or(deadline),
         protocol: Protocol::Grpc,
         route_key,
     })
@@ -190,11 +217,23 @@ mod tests {
     fn grpc_timeout_units_parse() {
         let mut m = tonic::metadata::MetadataMap::new();
         m.insert("grpc-timeout", "250m".parse().unwrap());
-        assert_eq!(grpc_timeout(&m), Some(Duration::from_millis(250)));
+        assert_eq!(grpc_timeout(&m).unwrap(), Some(Duration::from_millis(250)));
         m.insert("grpc-timeout", "3S".parse().unwrap());
-        assert_eq!(grpc_timeout(&m), Some(Duration::from_secs(3)));
-        m.insert("grpc-timeout", "x".parse().unwrap());
-        assert_eq!(grpc_timeout(&m), None);
+        assert_eq!(grpc_timeout(&m).unwrap(), Some(Duration::from_secs(3)));
+        for bad in ["x", "S", "12", "-1S", "1.5S", "1s"] {
+            m.insert("grpc-timeout", bad.parse().unwrap());
+            assert!(grpc_timeout(&m).is_err(), "{bad}");
+        }
+        m.insert("grpc-timeout", "18446744073709551615S".parse().unwrap());
+        assert_eq!(
+            grpc_timeout(&m).unwrap(),
+            Some(Duration::from_secs(u64::MAX))
+        );
+        m.insert("grpc-timeout", "99999999999999999999999H".parse().unwrap());
+        assert_eq!(
+            grpc_timeout(&m).unwrap(),
+            Some(Duration::from_secs(u64::MAX))
+        );
     }
 
     #[test]

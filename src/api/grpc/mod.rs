@@ -2,10 +2,13 @@
 //! tritonclient and perf_analyzer work unchanged. Handlers translate and call `Router`: the
 //! inference messages in [`codec`], metadata, configuration and statistics in [`views`].
 
+mod answers;
 pub mod budget;
 mod codec;
 mod prescan;
 mod views;
+
+pub use answers::AnswersLayer;
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -37,25 +40,6 @@ pub fn service(
     GrpcInferenceServiceServer::new(InferenceService { router, admin })
         .max_decoding_message_size(max_request_bytes)
         .max_encoding_message_size(usize::MAX)
-}
-
-/// tonic answers an over-size message with OUT_OF_RANGE; gRPC's convention (and our HTTP 413) is
-/// RESOURCE_EXHAUSTED, so rewrite that one status on the way out.
-pub fn map_oversize<B>(mut resp: axum::http::Response<B>) -> axum::http::Response<B> {
-    let oversize = resp.headers().get("grpc-status").is_some_and(|v| v == "11")
-        && resp.headers().get("grpc-message").is_some_and(|m| {
-            m.to_str()
-                .unwrap_or("")
-                .contains("message%20length%20too%20large")
-                || m.to_str()
-                    .unwrap_or("")
-                    .contains("message length too large")
-        });
-    if oversize {
-        resp.headers_mut()
-            .insert("grpc-status", axum::http::HeaderValue::from_static("8"));
-    }
-    resp
 }
 
 type GrpcResult<T> = Result<Response<T>, Status>;

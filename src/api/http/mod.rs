@@ -6,6 +6,7 @@
 mod budget;
 mod codec;
 mod data;
+mod reject;
 mod traffic;
 mod views;
 mod wire;
@@ -21,17 +22,18 @@ use axum::routing::{get, post, put};
 use axum::{Json, Router as AxumRouter};
 use serde_json::{json, Value};
 
-use super::admin::Admin;
+use super::admin::{Admin, Authorized};
 use super::error::ApiError;
 use super::{server_extensions, SERVER_NAME};
 use crate::metrics::Protocol;
 use crate::routing::request::{route_key, ROUTE_KEY};
 use crate::routing::Router;
+use reject::Body;
 
 pub const HEADER_CONTENT_LENGTH: &str = "inference-header-content-length";
 
-/// Body limit of the admin routes whose bodies are a few flags (`{"ready": true}`): far below
-/// `max_request_bytes`, so a large body costs no memory there.
+/// Body limit of the admin routes (index, load, traffic, rollouts), whose bodies are a little
+/// JSON: far below `max_request_bytes`, so a large body costs no memory there.
 pub const ADMIN_BODY_BYTES: usize = 64 * 1024;
 
 #[derive(Clone)]
@@ -97,40 +99,32 @@ pub fn app(router: Arc<Router>, admin: Arc<Admin>, max_request_bytes: usize) -> 
             "/v2/models/{model}/rollout/abort",
             post(traffic::abort_rollout),
         )
-        .route(
-            "/v2/repository/index",
-            post(repository_index).layer(DefaultBodyLimit::max(ADMIN_BODY_BYTES)),
-        )
+        .route("/v2/repository/index", post(repository_index))
         .route("/v2/repository/models/{model}/load", post(repository_load))
         .route(
             "/v2/repository/models/{model}/unload",
             post(repository_unload),
         )
-        .fallback(not_found)
+        .fallback(reject::no_route)
+        .method_not_allowed_fallback(reject::method_not_allowed)
         .layer(DefaultBodyLimit::max(max_request_bytes))
         .layer(axum::middleware::map_response_with_state(
-            router.clone(),
-            close_when_draining,
+            state.clone(),
+            finish,
         ))
         .with_state(state)
 }
 
-/// While draining, every answer asks the client to close its connection, so keep-alive clients
-/// reconnect (to another replica) instead of racing our listener's close with a reused socket.
-async fn close_when_draining(State(router): State<Arc<Router>>, mut resp: Response) -> Response {
-    if router.is_draining() {
+/// Every answer's last step: framework rejections in the error table's JSON, and while
+/// draining, `Connection: close`, so keep-alive clients reconnect (to another replica) instead
+/// of racing our listener's close with a reused socket.
+async fn finish(State(s): State<AppState>, resp: Response) -> Response {
+    let mut resp = reject::json_errors(resp, s.max_request_bytes).await;
+    if s.router.is_draining() {
         resp.headers_mut()
             .insert(header::CONNECTION, HeaderValue::from_static("close"));
     }
     resp
-}
-
-async fn not_found() -> Response {
-    (
-        StatusCode::NOT_FOUND,
-        Json(json!({"error": "no such route"})),
-    )
-        .into_response()
 }
 
 async fn live() -> StatusCode {
@@ -255,13 +249,8 @@ async fn infer(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     let router = &s.router;
-    let body = body.map_err(|e| match e.status() {
-        StatusCode::PAYLOAD_TOO_LARGE => ApiError::PayloadTooLarge(format!(
-            "request body is too large: it exceeds the server's max_request_bytes ({} bytes)",
-            s.max_request_bytes
-        )),
-        _ => ApiError::BadRequest(e.body_text()),
-    })?;
+    let body =
+        body.map_err(|e| reject::rejection(e.status(), e.body_text(), s.max_request_bytes))?;
     if let Some(enc) = headers.get(header::CONTENT_ENCODING) {
         if enc.as_bytes() != b"identity" {
             return Err(ApiError::BadRequest(format!(
@@ -318,14 +307,8 @@ async fn infer(
 /// `POST /v2/repository/index` with an optional `{"ready": true}` body.
 async fn repository_index(
     State(s): State<AppState>,
-    body: Result<Bytes, BytesRejection>,
+    Body(body): Body,
 ) -> Result<Json<Value>, ApiError> {
-    let body = body.map_err(|e| match e.status() {
-        StatusCode::PAYLOAD_TOO_LARGE => ApiError::PayloadTooLarge(format!(
-            "request body is too large: the repository index takes at most {ADMIN_BODY_BYTES} bytes"
-        )),
-        _ => ApiError::BadRequest(e.body_text()),
-    })?;
     let ready_only = if body.is_empty() {
         false
     } else {
@@ -349,10 +332,6 @@ async fn repository_index(
     Ok(Json(Value::Array(rows)))
 }
 
-fn authorization(headers: &HeaderMap) -> Option<&[u8]> {
-    headers.get(header::AUTHORIZATION).map(|v| v.as_bytes())
-}
-
 /// Whether a load request carries Triton's `parameters` (config override, file upload), which
 /// [`Admin::load`] refuses.
 fn load_parameters(body: &Bytes) -> Result<bool, ApiError> {
@@ -369,10 +348,9 @@ fn load_parameters(body: &Bytes) -> Result<bool, ApiError> {
 async fn repository_load(
     State(s): State<AppState>,
     Path(model): Path<String>,
-    headers: HeaderMap,
-    body: Bytes,
+    auth: Authorized,
+    Body(body): Body,
 ) -> Result<Json<Value>, ApiError> {
-    let auth = s.admin.authorize(authorization(&headers))?;
     let with_parameters = load_parameters(&body)?;
     s.admin.load(auth, &model, with_parameters).await?;
     Ok(Json(json!({})))
@@ -381,9 +359,8 @@ async fn repository_load(
 async fn repository_unload(
     State(s): State<AppState>,
     Path(model): Path<String>,
-    headers: HeaderMap,
+    auth: Authorized,
 ) -> Result<Json<Value>, ApiError> {
-    let auth = s.admin.authorize(authorization(&headers))?;
     s.admin.unload(auth, &model).await?;
     Ok(Json(json!({})))
 }

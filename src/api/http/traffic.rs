@@ -2,15 +2,14 @@
 //! `/v2/models/{m}/rollout` (POST to start, GET, DELETE or `/abort`). JSON ⇄ domain only; reads
 //! need no token, mutations the admin token.
 
-use axum::body::Bytes;
 use axum::extract::{Path, State};
-use axum::http::HeaderMap;
 use axum::Json;
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
-use super::{authorization, AppState};
-use crate::api::admin::TrafficView;
+use super::reject::Body;
+use super::AppState;
+use crate::api::admin::{Authorized, TrafficView};
 use crate::api::error::ApiError;
 use crate::rollout::judge::RolloutRequest;
 use crate::rollout::{RolloutStatus, WindowSummary};
@@ -30,10 +29,9 @@ pub async fn get_traffic(
 pub async fn put_traffic(
     State(s): State<AppState>,
     Path(model): Path<String>,
-    headers: HeaderMap,
-    body: Bytes,
+    auth: Authorized,
+    Body(body): Body,
 ) -> Result<Json<Value>, ApiError> {
-    let auth = s.admin.authorize(authorization(&headers))?;
     let (weights, shadow) = parse_policy(&body)?;
     let view = s.admin.set_traffic(auth, &model, &weights, shadow)?;
     Ok(Json(traffic_json(view)))
@@ -43,10 +41,9 @@ pub async fn put_traffic(
 pub async fn promote(
     State(s): State<AppState>,
     Path(model): Path<String>,
-    headers: HeaderMap,
-    body: Bytes,
+    auth: Authorized,
+    Body(body): Body,
 ) -> Result<Json<Value>, ApiError> {
-    let auth = s.admin.authorize(authorization(&headers))?;
     let v: Value = serde_json::from_slice(&body)
         .map_err(|e| bad(format!("malformed promote request: {e}")))?;
     let version = v
@@ -89,10 +86,9 @@ struct RolloutBody {
 pub async fn start_rollout(
     State(s): State<AppState>,
     Path(model): Path<String>,
-    headers: HeaderMap,
-    body: Bytes,
+    auth: Authorized,
+    Body(body): Body,
 ) -> Result<Json<Value>, ApiError> {
-    let auth = s.admin.authorize(authorization(&headers))?;
     let b: RolloutBody = serde_json::from_slice(&body)
         .map_err(|e| bad(format!("malformed rollout request: {e}")))?;
     let request = RolloutRequest {
@@ -118,9 +114,8 @@ pub async fn get_rollout(
 pub async fn abort_rollout(
     State(s): State<AppState>,
     Path(model): Path<String>,
-    headers: HeaderMap,
+    auth: Authorized,
 ) -> Result<Json<Value>, ApiError> {
-    let auth = s.admin.authorize(authorization(&headers))?;
     let status = s.admin.abort_rollout(auth, &model)?;
     Ok(Json(rollout_json(&status)))
 }

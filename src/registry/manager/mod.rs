@@ -13,7 +13,7 @@ use tokio::sync::Mutex;
 use super::repository::{self, ModelDir};
 use super::{ModelEntry, Registry, VersionState};
 use crate::config::ModelControlMode;
-use crate::error::ErrorCode;
+use crate::error::{clip, ErrorCode};
 use crate::metrics::Metrics;
 
 mod sync;
@@ -22,12 +22,13 @@ use sync::{disk_state, DiskState};
 #[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
 pub enum ControlError {
     #[error(
-        "invalid model name {0:?}: use letters, digits, '_', '-' and '.', not starting with '.'"
+        "invalid model name {}: use letters, digits, '_', '-' and '.', not starting with '.'",
+        clip(.0)
     )]
     InvalidName(String),
-    #[error("no model {0:?} in the repository")]
+    #[error("no model {} in the repository", clip(.0))]
     NotFound(String),
-    #[error("model {0:?} resolves outside the model repository")]
+    #[error("model {} resolves outside the model repository", clip(.0))]
     OutsideRepository(String),
     #[error("{0}")]
     NotAllowed(String),
