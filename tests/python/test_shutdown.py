@@ -40,6 +40,13 @@ TIMEOUT_S = 10.0
 CLIENT_THREADS = 6
 READY_503_WITHIN_S = 0.1  # readiness turns false "at once"
 CLOSE_SLACK_S = 0.002  # a connection completed within this of the close may be reset unseen
+# A refused connect proves the listener was already closed when it arrived. `started` is taken
+# before the client builds the request and opens its connection (during the drain every answer
+# closes its connection, so each request connects anew), which takes a few ms on a loaded 2-core
+# machine: a refusal of a request started within this of the close was connected after it. Other
+# failures keep the 2 ms slack. (Measured: the 99a6ba6 binary and today's both saw one refusal at
+# 0.9977-0.9979 s with a 1 s drain in about 1 run of 5.)
+REFUSED_SLACK_S = 0.02
 EXIT_SLACK_S = 3.0  # process start-up of the signal handler, scheduling on a loaded 2-core CI box
 MODEL = "mlp"
 
@@ -205,7 +212,12 @@ def test_sigterm_under_load_drains_without_failed_requests(log_path: Path):
     t_close = t_signal + DRAIN_DELAY_S
     outcomes = sorted(load.outcomes, key=lambda o: o.started)
     before = [o for o in outcomes if o.started < t_close - CLOSE_SLACK_S]
-    failed_before = [o for o in before if not o.ok]
+    failed_before = [
+        o
+        for o in before
+        if not o.ok
+        and not (o.detail.startswith("ConnectionRefusedError") and o.started >= t_close - REFUSED_SLACK_S)
+    ]
     served_in_drain = [o for o in before if o.ok and o.started > t_signal]
     after = [o for o in outcomes if o.started >= t_close - CLOSE_SLACK_S]
     failed_after = [o for o in after if not o.ok and not o.connection_error]
