@@ -299,7 +299,8 @@ def overload(secs, warmup):
 OVERLOAD_HEADING = "## (f) Overload: bounded admission at 10x capacity"
 PROFILE_HEADING = "## (g) Where the time goes"
 AB_HEADING = "## (h) Restructuring A/B"
-KEPT_HEADINGS = (PROFILE_HEADING, AB_HEADING)
+HOSTILE_HEADING = "## (i) Hostile requests"
+KEPT_HEADINGS = (PROFILE_HEADING, AB_HEADING, HOSTILE_HEADING)
 
 
 def render_overload(o, started, machine, command):
