@@ -90,6 +90,11 @@ pub async fn run(
 
     let tls = Tls::load(&config.tls, metrics.clone())?;
     if let Some(tls) = &tls {
+        tracing::info!(
+            ports = ?config.tls.ports,
+            client_certificates_required = config.tls.client_ca_file.is_some(),
+            "tls: on (the metrics port stays plain)"
+        );
         tls.watch(secs(config.tls.reload_poll_secs), stopped());
     }
     let port_tls = |port| {

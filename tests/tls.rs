@@ -123,6 +123,31 @@ async fn a_client_that_never_sends_its_client_hello_is_closed_at_the_handshake_t
     assert_live(&server).await;
 }
 
+#[tokio::test]
+async fn silent_clients_in_their_handshake_hold_slots_and_are_evicted_for_a_health_check() {
+    let pki = Pki::new();
+    let client = trusting(&pki.ca).build().unwrap();
+    let server = start(pki.tls(None), client, |c| {
+        c.max_connections = 4;
+        c.handshake_timeout_secs = 60.0;
+    })
+    .await;
+    let mut silent = Vec::new();
+    for _ in 0..4 {
+        silent.push(tokio::net::TcpStream::connect(server.http).await.unwrap());
+    }
+    // The slots hold the client's pooled connection and handshakes that never start: the oldest
+    // of those is evicted for the newcomers, and the probe is answered.
+    assert_live(&server).await;
+    let mut buf = [0u8; 16];
+    let first = tokio::time::timeout(Duration::from_secs(10), silent[0].read(&mut buf)).await;
+    assert!(
+        matches!(first, Ok(Ok(0)) | Ok(Err(_))),
+        "the oldest silent handshake was not evicted: {first:?}"
+    );
+    assert_iris_exact(&server, &server.client).await;
+}
+
 /// A server requiring client certificates from `client_ca`, and a client presenting `leaf`.
 async fn mtls(client_ca: &Ca, pki: &Pki) -> TestServer {
     let leaf = client_ca.client("trusted client");

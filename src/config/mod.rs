@@ -86,11 +86,14 @@ mod tests {
         std::env::set_var("FERROSERVE_METRICS_PORT", "2002");
         std::env::set_var("FERROSERVE_LOAD_MODELS", "iris,mlp");
         std::env::set_var("FERROSERVE_SHUTDOWN__DRAIN_DELAY", "1.5");
+        std::env::set_var("FERROSERVE_TLS__PORTS", "grpc");
         let cfg = ServerConfig::load(Some(&file), &[("metrics_port", "3002".into())]).unwrap();
         std::env::remove_var("FERROSERVE_GRPC_PORT");
         std::env::remove_var("FERROSERVE_METRICS_PORT");
         std::env::remove_var("FERROSERVE_LOAD_MODELS");
         std::env::remove_var("FERROSERVE_SHUTDOWN__DRAIN_DELAY");
+        std::env::remove_var("FERROSERVE_TLS__PORTS");
+        assert_eq!(cfg.tls.ports, [TlsPort::Grpc]);
         assert_eq!(cfg.load_models, ["iris", "mlp"]);
         assert_eq!(cfg.shutdown.drain_delay, 1.5);
         assert_eq!(
