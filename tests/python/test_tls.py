@@ -24,7 +24,9 @@ import tritonclient.http as httpclient
 from conftest import load_reference, read_log, start_server
 from tritonclient.utils import InferenceServerException
 
-pytestmark = pytest.mark.skipif(shutil.which("openssl") is None, reason="needs the openssl command")
+pytestmark = pytest.mark.skipif(
+    shutil.which("openssl") is None or shutil.which("curl") is None, reason="needs the openssl and curl commands"
+)
 
 MODEL = "iris"
 
@@ -80,6 +82,7 @@ def _tls_server(pki: Path, mtls: bool):
     env = {
         "FERROSERVE_TLS__CERT_FILE": str(pki / "server.pem"),
         "FERROSERVE_TLS__KEY_FILE": str(pki / "server.key"),
+        "FERROSERVE_SHUTDOWN__DRAIN_DELAY": "0",
     }
     ready = ssl.create_default_context(cafile=str(pki / "server-ca.pem"))
     if mtls:
