@@ -189,8 +189,11 @@ impl Files {
                 Err(why) => Err(file_error(path, why)),
             })
             .collect::<Result<_, _>>()?;
-        let (cert_path, cert_pem) = contents[0];
-        let (key_path, key_pem) = contents[1];
+        // `files()` always yields the certificate, then the key, then the optional CA.
+        let [(cert_path, cert_pem), (key_path, key_pem), ca @ ..] = contents.as_slice() else {
+            return Err(file_error(&self.cert, "internal: the key file is missing"));
+        };
+        let (cert_path, cert_pem, key_path, key_pem) = (*cert_path, *cert_pem, *key_path, *key_pem);
         let chain = certificates(cert_path, cert_pem)?;
         let key = PrivateKeyDer::from_pem_slice(key_pem)
             .map_err(|e| file_error(key_path, format!("no usable private key: {e}")))?;
@@ -203,7 +206,7 @@ impl Files {
         let builder = rustls::ServerConfig::builder_with_provider(self.provider.clone())
             .with_protocol_versions(rustls::DEFAULT_VERSIONS)
             .map_err(|e| file_error(cert_path, e))?;
-        let builder = match contents.get(2) {
+        let builder = match ca.first() {
             Some(&(ca_path, ca_pem)) => {
                 let mut roots = rustls::RootCertStore::empty();
                 let (added, _) = roots.add_parsable_certificates(certificates(ca_path, ca_pem)?);
