@@ -104,6 +104,15 @@ struct ServeArgs {
     /// .cache/onnxruntime/libonnxruntime.so).
     #[arg(long)]
     onnxruntime_library: Option<PathBuf>,
+    /// PEM certificate chain: serve the HTTP and gRPC ports with TLS (with --tls-key-file).
+    #[arg(long, value_name = "PATH")]
+    tls_cert_file: Option<PathBuf>,
+    /// PEM private key of --tls-cert-file.
+    #[arg(long, value_name = "PATH")]
+    tls_key_file: Option<PathBuf>,
+    /// PEM CA certificates: require client certificates they issued (mTLS).
+    #[arg(long, value_name = "PATH")]
+    tls_client_ca_file: Option<PathBuf>,
 }
 
 impl ServeArgs {
@@ -165,12 +174,11 @@ impl ServeArgs {
             "shutdown.timeout",
             self.shutdown_timeout.map(|v| v.to_string()),
         );
-        set(
-            "onnxruntime.library",
-            self.onnxruntime_library
-                .as_ref()
-                .map(|p| p.to_string_lossy().into_owned()),
-        );
+        let path = |p: &Option<PathBuf>| p.as_ref().map(|p| p.to_string_lossy().into_owned());
+        set("onnxruntime.library", path(&self.onnxruntime_library));
+        set("tls.cert_file", path(&self.tls_cert_file));
+        set("tls.key_file", path(&self.tls_key_file));
+        set("tls.client_ca_file", path(&self.tls_client_ca_file));
         o
     }
 }

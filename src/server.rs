@@ -14,8 +14,9 @@ use tokio::sync::watch;
 use crate::api;
 use crate::api::admin::Admin;
 use crate::api::serve::ConnLimits;
-use crate::config::ModelControlMode;
+use crate::api::tls::{PortTls, Tls};
 use crate::config::ServerConfig;
+use crate::config::{ModelControlMode, TlsPort};
 use crate::metrics::Metrics;
 use crate::registry::manager::ModelManager;
 use crate::registry::{repository, Registry, VersionState};
@@ -87,6 +88,20 @@ pub async fn run(
         }
     };
 
+    let tls = Tls::load(&config.tls, metrics.clone())?;
+    if let Some(tls) = &tls {
+        tracing::info!(
+            ports = ?config.tls.ports,
+            client_certificates_required = config.tls.client_ca_file.is_some(),
+            "tls: on (the metrics port stays plain)"
+        );
+        tls.watch(secs(config.tls.reload_poll_secs), stopped());
+    }
+    let port_tls = |port| {
+        let tls = tls.clone().filter(|_| config.tls.on(port));
+        tls.map(|tls| PortTls { tls, port })
+    };
+
     // Serve first: liveness answers while models load, readiness waits for them.
     let http_app = api::http::app(router.clone(), admin.clone(), config.max_request_bytes);
     let limits = conn_limits(&config);
@@ -94,10 +109,11 @@ pub async fn run(
         listeners.http,
         http_app,
         limits,
+        port_tls(TlsPort::Http),
         stopped(),
     ));
 
-    let grpc_incoming = api::serve::grpc_incoming(listeners.grpc, limits);
+    let grpc_incoming = api::serve::grpc_incoming(listeners.grpc, limits, port_tls(TlsPort::Grpc));
     let grpc = tokio::spawn(
         tonic::transport::Server::builder()
             // Bounded per connection, and dead peers found: no connection holds memory forever.
@@ -142,6 +158,7 @@ pub async fn run(
         listeners.metrics,
         metrics_app,
         limits,
+        None,
         stopped(),
     ));
 
@@ -195,8 +212,11 @@ pub async fn run(
     Ok(())
 }
 
+fn secs(s: f64) -> std::time::Duration {
+    std::time::Duration::from_secs_f64(s)
+}
+
 fn conn_limits(config: &ServerConfig) -> ConnLimits {
-    let secs = std::time::Duration::from_secs_f64;
     ConnLimits {
         header_read_timeout: secs(config.header_read_timeout_secs),
         handshake_timeout: secs(config.handshake_timeout_secs),

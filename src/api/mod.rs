@@ -8,6 +8,7 @@ pub mod error;
 pub mod grpc;
 pub mod http;
 pub mod serve;
+pub mod tls;
 
 pub const SERVER_NAME: &str = "ferroserve";
 

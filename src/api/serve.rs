@@ -24,7 +24,8 @@ use tonic::transport::server::{Connected, TcpConnectInfo};
 use tower::ServiceExt;
 
 pub use super::conn::ConnLimits;
-use super::conn::{self, ConnState, ConnTable, Guarded, TimedBody};
+use super::conn::{self, ConnState, ConnTable, TimedBody};
+use super::tls::{self, MaybeTls, PortTls};
 
 /// Serves `app` on `listener` until `shutdown` completes, then stops accepting and waits for
 /// open connections to finish their requests (idle ones close at once).
@@ -32,6 +33,7 @@ pub async fn serve(
     listener: TcpListener,
     app: axum::Router,
     limits: ConnLimits,
+    tls: Option<PortTls>,
     shutdown: impl Future<Output = ()>,
 ) -> io::Result<()> {
     let mut builder = Builder::new(TokioExecutor::new());
@@ -45,6 +47,7 @@ pub async fn serve(
         .max_concurrent_streams(limits.max_streams)
         .keep_alive_interval(limits.keepalive_interval)
         .keep_alive_timeout(limits.keepalive_timeout);
+    let builder = Arc::new(builder);
     let graceful = GracefulShutdown::new();
     let table = Arc::new(ConnTable::default());
     tokio::pin!(shutdown);
@@ -63,16 +66,29 @@ pub async fn serve(
         };
         let state = io.state().clone();
         let service = tracked(app.clone(), state.clone(), limits.body_read_timeout);
-        let conn = builder
-            .serve_connection_with_upgrades(TokioIo::new(io), service)
-            .into_owned();
-        let conn = graceful.watch(conn);
+        let (builder, watcher) = (builder.clone(), graceful.watcher());
+        let acceptor = tls.as_ref().map(PortTls::acceptor);
         tokio::spawn(async move {
-            tokio::select! {
+            let served = async move {
+                let io = match acceptor {
+                    None => MaybeTls::Plain(io),
+                    Some(acceptor) => {
+                        match tls::handshake(acceptor, io, limits.handshake_timeout).await {
+                            Some(io) => io,
+                            None => return,
+                        }
+                    }
+                };
+                let conn = builder
+                    .serve_connection_with_upgrades(TokioIo::new(io), service)
+                    .into_owned();
                 // A slow or vanished client ends its own connection; nothing to report.
-                done = conn => if let Err(e) = done {
+                if let Err(e) = watcher.watch(conn).await {
                     tracing::debug!("connection closed: {e}");
-                },
+                }
+            };
+            tokio::select! {
+                () = served => {}
                 // Closed by its bounds (timeout or eviction): dropping it closes the socket.
                 () = state.closed() => {}
             }
@@ -107,22 +123,59 @@ fn tracked(
     })
 }
 
-/// The gRPC port's connections, admitted and watched like the HTTP ones, for tonic's
-/// `serve_with_incoming_shutdown`.
+/// The gRPC port's connections, admitted and watched like the HTTP ones (and their TLS
+/// handshakes done, each on its own task), for tonic's `serve_with_incoming_shutdown`.
 pub fn grpc_incoming(
     listener: TcpListener,
     limits: ConnLimits,
-) -> impl Stream<Item = io::Result<Guarded>> {
+    tls: Option<PortTls>,
+) -> Pin<Box<dyn Stream<Item = io::Result<MaybeTls>> + Send>> {
     let table = Arc::new(ConnTable::default());
-    futures_util::stream::unfold((listener, table), move |(listener, table)| async move {
-        let next = conn::accept(&listener, &table, limits).await;
-        if let Err(e) = &next {
-            // tonic skips a failed accept; pause so running out of descriptors does not spin.
-            tracing::warn!("accept failed: {e}");
-            tokio::time::sleep(Duration::from_millis(50)).await;
+    let Some(tls) = tls else {
+        return Box::pin(futures_util::stream::unfold(
+            (listener, table),
+            move |(listener, table)| async move {
+                let next = conn::accept(&listener, &table, limits).await;
+                if let Err(e) = &next {
+                    accept_failed(e).await;
+                }
+                Some((next.map(MaybeTls::Plain), (listener, table)))
+            },
+        ));
+    };
+    // Handshakes finish in any order, so the accept loop hands them over through a channel;
+    // it ends (closing the listener) when tonic drops the stream.
+    let (tx, rx) = tokio::sync::mpsc::channel::<io::Result<MaybeTls>>(64);
+    tokio::spawn(async move {
+        loop {
+            let next = tokio::select! {
+                next = conn::accept(&listener, &table, limits) => next,
+                () = tx.closed() => break,
+            };
+            match next {
+                Ok(io) => {
+                    let (tx, acceptor) = (tx.clone(), tls.acceptor());
+                    tokio::spawn(async move {
+                        if let Some(io) =
+                            tls::handshake(acceptor, io, limits.handshake_timeout).await
+                        {
+                            let _ = tx.send(Ok(io)).await;
+                        }
+                    });
+                }
+                Err(e) => accept_failed(&e).await,
+            }
         }
-        Some((next, (listener, table)))
-    })
+    });
+    Box::pin(futures_util::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|next| (next, rx))
+    }))
+}
+
+/// tonic skips a failed accept; pause so running out of descriptors does not spin.
+async fn accept_failed(e: &io::Error) {
+    tracing::warn!("accept failed: {e}");
+    tokio::time::sleep(Duration::from_millis(50)).await;
 }
 
 /// What tonic puts in each gRPC request's extensions: the connection it came on.
@@ -132,13 +185,14 @@ pub struct GrpcConnInfo {
     pub tcp: TcpConnectInfo,
 }
 
-impl Connected for Guarded {
+impl Connected for MaybeTls {
     type ConnectInfo = GrpcConnInfo;
 
     fn connect_info(&self) -> GrpcConnInfo {
+        let io = self.guarded();
         GrpcConnInfo {
-            conn: self.state().clone(),
-            tcp: self.tcp().connect_info(),
+            conn: io.state().clone(),
+            tcp: io.tcp().connect_info(),
         }
     }
 }

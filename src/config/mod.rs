@@ -2,11 +2,13 @@
 //! `config.toml`, validated once at start-up with messages that name the bad field. This file
 //! layers the server's sources; each kind of setting has a file of its own:
 //! `server` (server settings), `model` (a model's `config.toml`), `version_policy`, `traffic`
-//! (the `[traffic]` section) and `onnxruntime` (ONNX Runtime's library, devices and options).
+//! (the `[traffic]` section), `tls` (the ports' certificates) and `onnxruntime` (ONNX Runtime's
+//! library, devices and options).
 
 mod model;
 mod onnxruntime;
 mod server;
+mod tls;
 mod traffic;
 mod version_policy;
 
@@ -18,6 +20,7 @@ pub use server::{
     default_admin_token_file, LogFormat, ModelControlMode, ServerConfig, ShutdownConfig,
     DEFAULT_MAX_REQUEST_BYTES,
 };
+pub use tls::{TlsConfig, TlsPort};
 pub use version_policy::VersionPolicy;
 
 #[derive(Debug, thiserror::Error)]
@@ -53,7 +56,8 @@ impl ServerConfig {
                 .try_parsing(true)
                 // FERROSERVE_LOAD_MODELS=a,b
                 .list_separator(",")
-                .with_list_parse_key("load_models"),
+                .with_list_parse_key("load_models")
+                .with_list_parse_key("tls.ports"),
         );
         for (key, value) in overrides {
             builder = builder.set_override(*key, value.as_str())?;
@@ -82,11 +86,14 @@ mod tests {
         std::env::set_var("FERROSERVE_METRICS_PORT", "2002");
         std::env::set_var("FERROSERVE_LOAD_MODELS", "iris,mlp");
         std::env::set_var("FERROSERVE_SHUTDOWN__DRAIN_DELAY", "1.5");
+        std::env::set_var("FERROSERVE_TLS__PORTS", "grpc");
         let cfg = ServerConfig::load(Some(&file), &[("metrics_port", "3002".into())]).unwrap();
         std::env::remove_var("FERROSERVE_GRPC_PORT");
         std::env::remove_var("FERROSERVE_METRICS_PORT");
         std::env::remove_var("FERROSERVE_LOAD_MODELS");
         std::env::remove_var("FERROSERVE_SHUTDOWN__DRAIN_DELAY");
+        std::env::remove_var("FERROSERVE_TLS__PORTS");
+        assert_eq!(cfg.tls.ports, [TlsPort::Grpc]);
         assert_eq!(cfg.load_models, ["iris", "mlp"]);
         assert_eq!(cfg.shutdown.drain_delay, 1.5);
         assert_eq!(

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::{ConfigError, OnnxRuntimeConfig};
+use super::{ConfigError, OnnxRuntimeConfig, TlsConfig};
 
 /// Request bodies above this are refused (HTTP 413 / gRPC RESOURCE_EXHAUSTED) unless configured.
 pub const DEFAULT_MAX_REQUEST_BYTES: usize = 64 * 1024 * 1024;
@@ -84,6 +84,8 @@ pub struct ServerConfig {
     pub http2_keepalive_timeout_secs: f64,
     /// Concurrent HTTP/2 streams (requests) per connection, on the HTTP and gRPC ports.
     pub http2_max_concurrent_streams: u32,
+    /// `[tls]`: certificate, key and optional client CA for the HTTP and gRPC ports.
+    pub tls: TlsConfig,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
@@ -170,6 +172,7 @@ impl Default for ServerConfig {
             http2_keepalive_interval_secs: 30.0,
             http2_keepalive_timeout_secs: 20.0,
             http2_max_concurrent_streams: 1024,
+            tls: TlsConfig::default(),
         }
     }
 }
@@ -244,6 +247,7 @@ impl ServerConfig {
                 "max_request_bytes must be positive".into(),
             ));
         }
+        self.tls.validate()?;
         if self.host.trim().is_empty() {
             return Err(ConfigError::Invalid("host must not be empty".into()));
         }

@@ -26,6 +26,7 @@ pub const QUEUE_DEPTH: &str = "queue_depth";
 pub const IN_FLIGHT: &str = "inflight_requests";
 pub const REJECTED_TOTAL: &str = "rejected_total";
 pub const LOAD_FAILURES: &str = "model_load_failures_total";
+pub const TLS_RELOADS: &str = "tls_reloads_total";
 pub const BUILD_INFO: &str = "build_info";
 pub const ROUTED_REQUESTS: &str = "routed_requests_total";
 pub const ROLLOUT_STATE: &str = "rollout_state";
@@ -103,6 +104,7 @@ pub struct Metrics {
     pub in_flight: IntGaugeVec,
     pub rejected: IntCounterVec,
     pub load_failures: IntCounterVec,
+    pub tls_reloads: IntCounterVec,
     pub traffic: TrafficMetrics,
     live: series::Live,
 }
@@ -184,6 +186,10 @@ impl Metrics {
                 ),
                 &["model"],
             )?,
+            tls_reloads: IntCounterVec::new(
+                Opts::new(TLS_RELOADS, "Certificate reloads: ok, or error (kept the old one)."),
+                &["result"],
+            )?,
             traffic: TrafficMetrics::new()?,
             live: Default::default(),
             registry,
@@ -202,6 +208,7 @@ impl Metrics {
         m.registry.register(Box::new(m.in_flight.clone()))?;
         m.registry.register(Box::new(m.rejected.clone()))?;
         m.registry.register(Box::new(m.load_failures.clone()))?;
+        m.registry.register(Box::new(m.tls_reloads.clone()))?;
         let build = IntGaugeVec::new(
             Opts::new(
                 BUILD_INFO,
@@ -216,6 +223,11 @@ impl Metrics {
         m.registry
             .register(Box::new(process::ProcessCollector::new()?))?;
         Ok(m)
+    }
+
+    pub fn count_tls_reload(&self, ok: bool) {
+        let result = if ok { "ok" } else { "error" };
+        self.tls_reloads.with_label_values(&[result]).inc();
     }
 
     /// The Prometheus text exposition of every metric.

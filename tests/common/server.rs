@@ -25,6 +25,10 @@ pub struct TestServer {
     /// Where a server without a configured token wrote the one it made.
     pub admin_token_file: std::path::PathBuf,
     _token_dir: tempfile::TempDir,
+    /// "http", or "https" for a server with TLS on its HTTP port.
+    scheme: &'static str,
+    /// What `get`, `url` and the start-up waits use (one trusting the test CA under TLS).
+    pub client: reqwest::Client,
 }
 
 /// Defaults, but no drain delay: tests stop servers often.
@@ -45,6 +49,7 @@ pub struct Builder {
     wait_ready: bool,
     /// Each server's own admin token file, so parallel tests never share one.
     token_dir: tempfile::TempDir,
+    https: Option<reqwest::Client>,
 }
 
 impl Builder {
@@ -85,6 +90,12 @@ impl Builder {
     /// Any other setting.
     pub fn configure(mut self, edit: impl FnOnce(&mut ServerConfig)) -> Self {
         edit(&mut self.config);
+        self
+    }
+
+    /// The HTTP port speaks TLS (configured with `configure`): `client` trusts its CA.
+    pub fn https(mut self, client: reqwest::Client) -> Self {
+        self.https = Some(client);
         self
     }
 
@@ -130,6 +141,12 @@ impl Builder {
             handle: Some(handle),
             admin_token_file: config_token_file,
             _token_dir: self.token_dir,
+            scheme: if self.https.is_some() {
+                "https"
+            } else {
+                "http"
+            },
+            client: self.https.unwrap_or_default(),
         };
         if wait_ready {
             server.wait_ready().await;
@@ -163,6 +180,7 @@ impl TestServer {
             },
             wait_ready: true,
             token_dir: tempfile::tempdir().expect("a temporary directory"),
+            https: None,
         }
     }
 
@@ -180,7 +198,7 @@ impl TestServer {
     }
 
     pub fn url(&self, path: &str) -> String {
-        format!("http://{}{path}", self.http)
+        format!("{}://{}{path}", self.scheme, self.http)
     }
 
     pub fn grpc_url(&self) -> String {
@@ -189,13 +207,13 @@ impl TestServer {
 
     /// `GET path`: the status and the JSON body (null when there is none).
     pub async fn get(&self, path: &str) -> (u16, Value) {
-        let r = reqwest::get(self.url(path)).await.unwrap();
+        let r = self.client.get(self.url(path)).send().await.unwrap();
         let status = r.status().as_u16();
         (status, r.json().await.unwrap_or(Value::Null))
     }
 
     async fn wait_ready(&self) {
-        let client = reqwest::Client::new();
+        let client = &self.client;
         wait_until(START_LIMIT, "the server became ready", || async {
             let r = client.get(self.url("/v2/health/ready")).send().await;
             r.is_ok_and(|r| r.status() == 200)
@@ -206,7 +224,7 @@ impl TestServer {
     /// Waits until no model the server loads at start is still loading. `explicit`: the models
     /// named to load in explicit mode (the others stay unloaded).
     async fn wait_settled(&self, explicit: Option<&[String]>) {
-        let client = reqwest::Client::new();
+        let client = &self.client;
         let settled = |rows: &[Value]| {
             rows.iter()
                 .all(|r| match r["state"].as_str().unwrap_or("") {

@@ -13,6 +13,7 @@ import os
 import re
 import shutil
 import signal
+import ssl
 import subprocess
 import tempfile
 import time
@@ -69,9 +70,9 @@ def _server_binary() -> Path:
     return path
 
 
-def _http_status(url: str) -> int | None:
+def _http_status(url: str, context: ssl.SSLContext | None = None) -> int | None:
     try:
-        with urllib.request.urlopen(url, timeout=2) as resp:
+        with urllib.request.urlopen(url, timeout=2, context=context) as resp:
             return resp.status
     except urllib.error.HTTPError as err:
         return err.code
@@ -94,11 +95,13 @@ def start_server(
     log_path: Path,
     env_overrides: dict[str, str] | None = None,
     timeout_s: float = START_TIMEOUT_S,
+    https_context: ssl.SSLContext | None = None,
 ) -> Server:
     """Starts the release binary on 127.0.0.1 with ephemeral ports and waits until it is ready.
 
     `env_overrides` are added to the environment (e.g. `FERROSERVE_SHUTDOWN__DRAIN_DELAY`); the
-    process's output goes to `log_path`. Fails the test (and stops the process) when the server
+    process's output goes to `log_path`. `https_context`: the HTTP port speaks TLS (configured
+    in `env_overrides`), and readiness is asked over HTTPS with this context. Fails the test (and stops the process) when the server
     exits, logs no addresses, or is not ready within `timeout_s`.
     """
     binary = _server_binary()
@@ -159,11 +162,12 @@ def start_server(
     else:
         fail_start(f"no line with http_addr=, grpc_addr= and metrics_addr= within {timeout_s:.0f} s")
 
-    ready_url = f"http://{addrs['http_addr']}/v2/health/ready"
+    scheme = "https" if https_context else "http"
+    ready_url = f"{scheme}://{addrs['http_addr']}/v2/health/ready"
     while True:
         if process.poll() is not None:
             fail_start(f"exited with code {process.returncode} before becoming ready")
-        if _http_status(ready_url) == 200:
+        if _http_status(ready_url, https_context) == 200:
             break
         if time.monotonic() > deadline:
             fail_start(f"GET {ready_url} did not return 200 within {timeout_s:.0f} s")
