@@ -162,7 +162,7 @@ const JSON_CASES: &[JsonCase] = &[
     ("same input twice", |r| {
         let again = r["inputs"][0].clone();
         r["inputs"].as_array_mut().unwrap().push(again);
-    }, &[INPUT]),
+    }, &["input \"input\" already exists in request"]),
     ("INT32 for FP32", |r| {
         r["inputs"][0]["datatype"] = json!("INT32");
         r["inputs"][0]["data"] = json!(vec![1; 512]);
@@ -195,7 +195,7 @@ const JSON_CASES: &[JsonCase] = &[
     ("batch above max_batch_size", |r| set_rows_json(r, 65), &[INPUT, "batch size 65", "1..=64"]),
     ("batch 0", |r| set_rows_json(r, 0), &[INPUT, "batch size 0", "1..=64"]),
     ("unknown output", |r| r["outputs"] = json!([{"name": "nope"}]), &["\"nope\"", "[\"output\"]"]),
-    ("output twice", |r| r["outputs"] = json!([{"name": "output"}, {"name": "output"}]), &["\"output\"", "twice"]),
+    ("output twice", |r| r["outputs"] = json!([{"name": "output"}, {"name": "output"}]), &["output \"output\" already exists in request"]),
     ("missing datatype", |r| {
         r["inputs"][0].as_object_mut().unwrap().remove("datatype");
     }, &["datatype"]),
