@@ -8,6 +8,7 @@ mod models;
 pub mod probe;
 mod process;
 pub mod raw_grpc;
+pub mod raw_h2;
 mod server;
 pub mod traffic;
 mod wait;
