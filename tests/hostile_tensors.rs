@@ -406,6 +406,19 @@ async fn binary_nan_and_infinity_inputs_are_answered_with_well_formed_json() {
         .unwrap()
         .into_inner();
     assert_eq!(resp.raw_output_contents[0].len(), 20 * 4);
+    // The same answer both ways: `null` in JSON exactly where the raw float is not finite.
+    let raw: Vec<f32> = resp.raw_output_contents[0]
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+        .collect();
+    for (i, (json, raw)) in data.iter().zip(&raw).enumerate() {
+        match json.as_f64() {
+            Some(v) => assert_eq!(v as f32, *raw, "output {i}"),
+            None => assert!(!raw.is_finite(), "output {i}: null for finite {raw}"),
+        }
+    }
+    let nulls = data.iter().filter(|v| v.is_null()).count();
+    eprintln!("{nulls} of 20 outputs are not finite (null in JSON)");
     assert_still_serves(&server).await;
     server.stop().await.unwrap();
 }
