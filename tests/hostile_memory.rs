@@ -287,7 +287,7 @@ async fn bodies_beyond_max_inflight_bytes_are_refused_at_once_and_the_rest_answe
             );
         } else {
             assert_eq!(*status, 200, "{body}");
-            assert_mlp_http(&body);
+            assert_mlp_http(body);
         }
     }
     peak.assert_bounded(test, 2 * BODY);

@@ -15,6 +15,18 @@ use tonic::Code;
 
 const INFER: &str = "/v2/models/mlp/infer";
 
+/// A body and its Inference-Header-Content-Length, if any.
+type Body = (Vec<u8>, Option<String>);
+/// What a refusal's message must contain.
+type Needles = &'static [&'static str];
+/// One name case: its JSON edit, its gRPC edit, the message both must give.
+type NameCase = (
+    &'static str,
+    fn(&mut Value),
+    Box<dyn Fn(&mut pb::ModelInferRequest)>,
+    Needles,
+);
+
 /// A body and its optional Inference-Header-Content-Length, posted to mlp: status and JSON body.
 async fn post(server: &TestServer, body: Vec<u8>, header_len: Option<String>) -> (u16, Value) {
     let mut req = reqwest::Client::new().post(server.url(INFER)).body(body);
@@ -34,7 +46,7 @@ async fn post(server: &TestServer, body: Vec<u8>, header_len: Option<String>) ->
 }
 
 /// A binary-extension body: `header` as JSON, then `blob`.
-fn binary(header: &Value, blob: &[u8]) -> (Vec<u8>, Option<String>) {
+fn binary(header: &Value, blob: &[u8]) -> Body {
     let mut body = serde_json::to_vec(header).unwrap();
     let len = body.len().to_string();
     body.extend_from_slice(blob);
@@ -110,7 +122,7 @@ async fn declared_sizes_beyond_the_body_are_400_over_http() {
     let header = binary_input("FP32", json!([8, 64]), json!(2048));
     let (body, _) = binary(&header, &blob);
     #[rustfmt::skip]
-    let cases: Vec<(&str, (Vec<u8>, Option<String>), &[&str])> = vec![
+    let cases: Vec<(&str, Body, Needles)> = vec![
         ("binary_data_size u64::MAX", binary(&binary_input("FP32", json!([8, 64]), json!(u64::MAX)), &blob),
             &["\"input\"", "binary_data_size 18446744073709551615", "2048 binary bytes left"]),
         ("binary_data_size one past the body", binary(&binary_input("FP32", json!([8, 64]), json!(2049)), &blob),
@@ -137,7 +149,7 @@ async fn grpc_raw_contents_shorter_or_longer_than_shape_times_dtype_are_invalid_
     let mut client = grpc(&server).await;
     let raw = le_bytes(&mlp_values(8));
     #[rustfmt::skip]
-    let cases: Vec<(&str, Vec<u8>, Vec<i64>, &[&str])> = vec![
+    let cases: Vec<(&str, Vec<u8>, Vec<i64>, Needles)> = vec![
         ("one byte short", raw[..2047].to_vec(), vec![8, 64], &["\"input\"", "needs 2048 bytes, got 2047"]),
         ("one byte long", [&raw[..], &[0]].concat(), vec![8, 64], &["\"input\"", "needs 2048 bytes, got 2049"]),
         ("a row long", [&raw[..], &raw[..256]].concat(), vec![8, 64], &["\"input\"", "needs 2048 bytes, got 2304"]),
@@ -251,7 +263,7 @@ async fn repeated_inputs_repeated_outputs_and_unknown_outputs_are_named_alike_on
         ..Default::default()
     };
     #[rustfmt::skip]
-    let cases: Vec<(&str, fn(&mut Value), Box<dyn Fn(&mut pb::ModelInferRequest)>, &[&str])> = vec![
+    let cases: Vec<NameCase> = vec![
         ("input twice", |b| {
             let again = b["inputs"][0].clone();
             b["inputs"].as_array_mut().unwrap().push(again);
