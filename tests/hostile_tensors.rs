@@ -6,19 +6,16 @@
 
 mod common;
 
-use common::probe::{assert_still_serves, le_bytes, mlp_grpc, mlp_json, mlp_values};
+use common::hostile::{
+    assert_grpc, assert_http, assert_refused_on_both, binary, binary_input, grpc, grpc_with,
+    json_body, post, prefixed, Body, Needles,
+};
+use common::probe::{assert_still_serves, le_bytes, mlp_json, mlp_values};
 use common::{pb, TestServer};
-use pb::grpc_inference_service_client::GrpcInferenceServiceClient;
 use pb::model_infer_request::InferRequestedOutputTensor;
 use serde_json::{json, Value};
 use tonic::Code;
 
-const INFER: &str = "/v2/models/mlp/infer";
-
-/// A body and its Inference-Header-Content-Length, if any.
-type Body = (Vec<u8>, Option<String>);
-/// What a refusal's message must contain.
-type Needles = &'static [&'static str];
 /// One name case: its JSON edit, its gRPC edit, the message both must give.
 type NameCase = (
     &'static str,
@@ -26,94 +23,6 @@ type NameCase = (
     Box<dyn Fn(&mut pb::ModelInferRequest)>,
     Needles,
 );
-
-/// A body and its optional Inference-Header-Content-Length, posted to mlp: status and JSON body.
-async fn post(server: &TestServer, body: Vec<u8>, header_len: Option<String>) -> (u16, Value) {
-    let mut req = reqwest::Client::new().post(server.url(INFER)).body(body);
-    if let Some(len) = header_len {
-        req = req.header("Inference-Header-Content-Length", len);
-    }
-    let resp = req.send().await.expect("answered, not dropped");
-    let status = resp.status().as_u16();
-    let text = resp.text().await.unwrap();
-    let body = serde_json::from_str(&text).unwrap_or_else(|e| {
-        panic!(
-            "{status}: not JSON ({e}): {:?}",
-            &text[..text.len().min(300)]
-        )
-    });
-    (status, body)
-}
-
-/// A binary-extension body: `header` as JSON, then `blob`.
-fn binary(header: &Value, blob: &[u8]) -> Body {
-    let mut body = serde_json::to_vec(header).unwrap();
-    let len = body.len().to_string();
-    body.extend_from_slice(blob);
-    (body, Some(len))
-}
-
-/// One input `input` of `datatype` and `shape` whose data follows the JSON header.
-fn binary_input(datatype: &str, shape: Value, size: Value) -> Value {
-    json!({"inputs": [{"name": "input", "datatype": datatype, "shape": shape,
-                       "parameters": {"binary_data_size": size}}]})
-}
-
-fn assert_http(what: &str, (status, body): (u16, Value), want: u16, needles: &[&str]) {
-    let message = body["error"]
-        .as_str()
-        .unwrap_or_else(|| panic!("{what}: {status} without an error: {body}"));
-    assert_eq!(status, want, "{what}: {message}");
-    assert!(
-        message.len() < 3000,
-        "{what}: a {} byte message",
-        message.len()
-    );
-    for n in needles {
-        assert!(message.contains(n), "{what}: {message:?} lacks {n:?}");
-    }
-}
-
-fn assert_grpc<T: std::fmt::Debug>(
-    what: &str,
-    reply: Result<T, tonic::Status>,
-    want: Code,
-    needles: &[&str],
-) {
-    let status = reply.expect_err(what);
-    assert_eq!(status.code(), want, "{what}: {}", status.message());
-    assert!(status.message().len() < 3000, "{what}: a long message");
-    for n in needles {
-        assert!(
-            status.message().contains(n),
-            "{what}: {:?} lacks {n:?}",
-            status.message()
-        );
-    }
-}
-
-async fn grpc(server: &TestServer) -> GrpcInferenceServiceClient<tonic::transport::Channel> {
-    GrpcInferenceServiceClient::connect(server.grpc_url())
-        .await
-        .unwrap()
-}
-
-/// The reference gRPC request with `edit` applied.
-fn grpc_with(edit: impl FnOnce(&mut pb::ModelInferRequest)) -> pb::ModelInferRequest {
-    let mut req = mlp_grpc();
-    edit(&mut req);
-    req
-}
-
-/// Length-prefixed BYTES elements, as the binary extension and raw_input_contents carry them.
-fn prefixed(items: &[&[u8]]) -> Vec<u8> {
-    let mut out = Vec::new();
-    for item in items {
-        out.extend_from_slice(&(item.len() as u32).to_le_bytes());
-        out.extend_from_slice(item);
-    }
-    out
-}
 
 #[tokio::test]
 async fn declared_sizes_beyond_the_body_are_400_over_http() {
@@ -177,7 +86,6 @@ async fn grpc_raw_contents_shorter_or_longer_than_shape_times_dtype_are_invalid_
 #[tokio::test]
 async fn overflowing_negative_and_huge_rank_shapes_are_refused_on_both_transports() {
     let server = TestServer::start().await;
-    let mut client = grpc(&server).await;
     let million_ones = vec![1i64; 1 << 20];
     #[rustfmt::skip]
     let cases: Vec<(&str, Vec<i64>, &[&str])> = vec![
@@ -191,17 +99,8 @@ async fn overflowing_negative_and_huge_rank_shapes_are_refused_on_both_transport
     for (what, shape, needles) in cases {
         let mut body = mlp_json();
         body["inputs"][0]["shape"] = json!(shape);
-        let reply = post(&server, serde_json::to_vec(&body).unwrap(), None).await;
-        assert_http(&format!("{what} (HTTP)"), reply, 400, needles);
         let req = grpc_with(|r| r.inputs[0].shape = shape.clone());
-        let reply = client.model_infer(req).await;
-        assert_grpc(
-            &format!("{what} (gRPC)"),
-            reply,
-            Code::InvalidArgument,
-            needles,
-        );
-        assert_still_serves(&server).await;
+        assert_refused_on_both(&server, what, json_body(&body), req, needles).await;
     }
     server.stop().await.unwrap();
 }
@@ -211,7 +110,6 @@ async fn overflowing_negative_and_huge_rank_shapes_are_refused_on_both_transport
 #[tokio::test]
 async fn bogus_bytes_length_prefixes_are_refused_on_http_binary_and_grpc_raw() {
     let server = TestServer::start().await;
-    let mut client = grpc(&server).await;
     let two = prefixed(&[b"ab", b"cd"]);
     #[rustfmt::skip]
     let cases: Vec<(&str, Vec<u8>, &[&str])> = vec![
@@ -228,26 +126,12 @@ async fn bogus_bytes_length_prefixes_are_refused_on_http_binary_and_grpc_raw() {
     ];
     for (what, bytes, needles) in cases {
         let header = binary_input("BYTES", json!([2]), json!(bytes.len()));
-        let (body, len) = binary(&header, &bytes);
-        assert_http(
-            &format!("{what} (HTTP)"),
-            post(&server, body, len).await,
-            400,
-            needles,
-        );
         let req = grpc_with(|r| {
             r.inputs[0].datatype = "BYTES".into();
             r.inputs[0].shape = vec![2];
             r.raw_input_contents = vec![bytes.clone().into()];
         });
-        let reply = client.model_infer(req).await;
-        assert_grpc(
-            &format!("{what} (gRPC)"),
-            reply,
-            Code::InvalidArgument,
-            needles,
-        );
-        assert_still_serves(&server).await;
+        assert_refused_on_both(&server, what, binary(&header, &bytes), req, needles).await;
     }
     server.stop().await.unwrap();
 }
@@ -257,7 +141,6 @@ async fn bogus_bytes_length_prefixes_are_refused_on_http_binary_and_grpc_raw() {
 #[tokio::test]
 async fn repeated_inputs_repeated_outputs_and_unknown_outputs_are_named_alike_on_both_transports() {
     let server = TestServer::start().await;
-    let mut client = grpc(&server).await;
     let output = |name: &str| InferRequestedOutputTensor {
         name: name.into(),
         ..Default::default()
@@ -281,16 +164,8 @@ async fn repeated_inputs_repeated_outputs_and_unknown_outputs_are_named_alike_on
     for (what, edit_json, edit_grpc, needles) in cases {
         let mut body = mlp_json();
         edit_json(&mut body);
-        let reply = post(&server, serde_json::to_vec(&body).unwrap(), None).await;
-        assert_http(&format!("{what} (HTTP)"), reply, 400, needles);
-        let reply = client.model_infer(grpc_with(|r| edit_grpc(r))).await;
-        assert_grpc(
-            &format!("{what} (gRPC)"),
-            reply,
-            Code::InvalidArgument,
-            needles,
-        );
-        assert_still_serves(&server).await;
+        let req = grpc_with(|r| edit_grpc(r));
+        assert_refused_on_both(&server, what, json_body(&body), req, needles).await;
     }
     server.stop().await.unwrap();
 }
