@@ -120,6 +120,10 @@ pub async fn run(
             // (Connection count, handshake and idle bounds come with `grpc_incoming`; tonic's
             // `tcp_keepalive` applies only to its own listener, and the pings cover it.)
             .max_concurrent_streams(Some(limits.max_streams))
+            .http2_max_pending_accept_reset_streams(Some(
+                api::serve::MAX_PENDING_ACCEPT_RESET_STREAMS,
+            ))
+            .http2_max_local_error_reset_streams(Some(api::serve::MAX_LOCAL_ERROR_RESET_STREAMS))
             .http2_keepalive_interval(Some(limits.keepalive_interval))
             .http2_keepalive_timeout(Some(limits.keepalive_timeout))
             .layer(api::serve::GrpcConnLayer {

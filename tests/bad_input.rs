@@ -4,7 +4,8 @@
 
 mod common;
 
-use common::{assert_matches_reference, pb, reference, TestServer};
+use common::probe::{self, assert_http_serves, le_bytes, mlp_values};
+use common::{pb, TestServer};
 use ferroserve::config::{ServerConfig, DEFAULT_MAX_REQUEST_BYTES};
 use pb::grpc_inference_service_client::GrpcInferenceServiceClient;
 use pb::model_infer_request::{InferInputTensor, InferRequestedOutputTensor};
@@ -18,22 +19,9 @@ const HUGE: i64 = 1 << 62;
 
 // ---- request builders ----
 
-fn mlp_values(rows: usize) -> Vec<f32> {
-    reference("mlp").inputs[0]
-        .f32s()
-        .into_iter()
-        .cycle()
-        .take(rows * 64)
-        .collect()
-}
-
-fn le_bytes(values: &[f32]) -> Vec<u8> {
-    values.iter().flat_map(|f| f.to_le_bytes()).collect()
-}
-
 /// The reference mlp request as JSON, with `edit` applied.
 fn mlp_json(edit: fn(&mut Value)) -> Vec<u8> {
-    let mut req = json!({"inputs": [reference("mlp").inputs[0].json()]});
+    let mut req = probe::mlp_json();
     edit(&mut req);
     serde_json::to_vec(&req).unwrap()
 }
@@ -139,31 +127,6 @@ fn assert_grpc_error(
     assert_message(what, status.message(), needles);
 }
 
-fn assert_mlp_output(shape: &[i64], values: &[f64]) {
-    let want = &reference("mlp").outputs[0];
-    assert_matches_reference("mlp", "output", "FP32", shape, values, want);
-}
-
-/// The reference request over HTTP JSON must succeed with the reference outputs.
-async fn good_http(server: &TestServer) {
-    let (status, body) = post(server, INFER, mlp_json(|_| {}), None).await;
-    assert_eq!(status, 200, "good request after a bad one: {body}");
-    let out = &body["outputs"][0];
-    let shape: Vec<i64> = out["shape"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|d| d.as_i64().unwrap())
-        .collect();
-    let values: Vec<f64> = out["data"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|v| v.as_f64().unwrap())
-        .collect();
-    assert_mlp_output(&shape, &values);
-}
-
 /// The reference request over gRPC must succeed with the reference outputs.
 async fn good_grpc(client: &mut Grpc, raw: bool) {
     let resp = client
@@ -171,11 +134,7 @@ async fn good_grpc(client: &mut Grpc, raw: bool) {
         .await
         .expect("good request after a bad one")
         .into_inner();
-    let values: Vec<f64> = resp.raw_output_contents[0]
-        .chunks_exact(4)
-        .map(|c| f32::from_le_bytes(c.try_into().unwrap()) as f64)
-        .collect();
-    assert_mlp_output(&resp.outputs[0].shape, &values);
+    probe::assert_mlp_grpc(&resp);
 }
 
 async fn grpc_client(server: &TestServer) -> Grpc {
@@ -203,7 +162,7 @@ const JSON_CASES: &[JsonCase] = &[
     ("same input twice", |r| {
         let again = r["inputs"][0].clone();
         r["inputs"].as_array_mut().unwrap().push(again);
-    }, &[INPUT]),
+    }, &["input \"input\" already exists in request"]),
     ("INT32 for FP32", |r| {
         r["inputs"][0]["datatype"] = json!("INT32");
         r["inputs"][0]["data"] = json!(vec![1; 512]);
@@ -236,7 +195,7 @@ const JSON_CASES: &[JsonCase] = &[
     ("batch above max_batch_size", |r| set_rows_json(r, 65), &[INPUT, "batch size 65", "1..=64"]),
     ("batch 0", |r| set_rows_json(r, 0), &[INPUT, "batch size 0", "1..=64"]),
     ("unknown output", |r| r["outputs"] = json!([{"name": "nope"}]), &["\"nope\"", "[\"output\"]"]),
-    ("output twice", |r| r["outputs"] = json!([{"name": "output"}, {"name": "output"}]), &["\"output\"", "twice"]),
+    ("output twice", |r| r["outputs"] = json!([{"name": "output"}, {"name": "output"}]), &["output \"output\" already exists in request"]),
     ("missing datatype", |r| {
         r["inputs"][0].as_object_mut().unwrap().remove("datatype");
     }, &["datatype"]),
@@ -248,7 +207,7 @@ async fn http_json_bad_inputs_get_400_naming_the_tensor() {
     for &(what, edit, needles) in JSON_CASES {
         let reply = post(&server, INFER, mlp_json(edit), None).await;
         assert_http_error(what, reply, 400, needles);
-        good_http(&server).await;
+        assert_http_serves(&server).await;
     }
     server.stop().await.unwrap();
 }
@@ -263,7 +222,7 @@ async fn http_json_shape_values_beyond_i64_get_400_naming_the_tensor() {
         let body = good.replace("\"shape\":[8,64]", &format!("\"shape\":[{dim},64]"));
         let reply = post(&server, INFER, body.into_bytes(), None).await;
         assert_http_error(&format!("shape value {dim}"), reply, 400, &[INPUT, "shape"]);
-        good_http(&server).await;
+        assert_http_serves(&server).await;
     }
     server.stop().await.unwrap();
 }
@@ -282,7 +241,7 @@ async fn http_malformed_json_gets_400() {
     for (what, body) in cases {
         let reply = post(&server, INFER, body.to_vec(), None).await;
         assert_http_error(what, reply, 400, &["malformed inference request JSON"]);
-        good_http(&server).await;
+        assert_http_serves(&server).await;
     }
     server.stop().await.unwrap();
 }
@@ -323,7 +282,7 @@ async fn http_binary_bad_inputs_get_400_naming_the_tensor() {
     for (what, (body, len), needles) in cases {
         let reply = post(&server, INFER, body, Some(&len)).await;
         assert_http_error(what, reply, 400, needles);
-        good_http(&server).await;
+        assert_http_serves(&server).await;
     }
     server.stop().await.unwrap();
 }
@@ -338,7 +297,7 @@ async fn http_binary_bad_binary_data_size_names_the_tensor() {
         let reply = post(&server, INFER, body, Some(&len)).await;
         let needles = [INPUT, "binary_data_size", "non-negative integer"];
         assert_http_error(&format!("binary_data_size {size}"), reply, 400, &needles);
-        good_http(&server).await;
+        assert_http_serves(&server).await;
     }
     server.stop().await.unwrap();
 }
@@ -439,7 +398,7 @@ async fn unknown_model_or_version_is_not_found() {
         };
         let reply = post(&server, &path, mlp_json(|_| {}), None).await;
         assert_http_error(&what, reply, 404, &[needle]);
-        good_http(&server).await;
+        assert_http_serves(&server).await;
         let mut req = mlp_grpc(true, |_| {});
         req.model_name = model.into();
         req.model_version = version.unwrap_or_default().into();
@@ -464,12 +423,12 @@ async fn oversized_body_is_413_and_resource_exhausted() {
     let (body, len) = binary(header, &vec![0; 2 << 20]);
     let reply = post(&server, INFER, body, Some(&len)).await;
     assert_http_error("2 MiB binary body", reply, 413, &["too large"]);
-    good_http(&server).await;
+    assert_http_serves(&server).await;
     let big_json = mlp_json(|r| r["inputs"][0]["data"] = json!(vec![0.5f32; 300_000]));
     assert!(big_json.len() > 1 << 20);
     let reply = post(&server, INFER, big_json, None).await;
     assert_http_error("1.2 MiB JSON body", reply, 413, &["too large"]);
-    good_http(&server).await;
+    assert_http_serves(&server).await;
 
     let mut req = mlp_grpc(true, |_| {});
     req.raw_input_contents[0] = vec![0u8; 2 << 20].into();
@@ -493,13 +452,13 @@ async fn good_requests_keep_succeeding_between_bad_ones() {
         good_grpc(&mut client, round % 2 == 0).await;
         let bad = client.model_infer(mlp_grpc(true, short_raw)).await;
         assert_eq!(bad.unwrap_err().code(), Code::InvalidArgument);
-        good_http(&server).await;
+        assert_http_serves(&server).await;
         let (status, _) = post(&server, INFER, mlp_json(|r| set_rows_json(r, 65)), None).await;
         assert_eq!(status, 400);
         let path = "/v2/models/mlp/versions/9/infer";
         let (status, _) = post(&server, path, mlp_json(|_| {}), None).await;
         assert_eq!(status, 404);
-        good_http(&server).await;
+        assert_http_serves(&server).await;
         good_grpc(&mut client, round % 2 == 1).await;
     }
     // The largest valid batch still works after all that, and the server is still ready.
@@ -525,7 +484,7 @@ async fn concurrent_bad_requests_do_not_disturb_good_ones() {
                     let (what, edit, needles) = JSON_CASES[n / 2 % JSON_CASES.len()];
                     let reply = post(&server, INFER, mlp_json(edit), None).await;
                     assert_http_error(what, reply, 400, needles);
-                    good_http(&server).await;
+                    assert_http_serves(&server).await;
                 } else {
                     let (what, modes, edit, needles) = GRPC_CASES[n / 2 % GRPC_CASES.len()];
                     let raw = modes[i % modes.len()];
@@ -560,6 +519,6 @@ async fn http_json_ragged_nested_data_gets_400_naming_the_input_and_the_row() {
             "data[0] has 63 elements where shape [2, 64] needs 64",
         ],
     );
-    good_http(&server).await;
+    assert_http_serves(&server).await;
     server.stop().await.unwrap();
 }

@@ -4,9 +4,9 @@
 
 mod common;
 
-use common::{assert_matches_reference, pb, reference, TestServer};
+use common::probe::{assert_mlp_grpc, assert_mlp_http, assert_still_serves, mlp_grpc, mlp_json};
+use common::{pb, TestServer};
 use pb::grpc_inference_service_client::GrpcInferenceServiceClient;
-use pb::model_infer_request::InferInputTensor;
 use serde_json::{json, Value};
 use tonic::transport::Channel;
 use tonic::Code;
@@ -16,69 +16,10 @@ type Grpc = GrpcInferenceServiceClient<Channel>;
 /// Longest error body or gRPC message any hostile request here may get back.
 const SHORT: usize = 3000;
 
-fn mlp_values() -> Vec<f32> {
-    reference("mlp").inputs[0].f32s()
-}
-
-/// The reference mlp request over gRPC, raw.
-fn mlp_grpc() -> pb::ModelInferRequest {
-    let values = mlp_values();
-    pb::ModelInferRequest {
-        model_name: "mlp".into(),
-        inputs: vec![InferInputTensor {
-            name: "input".into(),
-            datatype: "FP32".into(),
-            shape: vec![(values.len() / 64) as i64, 64],
-            ..Default::default()
-        }],
-        raw_input_contents: vec![values.iter().flat_map(|f| f.to_le_bytes()).collect()],
-        ..Default::default()
-    }
-}
-
-fn mlp_json() -> Value {
-    json!({"inputs": [reference("mlp").inputs[0].json()]})
-}
-
-fn assert_mlp_grpc(resp: &pb::ModelInferResponse) {
-    let values: Vec<f64> = resp.raw_output_contents[0]
-        .chunks_exact(4)
-        .map(|c| f32::from_le_bytes(c.try_into().unwrap()) as f64)
-        .collect();
-    let want = &reference("mlp").outputs[0];
-    assert_matches_reference(
-        "mlp",
-        "output",
-        "FP32",
-        &resp.outputs[0].shape,
-        &values,
-        want,
-    );
-}
-
-fn assert_mlp_http(body: &Value) {
-    let out = &body["outputs"][0];
-    let shape: Vec<i64> = serde_json::from_value(out["shape"].clone()).unwrap();
-    let values: Vec<f64> = serde_json::from_value(out["data"].clone()).unwrap();
-    let want = &reference("mlp").outputs[0];
-    assert_matches_reference("mlp", "output", "FP32", &shape, &values, want);
-}
-
 async fn grpc(server: &TestServer) -> Grpc {
     GrpcInferenceServiceClient::connect(server.grpc_url())
         .await
         .unwrap()
-}
-
-/// The server is live and answers the reference request exactly, on both transports.
-async fn still_serves(server: &TestServer) {
-    let (status, _) = server.get("/v2/health/live").await;
-    assert_eq!(status, 200);
-    let resp = grpc(server).await.model_infer(mlp_grpc()).await.unwrap();
-    assert_mlp_grpc(&resp.into_inner());
-    let (status, body) = post_json(server, "/v2/models/mlp/infer", &mlp_json()).await;
-    assert_eq!(status, 200, "{body}");
-    assert_mlp_http(&body);
 }
 
 async fn post_json(server: &TestServer, path: &str, body: &Value) -> (u16, Value) {
@@ -129,7 +70,7 @@ async fn huge_grpc_timeout_is_answered(value: &str) {
         "{metrics}"
     );
     assert!(!metrics.contains(r#"code="cancelled""#), "{metrics}");
-    still_serves(&server).await;
+    assert_still_serves(&server).await;
 }
 
 #[tokio::test]
@@ -151,7 +92,7 @@ async fn malformed_grpc_timeout_is_invalid_argument() {
     let err = grpc(&server).await.model_infer(req).await.unwrap_err();
     assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
     assert!(err.message().contains("grpc-timeout"), "{err:?}");
-    still_serves(&server).await;
+    assert_still_serves(&server).await;
 }
 
 #[tokio::test]
@@ -170,7 +111,7 @@ async fn negative_grpc_timeout_parameter_is_invalid_argument() {
         err.message(),
         "parameter \"timeout\" must be a non-negative integer, got -1"
     );
-    still_serves(&server).await;
+    assert_still_serves(&server).await;
 }
 
 #[tokio::test]
@@ -181,7 +122,7 @@ async fn http_timeout_of_u64_max_micros_means_no_deadline() {
     let (status, answer) = post_json(&server, "/v2/models/mlp/infer", &body).await;
     assert_eq!(status, 200, "{answer}");
     assert_mlp_http(&answer);
-    still_serves(&server).await;
+    assert_still_serves(&server).await;
 }
 
 #[tokio::test]
@@ -193,7 +134,7 @@ async fn a_4_mib_input_name_gets_a_short_400() {
     assert_eq!(status, 400);
     assert!(error(&answer).contains("unknown input \"nnnn"), "{answer}");
     assert!(error(&answer).contains("(4194304 bytes)"), "{answer}");
-    still_serves(&server).await;
+    assert_still_serves(&server).await;
 }
 
 #[tokio::test]
@@ -210,7 +151,7 @@ async fn a_grpc_model_name_over_16_kib_is_not_found_with_a_short_message() {
         "{}",
         err.message()
     );
-    still_serves(&server).await;
+    assert_still_serves(&server).await;
 }
 
 #[tokio::test]
@@ -222,7 +163,7 @@ async fn get_on_infer_is_405_with_a_json_error() {
         error(&body),
         "method GET is not allowed on \"/v2/models/mlp/infer\""
     );
-    still_serves(&server).await;
+    assert_still_serves(&server).await;
 }
 
 #[tokio::test]
@@ -231,7 +172,7 @@ async fn an_unknown_route_is_404_with_a_json_error() {
     let (status, body) = send(reqwest::Client::new().get(server.url("/v3/nothing"))).await;
     assert_eq!(status, 404);
     assert_eq!(error(&body), "no route GET \"/v3/nothing\"");
-    still_serves(&server).await;
+    assert_still_serves(&server).await;
 }
 
 #[tokio::test]
@@ -240,7 +181,7 @@ async fn a_model_path_that_is_not_utf8_is_400_with_a_json_error() {
     let (status, body) = send(reqwest::Client::new().get(server.url("/v2/models/%FF%FE"))).await;
     assert_eq!(status, 400);
     assert!(error(&body).to_lowercase().contains("utf-8"), "{body}");
-    still_serves(&server).await;
+    assert_still_serves(&server).await;
 }
 
 #[tokio::test]
@@ -262,7 +203,7 @@ async fn admin_bodies_over_the_limit_are_413_naming_it() {
             "{body}"
         );
     }
-    still_serves(&server).await;
+    assert_still_serves(&server).await;
 }
 
 /// A unary call of `path` (no service answers it) with an empty message.
@@ -294,7 +235,7 @@ async fn an_unknown_grpc_method_is_unimplemented_naming_it() {
         err.message(),
         "unknown method \"NoSuchMethod\" for service \"inference.GRPCInferenceService\""
     );
-    still_serves(&server).await;
+    assert_still_serves(&server).await;
 }
 
 #[tokio::test]
@@ -306,5 +247,5 @@ async fn an_unknown_grpc_service_is_unimplemented_naming_it() {
         err.message(),
         "unknown method \"Method\" for service \"no.Such\""
     );
-    still_serves(&server).await;
+    assert_still_serves(&server).await;
 }

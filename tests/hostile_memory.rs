@@ -11,26 +11,15 @@ use std::io::{Read, Write};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use common::probe::{assert_mlp_http, assert_still_serves, mlp_json};
 use common::raw_grpc::send_raw_grpc;
-use common::{assert_matches_reference, pb, reference, TestServer};
-use pb::grpc_inference_service_client::GrpcInferenceServiceClient;
-use serde_json::{json, Value};
+use common::{assert_alone_in_this_process, TestServer};
+use serde_json::Value;
 use tonic::Code;
 
 const MIB: u64 = 1 << 20;
 /// Hostile bodies are this large: big enough that 16x amplification is far past the bound.
 const BODY: usize = 8 << 20;
-
-fn assert_alone_in_this_process(test: &str) {
-    let nextest = std::env::var("NEXTEST_EXECUTION_MODE").as_deref() == Ok("process-per-test");
-    let args: Vec<String> = std::env::args().collect();
-    let alone = args.iter().any(|a| a == "--exact") && args.iter().any(|a| a == test);
-    assert!(
-        nextest || alone,
-        "{test} measures process-wide RSS: run it under cargo nextest, or alone with \
-         `cargo test --test hostile_memory -- --exact {test}`"
-    );
-}
 
 fn status_kib(key: &str) -> u64 {
     let status = std::fs::read_to_string("/proc/self/status").unwrap();
@@ -60,65 +49,6 @@ impl Peak {
             bound / MIB
         );
     }
-}
-
-/// The reference mlp request as JSON.
-fn mlp_json() -> Value {
-    json!({"inputs": [reference("mlp").inputs[0].json()]})
-}
-
-fn assert_mlp_output(out: &Value) {
-    let shape: Vec<i64> = serde_json::from_value(out["shape"].clone()).unwrap();
-    let values: Vec<f64> = serde_json::from_value(out["data"].clone()).unwrap();
-    let want = &reference("mlp").outputs[0];
-    assert_matches_reference("mlp", "output", "FP32", &shape, &values, want);
-}
-
-/// Health, then the reference request over HTTP and over gRPC with exact answers.
-async fn assert_still_serves(server: &TestServer) {
-    assert_eq!(server.get("/v2/health/live").await.0, 200);
-    let resp = reqwest::Client::new()
-        .post(server.url("/v2/models/mlp/infer"))
-        .json(&mlp_json())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 200);
-    let body: Value = resp.json().await.unwrap();
-    assert_mlp_output(&body["outputs"][0]);
-    let input = &reference("mlp").inputs[0];
-    let raw: Vec<u8> = input.f32s().iter().flat_map(|f| f.to_le_bytes()).collect();
-    let mut client = GrpcInferenceServiceClient::connect(server.grpc_url())
-        .await
-        .unwrap();
-    let resp = client
-        .model_infer(pb::ModelInferRequest {
-            model_name: "mlp".into(),
-            inputs: vec![pb::model_infer_request::InferInputTensor {
-                name: "input".into(),
-                datatype: "FP32".into(),
-                shape: input.shape.clone(),
-                ..Default::default()
-            }],
-            raw_input_contents: vec![raw.into()],
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    let values: Vec<f64> = resp.raw_output_contents[0]
-        .chunks_exact(4)
-        .map(|c| f32::from_le_bytes(c.try_into().unwrap()) as f64)
-        .collect();
-    let want = &reference("mlp").outputs[0];
-    assert_matches_reference(
-        "mlp",
-        "output",
-        "FP32",
-        &resp.outputs[0].shape,
-        &values,
-        want,
-    );
 }
 
 /// `model_name: "mlp"` then `entry` repeated to fill about [`BODY`] bytes.
@@ -356,7 +286,7 @@ async fn bodies_beyond_max_inflight_bytes_are_refused_at_once_and_the_rest_answe
             );
         } else {
             assert_eq!(*status, 200, "{body}");
-            assert_mlp_output(&body["outputs"][0]);
+            assert_mlp_http(body);
         }
     }
     peak.assert_bounded(test, 2 * BODY);

@@ -8,9 +8,9 @@ mod common;
 use std::os::unix::fs::symlink;
 use std::path::Path;
 
-use common::{assert_matches_reference, bundled_models, copy_model, reference, TestServer};
+use common::{bundled_models, copy_model, TestServer};
 use ferroserve::config::ModelControlMode;
-use serde_json::{json, Value};
+use serde_json::Value;
 
 const TOKEN: &str = "test-admin-token-0123456789";
 
@@ -58,28 +58,14 @@ async fn serves_exactly(server: &TestServer, model: &str) {
     assert_eq!(server.get("/v2/health/live").await.0, 200);
     let r = reqwest::Client::new()
         .post(server.url(&format!("/v2/models/{model}/infer")))
-        .json(&json!({"inputs": [reference("mlp").inputs[0].json()]}))
+        .json(&common::probe::mlp_json())
         .send()
         .await
         .unwrap();
     let status = r.status().as_u16();
     let body: Value = r.json().await.unwrap();
     assert_eq!(status, 200, "{model}: {body}");
-    let out = &body["outputs"][0];
-    let shape: Vec<i64> = out["shape"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|d| d.as_i64().unwrap())
-        .collect();
-    let values: Vec<f64> = out["data"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|v| v.as_f64().unwrap())
-        .collect();
-    let want = &reference("mlp").outputs[0];
-    assert_matches_reference(model, "output", "FP32", &shape, &values, want);
+    common::probe::assert_mlp_http(&body);
 }
 
 /// The load is refused with 400, its message names `path` and says it leaves the repository,
@@ -95,7 +81,7 @@ async fn assert_refused(server: &TestServer, model: &str, path: &Path) {
     assert!(message.contains(&path.display().to_string()), "{message}");
     let r = reqwest::Client::new()
         .post(server.url(&format!("/v2/models/{model}/infer")))
-        .json(&json!({"inputs": [reference("mlp").inputs[0].json()]}))
+        .json(&common::probe::mlp_json())
         .send()
         .await
         .unwrap();

@@ -27,6 +27,13 @@ pub use super::conn::ConnLimits;
 use super::conn::{self, ConnState, ConnTable, TimedBody};
 use super::tls::{self, MaybeTls, PortTls};
 
+/// Streams a client may reset before they are accepted (CVE-2023-44487, rapid reset), and
+/// streams the server may reset for the client's errors (RUSTSEC-2024-0003: a flood of streams
+/// beyond `max_concurrent_streams`), per connection; one more is answered with GOAWAY. Set on
+/// both HTTP/2 ports: tonic 0.14 passes `None` for the second, which hyper reads as no limit.
+pub const MAX_PENDING_ACCEPT_RESET_STREAMS: usize = 20;
+pub const MAX_LOCAL_ERROR_RESET_STREAMS: usize = 1024;
+
 /// Serves `app` on `listener` until `shutdown` completes, then stops accepting and waits for
 /// open connections to finish their requests (idle ones close at once).
 pub async fn serve(
@@ -45,6 +52,8 @@ pub async fn serve(
         .http2()
         .timer(TokioTimer::new())
         .max_concurrent_streams(limits.max_streams)
+        .max_pending_accept_reset_streams(MAX_PENDING_ACCEPT_RESET_STREAMS)
+        .max_local_error_reset_streams(MAX_LOCAL_ERROR_RESET_STREAMS)
         .keep_alive_interval(limits.keepalive_interval)
         .keep_alive_timeout(limits.keepalive_timeout);
     let builder = Arc::new(builder);

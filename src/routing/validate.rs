@@ -20,6 +20,17 @@ pub fn inputs(
     given: Vec<NamedTensor>,
 ) -> Result<(Vec<Tensor>, usize), InferError> {
     let sig = &mv.signature;
+    // A repeated name is named as such (Triton's wording), not counted as one input too many.
+    // A set, not pairwise comparison: 1024 long names sharing a prefix would cost seconds.
+    let mut seen = std::collections::HashSet::with_capacity(given.len());
+    for t in &given {
+        if !seen.insert(t.name.as_str()) {
+            return Err(invalid(format!(
+                "input {} already exists in request",
+                clip(&t.name)
+            )));
+        }
+    }
     if given.len() != sig.inputs.len() {
         return Err(invalid(format!(
             "model {:?} expects {} input(s) {:?}, got {}",
@@ -43,9 +54,6 @@ pub fn inputs(
                     names(&sig.inputs)
                 ))
             })?;
-        if slots[ix].is_some() {
-            return Err(invalid(format!("input {} is given twice", clip(&t.name))));
-        }
         slots[ix] = Some(t.tensor);
     }
     let mut batch: Option<usize> = None;
@@ -115,14 +123,17 @@ pub fn outputs(mv: &ModelVersion, wanted: &[String]) -> Result<Vec<usize>, Infer
     for name in wanted {
         let ix = specs.iter().position(|s| &s.name == name).ok_or_else(|| {
             invalid(format!(
-                "unknown output {} for model {:?}; expected {:?}",
+                "unexpected inference output {} for model {:?}; expected {:?}",
                 clip(name),
                 mv.name,
                 names(specs)
             ))
         })?;
         if out.contains(&ix) {
-            return Err(invalid(format!("output {} is requested twice", clip(name))));
+            return Err(invalid(format!(
+                "output {} already exists in request",
+                clip(name)
+            )));
         }
         out.push(ix);
     }

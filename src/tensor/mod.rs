@@ -26,7 +26,7 @@ pub enum TensorError {
         actual: usize,
     },
     #[error("BYTES tensor data is malformed: {0}")]
-    MalformedBytes(&'static str),
+    MalformedBytes(String),
     #[error("cannot combine tensors: {0}")]
     Incompatible(String),
 }
@@ -148,7 +148,7 @@ impl Tensor {
         for item in items {
             let item = item.as_ref();
             let len = u32::try_from(item.len())
-                .map_err(|_| TensorError::MalformedBytes("element over 4 GiB"))?;
+                .map_err(|_| TensorError::MalformedBytes("element over 4 GiB".into()))?;
             buf.extend_from_slice(&len.to_le_bytes());
             buf.extend_from_slice(item);
         }
@@ -194,7 +194,7 @@ impl Tensor {
         let mut out = Vec::with_capacity(self.element_count());
         let mut rest: &[u8] = &self.data;
         while !rest.is_empty() {
-            let (item, tail) = split_bytes_element(rest).ok()?;
+            let (item, tail) = split_bytes_element(rest, out.len()).ok()?;
             out.push(item);
             rest = tail;
         }
@@ -267,13 +267,21 @@ impl Tensor {
     }
 }
 
-fn split_bytes_element(buf: &[u8]) -> Result<(&[u8], &[u8]), TensorError> {
-    let (len, rest) = buf
-        .split_first_chunk::<4>()
-        .ok_or(TensorError::MalformedBytes("truncated length prefix"))?;
+/// The first length-prefixed element of `buf` (element `index` of its tensor) and the rest.
+/// Messages follow Triton's ("incomplete string length indicator ...").
+fn split_bytes_element(buf: &[u8], index: usize) -> Result<(&[u8], &[u8]), TensorError> {
+    let (len, rest) = buf.split_first_chunk::<4>().ok_or_else(|| {
+        TensorError::MalformedBytes(format!(
+            "incomplete string length indicator for element {index}, expecting 4 bytes but only {} bytes available",
+            buf.len()
+        ))
+    })?;
     let len = u32::from_le_bytes(*len) as usize;
     if rest.len() < len {
-        return Err(TensorError::MalformedBytes("element longer than the data"));
+        return Err(TensorError::MalformedBytes(format!(
+            "incomplete string data for element {index}, expecting {len} bytes but only {} bytes available",
+            rest.len()
+        )));
     }
     Ok(rest.split_at(len))
 }
@@ -281,7 +289,7 @@ fn split_bytes_element(buf: &[u8]) -> Result<(&[u8], &[u8]), TensorError> {
 fn count_bytes_elements(mut buf: &[u8]) -> Result<usize, TensorError> {
     let mut n = 0;
     while !buf.is_empty() {
-        buf = split_bytes_element(buf)?.1;
+        buf = split_bytes_element(buf, n)?.1;
         n += 1;
     }
     Ok(n)
@@ -290,8 +298,8 @@ fn count_bytes_elements(mut buf: &[u8]) -> Result<usize, TensorError> {
 /// Byte length of the first `count` length-prefixed elements of `buf`.
 fn bytes_prefix_len(buf: &[u8], count: usize) -> Result<usize, TensorError> {
     let mut rest = buf;
-    for _ in 0..count {
-        rest = split_bytes_element(rest)?.1;
+    for i in 0..count {
+        rest = split_bytes_element(rest, i)?.1;
     }
     Ok(buf.len() - rest.len())
 }

@@ -1,12 +1,17 @@
 //! Test harness: a real server on 127.0.0.1:0 over a model repository (`server`), repositories
-//! built from the bundled models (`models`), bounded waits on observable state (`wait`), and the
+//! built from the bundled models (`models`), bounded waits on observable state (`wait`), the
+//! reference request and the "still serves" check (`probe`), hostile requests and the checks
+//! on their refusals (`hostile`), and the
 //! references that models/build.py computed with scikit-learn / numpy.
 #![allow(dead_code, unused_imports)]
 
 pub mod certs;
+pub mod hostile;
 mod models;
+pub mod probe;
 mod process;
 pub mod raw_grpc;
+pub mod raw_h2;
 mod server;
 pub mod traffic;
 mod wait;

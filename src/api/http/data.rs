@@ -139,7 +139,7 @@ impl Sink<'_> {
         fn float<T: Element>(
             buf: &mut BytesMut,
             leaf: Leaf<'_>,
-            conv: fn(f64) -> T,
+            conv: fn(f64) -> Option<T>,
         ) -> Result<(), DataError> {
             let f = match leaf {
                 Leaf::U64(u) => u as f64,
@@ -147,7 +147,13 @@ impl Sink<'_> {
                 Leaf::F64(f) => f,
                 other => return Err(DataError::NotANumber(other.value())),
             };
-            conv(f).put_le(buf);
+            // JSON numbers are finite: one that rounds to infinity does not fit the type (1e6
+            // as FP16), as an integer out of range does not.
+            let v = conv(f).ok_or_else(|| DataError::OutOfRange {
+                value: leaf.value(),
+                dtype: T::DTYPE,
+            })?;
+            v.put_le(buf);
             Ok(())
         }
         let buf = &mut self.buf;
@@ -167,13 +173,15 @@ impl Sink<'_> {
             DataType::I16 => int::<i16>(buf, leaf),
             DataType::I32 => int::<i32>(buf, leaf),
             DataType::I64 => int::<i64>(buf, leaf),
-            DataType::F16 => float(buf, leaf, half::f16::from_f64),
-            DataType::F32 => float(buf, leaf, |f| f as f32),
-            DataType::F64 => float(buf, leaf, |f| f),
+            DataType::F16 => float(buf, leaf, |f| {
+                Some(half::f16::from_f64(f)).filter(|h| h.is_finite())
+            }),
+            DataType::F32 => float(buf, leaf, |f| Some(f as f32).filter(|x| x.is_finite())),
+            DataType::F64 => float(buf, leaf, Some),
             DataType::Bytes => match leaf {
                 Leaf::Str(s) => {
                     let len = u32::try_from(s.len())
-                        .map_err(|_| TensorError::MalformedBytes("element over 4 GiB"))?;
+                        .map_err(|_| TensorError::MalformedBytes("element over 4 GiB".into()))?;
                     buf.extend_from_slice(&len.to_le_bytes());
                     buf.extend_from_slice(s.as_bytes());
                     Ok(())
