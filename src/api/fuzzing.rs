@@ -82,7 +82,7 @@ pub fn http_round_trip(resp: &InferResponse) -> Result<(), String> {
                     ))
                 }
             };
-            if back != t.data() && (binary || json_spellable(t)) {
+            if !same_values(t, &back, binary) && (binary || json_spellable(t)) {
                 return Err(format!("output {:?} came back different", sent.name));
             }
         }
@@ -91,6 +91,19 @@ pub fn http_round_trip(resp: &InferResponse) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+/// Whether `back` holds `t`'s values: its bytes exactly, except that JSON spells a BOOL byte as
+/// `true` or `false` (any non-zero byte is true, as the backends read it).
+fn same_values(t: &crate::tensor::Tensor, back: &Bytes, binary: bool) -> bool {
+    match t.dtype() {
+        DataType::Bool if !binary => t
+            .data()
+            .iter()
+            .map(|&b| b != 0)
+            .eq(back.iter().map(|&b| b != 0)),
+        _ => back == t.data(),
+    }
 }
 
 /// Whether JSON can carry `t` exactly (no NaN or infinity, UTF-8 strings only).
