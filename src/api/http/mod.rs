@@ -4,8 +4,8 @@
 //! control plane [`traffic`].
 
 mod budget;
-mod codec;
-mod data;
+pub(super) mod codec;
+pub(super) mod data;
 mod reject;
 mod traffic;
 mod views;
