@@ -94,6 +94,7 @@ def start_server(
     log_path: Path,
     env_overrides: dict[str, str] | None = None,
     timeout_s: float = START_TIMEOUT_S,
+    repository: str | Path = "models",
 ) -> Server:
     """Starts the release binary on 127.0.0.1 with ephemeral ports and waits until it is ready.
 
@@ -109,7 +110,7 @@ def start_server(
         str(binary),
         "serve",
         "--model-repository",
-        "models",
+        str(repository),
         "--host",
         "127.0.0.1",
         "--http-port",
