@@ -112,13 +112,13 @@ def test_exporter_model_serves_like_onnxruntime(corpus, corpus_server, index, mo
     row = index.get(served, {})
     state, reason = row.get("state"), row.get("reason", "")
     supported = engine == "auto" or engine in SUPPORT[model]
+    family = json.loads((corpus / "families.json").read_text())[model]
+    RESULTS[served] = {"model": model, "engine": engine, "ok": False, "reason": reason, **family}
     if not supported:
-        RESULTS[served] = {"model": model, "engine": engine, "ok": False, "reason": reason}
         assert state == "UNAVAILABLE", (
             f"{served} is {state}: support.json says {engine} cannot run {model}; update it (and README's table)")
         assert reason, f"{served} failed to load without a reason"
         return
-    RESULTS[served] = {"model": model, "engine": engine, "ok": False, "reason": reason}
     assert state == "READY", f"{served}: {state} {reason}"
     ref = expected(corpus, model)
     for protocol, url in (("http", corpus_server.http_url), ("grpc", corpus_server.grpc_url)):
