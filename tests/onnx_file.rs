@@ -2,7 +2,8 @@
 //! serves as its `[N, C]` probability tensor with the class labels in the config, on tract and
 //! ONNX Runtime; external data is inlined from inside the version directory, and external
 //! data that leaves it (`..`, an absolute path, a symlink out) or lies beyond its file is
-//! refused with a message naming it, while the other models keep serving.
+//! refused with a message naming it, while the other models keep serving; ai.onnx.ml Scaler
+//! and Imputer, lowered to standard operators, serve on both engines.
 //!
 //! The files are tests/data/onnx_file/*.onnx, written by tests/data/onnx_file/build.py.
 
@@ -357,4 +358,76 @@ async fn external_data_beyond_its_file_is_refused() {
 async fn external_data_in_a_missing_file_is_refused_naming_it() {
     let model = external_model(|e| set(e, "location", "gone.bin"));
     external_refused(model, |_| {}, &["tensor \"W\"", "gone.bin does not exist"]).await;
+}
+
+/// `X` of `rows` × 2 FP32 over gRPC (raw contents, so NaN travels); `Y` as f32s.
+async fn grpc_y(server: &TestServer, model: &str, x: &[f32]) -> Vec<f32> {
+    let mut client =
+        pb::grpc_inference_service_client::GrpcInferenceServiceClient::connect(server.grpc_url())
+            .await
+            .unwrap();
+    let request = pb::ModelInferRequest {
+        model_name: model.into(),
+        inputs: vec![pb::model_infer_request::InferInputTensor {
+            name: "X".into(),
+            datatype: "FP32".into(),
+            shape: vec![(x.len() / 2) as i64, 2],
+            ..Default::default()
+        }],
+        raw_input_contents: vec![x.iter().flat_map(|v| v.to_le_bytes()).collect()],
+        ..Default::default()
+    };
+    let answer = client.model_infer(request).await.unwrap().into_inner();
+    assert_eq!(answer.outputs[0].name, "Y");
+    answer.raw_output_contents[0]
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        .collect()
+}
+
+/// `file` on `backend` answers `x` with `want`, bit for bit (the lowered graph does the float
+/// operations ONNX Runtime's own kernel does).
+async fn ml_op_serves(file: &str, backend: &str, x: &[f32], want: &[f32]) {
+    let root = repo();
+    add_model(
+        root.path(),
+        "op",
+        &std::fs::read(data(file)).unwrap(),
+        backend,
+    );
+    let server = server_on(root.path()).await;
+    let (status, body) = load(&server, "op").await;
+    assert_eq!(status, 200, "{body}");
+    let got = grpc_y(&server, "op", x).await;
+    let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+    assert_eq!(bits(&got), bits(want), "{got:?} vs {want:?}");
+    still_serves(&server).await;
+}
+
+const SCALER_X: [f32; 4] = [3.0, 5.0, -1.5, 0.25];
+/// (x - [1, -1]) * [2, 0.5]
+const SCALER_Y: [f32; 4] = [4.0, 3.0, -5.0, 0.625];
+const IMPUTER_X: [f32; 4] = [f32::NAN, 5.0, 1.5, f32::NAN];
+const IMPUTER_Y: [f32; 4] = [10.0, 5.0, 1.5, 20.0];
+
+#[tokio::test]
+async fn ml_scaler_is_lowered_and_serves_on_tract() {
+    ml_op_serves("scaler.onnx", "tract", &SCALER_X, &SCALER_Y).await;
+}
+
+#[cfg(feature = "onnxruntime")]
+#[tokio::test]
+async fn ml_scaler_is_lowered_and_serves_on_onnxruntime() {
+    ml_op_serves("scaler.onnx", "onnxruntime", &SCALER_X, &SCALER_Y).await;
+}
+
+#[tokio::test]
+async fn ml_imputer_is_lowered_and_serves_on_tract() {
+    ml_op_serves("imputer.onnx", "tract", &IMPUTER_X, &IMPUTER_Y).await;
+}
+
+#[cfg(feature = "onnxruntime")]
+#[tokio::test]
+async fn ml_imputer_is_lowered_and_serves_on_onnxruntime() {
+    ml_op_serves("imputer.onnx", "onnxruntime", &IMPUTER_X, &IMPUTER_Y).await;
 }

@@ -6,6 +6,7 @@
 pub mod loader;
 pub mod manager;
 pub mod onnx_file;
+mod onnx_ml;
 pub mod open;
 pub mod reconcile;
 pub mod repository;

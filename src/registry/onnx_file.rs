@@ -3,8 +3,9 @@
 //! and inlined, so no engine ever opens a file itself; a graph output made by an `ai.onnx.ml`
 //! ZipMap (skl2onnx's default classifier output, a sequence of maps no tensor protocol carries)
 //! becomes the `[N, C]` probability tensor the ZipMap consumes, under the output's own name,
-//! with the ZipMap's class labels kept for the output's config. A file that needs neither is
-//! passed through byte for byte (it is not even decoded).
+//! with the ZipMap's class labels kept for the output's config; `ai.onnx.ml` operators tract
+//! lacks are lowered to standard ones (`onnx_ml`). A file that needs none of this is passed
+//! through byte for byte (it is not even decoded).
 
 use std::collections::{BTreeMap, HashMap};
 use std::fs::File;
@@ -15,6 +16,7 @@ use bytes::Bytes;
 use prost::Message;
 use tract_onnx::pb;
 
+use super::onnx_ml;
 use super::open::{open_inside, ReadError};
 
 /// Protobuf's hard limit on one message: a model past it cannot be encoded or decoded.
@@ -80,9 +82,10 @@ pub fn prepare(root: &Path, file: &Path, bytes: Vec<u8>) -> Result<Prepared, Onn
         bytes: bytes.into(),
         labels: BTreeMap::new(),
     };
-    // Both rewrites need a string that is in the file: skip decoding files that have neither.
+    // Every rewrite needs a string that is in the file: skip decoding files that have none.
     let mentions = |needle: &[u8]| memchr::memmem::find(&bytes, needle).is_some();
-    if !mentions(b"ZipMap") && !mentions(b"location") {
+    let needles: [&[u8]; 4] = [b"ZipMap", b"location", b"Scaler", b"Imputer"];
+    if !needles.into_iter().any(mentions) {
         return Ok(unchanged(bytes));
     }
     let mut model =
@@ -102,7 +105,9 @@ pub fn prepare(root: &Path, file: &Path, bytes: Vec<u8>) -> Result<Prepared, Onn
         size: bytes.len() as u64,
     };
     inliner.graph(graph)?;
-    if labels.is_empty() && inliner.open.is_empty() {
+    let inlined = !inliner.open.is_empty();
+    let lowered = onnx_ml::lower(&mut model);
+    if labels.is_empty() && !inlined && lowered == 0 {
         return Ok(unchanged(bytes));
     }
     if !labels.is_empty() && !model.opset_import.iter().any(|o| o.domain.is_empty()) {

@@ -7,6 +7,9 @@
 - zipmap_ints.onnx: the same with classlabels_int64s, two classes.
 - external.onnx + weights.bin: Y = X @ W + B with W and B as external data (W at offset 0,
   B at offset 64 of weights.bin), as torch's newer exporter and MLflow write large models.
+- scaler.onnx: ai.onnx.ml Scaler of X [N, 2] (offset [1, -1], scale [2, 0.5]) as skl2onnx
+  writes a StandardScaler; imputer.onnx: ai.onnx.ml Imputer of X [N, 2] replacing NaN by
+  [10, 20] as skl2onnx writes a SimpleImputer.
 """
 
 from pathlib import Path
@@ -65,7 +68,19 @@ def external() -> None:
     onnx.save_model(model, HERE / "external.onnx")
 
 
+def ml_op(name: str, op: str, **attrs) -> None:
+    x = helper.make_tensor_value_info("X", TensorProto.FLOAT, ["N", 2])
+    y = helper.make_tensor_value_info("Y", TensorProto.FLOAT, ["N", 2])
+    node = helper.make_node(op, ["X"], ["Y"], domain="ai.onnx.ml", **attrs)
+    graph = helper.make_graph([node], name, [x], [y])
+    model = helper.make_model(graph, opset_imports=OPSETS, ir_version=8)
+    onnx.checker.check_model(model)
+    onnx.save_model(model, HERE / f"{name}.onnx")
+
+
 if __name__ == "__main__":
     zipmap("zipmap_strings", 3, {"classlabels_strings": ["setosa", "versicolor", "virginica"]})
     zipmap("zipmap_ints", 2, {"classlabels_int64s": [10, 20]})
     external()
+    ml_op("scaler", "Scaler", offset=[1.0, -1.0], scale=[2.0, 0.5])
+    ml_op("imputer", "Imputer", imputed_value_floats=[10.0, 20.0], replaced_value_float=float("nan"))
