@@ -133,6 +133,27 @@ def helper_models(rng):
     block = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
     yield "transformer_block", "transformer block (attention, LayerNorm)", block, {"x": rng.standard_normal((2, 5, d)).astype(np.float32)}, None
 
+    # The tensor forms exporters write: a scalar (rank-0) output, FP16 and INT8 tensors, and the
+    # oldest and newest opsets (7, the first with numpy broadcasting; 21, the newest this
+    # onnxruntime runs in-process).
+    vi = helper.make_tensor_value_info
+    def small(name, nodes, x, y, opset, ir, inputs, family):
+        graph = helper.make_graph(nodes, name, [x], [y])
+        return name, family, helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)], ir_version=ir), inputs, None
+    yield small("scalar_output", [helper.make_node("ReduceSum", ["x"], ["total"], keepdims=0)],
+                vi("x", TensorProto.FLOAT, ["batch", 3]), vi("total", TensorProto.FLOAT, []), 13, 7,
+                {"x": rng.standard_normal((2, 3)).astype(np.float32)}, "scalar (rank-0) output")
+    yield small("fp16_tensors", [helper.make_node("Mul", ["x", "x"], ["y"])],
+                vi("x", TensorProto.FLOAT16, ["batch", 4]), vi("y", TensorProto.FLOAT16, ["batch", 4]), 13, 7,
+                {"x": rng.standard_normal((2, 4)).astype(np.float16)}, "FP16 inputs and outputs")
+    yield small("int8_tensors", [helper.make_node("Neg", ["x"], ["y"])],
+                vi("x", TensorProto.INT8, ["batch", 4]), vi("y", TensorProto.INT8, ["batch", 4]), 13, 7,
+                {"x": np.array([[1, -2, 127, -127], [0, 5, -5, 64]], np.int8)}, "INT8 inputs and outputs")
+    for opset, ir in ((7, 3), (21, 10)):
+        nodes = [helper.make_node("Add", ["x", "x"], ["s"]), helper.make_node("Relu", ["s"], ["y"])]
+        yield small(f"opset{opset}", nodes, vi("x", TensorProto.FLOAT, ["batch", 4]), vi("y", TensorProto.FLOAT, ["batch", 4]),
+                    opset, ir, {"x": rng.standard_normal((2, 4)).astype(np.float32)}, f"opset {opset} (IR {ir})")
+
 
 def to_json(value) -> dict:
     array = np.asarray(value)
