@@ -431,3 +431,54 @@ async fn ml_imputer_is_lowered_and_serves_on_tract() {
 async fn ml_imputer_is_lowered_and_serves_on_onnxruntime() {
     ml_op_serves("imputer.onnx", "onnxruntime", &IMPUTER_X, &IMPUTER_Y).await;
 }
+
+/// `file` with its IR version replaced by `ir`.
+fn with_ir_version(file: &str, ir: i64) -> Vec<u8> {
+    let mut model = onnx::ModelProto::decode(&std::fs::read(data(file)).unwrap()[..]).unwrap();
+    model.ir_version = ir;
+    model.encode_to_vec()
+}
+
+#[cfg(feature = "onnxruntime")]
+#[tokio::test]
+async fn an_ir_version_onnxruntime_is_too_old_for_is_refused_saying_so() {
+    let root = repo();
+    add_model(
+        root.path(),
+        "future",
+        &with_ir_version("scaler.onnx", 99),
+        "onnxruntime",
+    );
+    let server = server_on(root.path()).await;
+    let (status, body) = load(&server, "future").await;
+    let message = body["error"].as_str().unwrap_or_default();
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        message.contains("Unsupported model IR version: 99, max supported IR version:"),
+        "{message}"
+    );
+    assert!(!message.contains("/onnxruntime_src/"), "{message}");
+    still_serves(&server).await;
+}
+
+#[tokio::test]
+async fn external_data_over_the_protobuf_limit_is_refused_before_it_is_read() {
+    // A sparse 2 GiB file: W claims all of it, over the limit with the model's own bytes.
+    let model = external_model(|e| {
+        set(e, "location", "huge.bin");
+        set(e, "offset", "0");
+        set(e, "length", &(1u64 << 31).to_string());
+    });
+    let sparse = |dir: &Path| {
+        let file = std::fs::File::create(dir.join("huge.bin")).unwrap();
+        file.set_len(1 << 31).unwrap();
+    };
+    let before = common::rss_kib();
+    external_refused(model, sparse, &["over protobuf's 2 GiB limit"]).await;
+    // Refused from the sizes alone: nothing near 2 GiB was read into memory.
+    assert!(
+        common::rss_kib() < before + 512 * 1024,
+        "RSS grew from {before} KiB to {} KiB",
+        common::rss_kib()
+    );
+}
