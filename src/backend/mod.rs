@@ -119,7 +119,8 @@ pub fn load(
 }
 
 /// Loads a model from its file's bytes; `path` only names it in messages. Nothing else is read
-/// from disk (an ONNX file's external data is not followed), so the bytes are the whole model.
+/// from disk: the server inlines an ONNX file's external data before (`registry::onnx_file`),
+/// an engine never follows it.
 pub fn load_bytes(
     kind: BackendKind,
     model: bytes::Bytes,

@@ -8,6 +8,7 @@ use std::time::Instant;
 
 use bytes::Bytes;
 
+use super::onnx_file::{self, OnnxFileError};
 use super::open::{read_inside, ReadError};
 use super::reconcile::{check_outputs, reconcile, OutputMismatch, SignatureError};
 use super::{ModelVersion, Signature};
@@ -23,6 +24,8 @@ use crate::tensor::Tensor;
 pub enum LoadError {
     #[error(transparent)]
     File(#[from] ReadError),
+    #[error(transparent)]
+    OnnxFile(#[from] OnnxFileError),
     #[error("loader thread failed: {0}")]
     Thread(#[from] tokio::task::JoinError),
     #[error(transparent)]
@@ -56,7 +59,9 @@ pub async fn load_version(
         tokio::task::spawn_blocking(move || {
             // What the backend builds from is the bytes of the file checked at open time.
             let model = read_inside(&root, &file)?;
-            let (signature, instances) = build(model.bytes.into(), &file, &config)?;
+            let model_file = onnx_file::prepare(&root, &file, model.bytes)?;
+            let (mut signature, instances) = build(model_file.bytes, &file, &config)?;
+            signature.output_labels = model_file.labels;
             Ok::<_, LoadError>((signature, instances, model.fingerprint))
         })
         .await??
@@ -138,6 +143,7 @@ fn build(
             &config.outputs,
             batched,
         )?,
+        output_labels: Default::default(),
     };
     for instance in &mut loaded.instances {
         for &rows in &warmup {

@@ -5,6 +5,8 @@
 
 pub mod loader;
 pub mod manager;
+pub mod onnx_file;
+mod onnx_ml;
 pub mod open;
 pub mod reconcile;
 pub mod repository;
@@ -37,6 +39,8 @@ pub struct Signature {
     pub max_batch_size: usize,
     pub inputs: Vec<TensorSpec>,
     pub outputs: Vec<TensorSpec>,
+    /// Class labels of outputs that were classifier ZipMaps (`registry::onnx_file`), by name.
+    pub output_labels: BTreeMap<String, Vec<String>>,
 }
 
 impl Signature {

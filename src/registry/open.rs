@@ -35,11 +35,26 @@ pub struct RepoFile {
 /// Reads `path`, which must resolve inside `root` (canonical: `Path::canonicalize` of the
 /// repository). Symlinks that stay inside the root are followed.
 pub fn read_inside(root: &Path, path: &Path) -> Result<RepoFile, ReadError> {
+    let (mut file, meta) = open_inside(root, path)?;
+    // The length is a hint only: a file that grows while read is read to its end.
+    let mut bytes = Vec::with_capacity(usize::try_from(meta.len()).unwrap_or(0));
+    file.read_to_end(&mut bytes)
+        .map_err(|source| ReadError::Unreadable {
+            path: path.to_path_buf(),
+            source,
+        })?;
+    let fingerprint = meta.modified().ok().map(|m| (meta.len(), m));
+    Ok(RepoFile { bytes, fingerprint })
+}
+
+/// Opens `path` for reading, checked as [`read_inside`] checks it, and returns the descriptor
+/// with its metadata: for callers that read only parts of a file (ONNX external data).
+pub fn open_inside(root: &Path, path: &Path) -> Result<(File, std::fs::Metadata), ReadError> {
     let unreadable = |source: std::io::Error| ReadError::Unreadable {
         path: path.to_path_buf(),
         source,
     };
-    let mut file = open(path).map_err(|e| match e.kind() {
+    let file = open(path).map_err(|e| match e.kind() {
         std::io::ErrorKind::NotFound => ReadError::Missing(path.to_path_buf()),
         _ => unreadable(e),
     })?;
@@ -54,11 +69,7 @@ pub fn read_inside(root: &Path, path: &Path) -> Result<RepoFile, ReadError> {
     if !meta.is_file() {
         return Err(ReadError::NotAFile(path.to_path_buf()));
     }
-    // The length is a hint only: a file that grows while read is read to its end.
-    let mut bytes = Vec::with_capacity(usize::try_from(meta.len()).unwrap_or(0));
-    file.read_to_end(&mut bytes).map_err(unreadable)?;
-    let fingerprint = meta.modified().ok().map(|m| (meta.len(), m));
-    Ok(RepoFile { bytes, fingerprint })
+    Ok((file, meta))
 }
 
 /// Opens for reading without blocking: a FIFO planted as `model.onnx` must not hang the load

@@ -169,6 +169,7 @@ mod tests {
                 max_batch_size: 0,
                 inputs: Vec::new(),
                 outputs: Vec::new(),
+                output_labels: Default::default(),
             },
             batcher,
             stats: Arc::default(),

@@ -96,6 +96,7 @@ def start_server(
     env_overrides: dict[str, str] | None = None,
     timeout_s: float = START_TIMEOUT_S,
     https_context: ssl.SSLContext | None = None,
+    repository: str | Path = "models",
 ) -> Server:
     """Starts the release binary on 127.0.0.1 with ephemeral ports and waits until it is ready.
 
@@ -112,7 +113,7 @@ def start_server(
         str(binary),
         "serve",
         "--model-repository",
-        "models",
+        str(repository),
         "--host",
         "127.0.0.1",
         "--http-port",

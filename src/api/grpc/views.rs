@@ -62,13 +62,22 @@ pub fn config_proto(mv: &ModelVersion) -> pb::ModelConfig {
             gpus: cfg.device.gpu().map(|g| g as i32).into_iter().collect(),
             ..Default::default()
         }],
-        parameters: [(
+        parameters: std::iter::once((
             "execution_provider".to_owned(),
             pb::ModelParameter {
                 string_value: cfg.execution_provider().to_owned(),
             },
-        )]
-        .into(),
+        ))
+        // A classifier's labels, one a line (Triton's label-file format), as `labels.OUTPUT`.
+        .chain(mv.signature.output_labels.iter().map(|(output, labels)| {
+            (
+                format!("labels.{output}"),
+                pb::ModelParameter {
+                    string_value: labels.join("\n"),
+                },
+            )
+        }))
+        .collect(),
         version_policy: Some(pb::ModelVersionPolicy {
             policy_choice: Some(pb::model_version_policy::PolicyChoice::Latest(
                 pb::model_version_policy::Latest { num_versions: 1 },

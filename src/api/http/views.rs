@@ -42,7 +42,14 @@ pub fn config_json(mv: &Arc<ModelVersion>) -> Value {
         "version_policy": {"latest": {"num_versions": 1}},
         "max_batch_size": mv.signature.max_batch_size,
         "input": mv.signature.inputs.iter().map(tensor).collect::<Vec<_>>(),
-        "output": mv.signature.outputs.iter().map(tensor).collect::<Vec<_>>(),
+        "output": mv.signature.outputs.iter().map(|t| {
+            let mut o = tensor(t);
+            // Not in Triton's schema (it names a label file): a classifier's labels, inline.
+            if let Some(labels) = mv.signature.output_labels.get(&t.name) {
+                o["labels"] = json!(labels);
+            }
+            o
+        }).collect::<Vec<_>>(),
         "instance_group": [{"name": mv.name, "kind": cfg.device.instance_kind(), "count": cfg.instance_count,
                             "gpus": cfg.device.gpu().into_iter().collect::<Vec<_>>()}],
         "model_transaction_policy": {"decoupled": false},

@@ -80,7 +80,39 @@ pub(super) fn session(
     };
     builder
         .commit_from_memory(model)
-        .map_err(|err| SetupError::Session(err.to_string()))
+        .map_err(|err| SetupError::Session(without_source_location(&err.to_string())))
+}
+
+/// ONNX Runtime's load errors start with the C++ file, line and function signature
+/// (`/onnxruntime_src/.../model.cc:256 onnxruntime::Model::Model(...) Unsupported model IR
+/// version: 99, max supported IR version: 13`); users need the sentence after it.
+fn without_source_location(message: &str) -> String {
+    let Some(rest) = message.strip_prefix("/onnxruntime_src/") else {
+        return message.to_owned();
+    };
+    // Skip the path and line, then the signature up to its closing parenthesis.
+    let Some(open) = rest.find('(') else {
+        return message.to_owned();
+    };
+    let mut depth = 0usize;
+    for (i, c) in rest[open..].char_indices() {
+        match c {
+            '(' => depth += 1,
+            ')' => {
+                depth = depth.saturating_sub(1);
+                if depth == 0 {
+                    let sentence = rest[open + i + 1..].trim_start();
+                    return if sentence.is_empty() {
+                        message.to_owned()
+                    } else {
+                        sentence.to_owned()
+                    };
+                }
+            }
+            _ => {}
+        }
+    }
+    message.to_owned()
 }
 
 pub(super) fn read_signature(
@@ -131,4 +163,27 @@ pub(super) fn read_signature(
         }
     }
     Ok(signature)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::without_source_location;
+
+    #[test]
+    fn load_errors_lose_the_cpp_source_location() {
+        let raw = "/onnxruntime_src/onnxruntime/core/graph/model.cc:256 onnxruntime::Model::Model(\
+                   onnx::ModelProto&&, const onnxruntime::PathString&, const \
+                   onnxruntime::logging::Logger&) Unsupported model IR version: 99, max supported IR \
+                   version: 13";
+        assert_eq!(
+            without_source_location(raw),
+            "Unsupported model IR version: 99, max supported IR version: 13"
+        );
+        let plain = "Load model from memory failed: Protobuf parsing failed.";
+        assert_eq!(without_source_location(plain), plain);
+        assert_eq!(
+            without_source_location("/onnxruntime_src/x.cc:1 f()"),
+            "/onnxruntime_src/x.cc:1 f()"
+        );
+    }
 }
