@@ -9,6 +9,7 @@ mod onnxruntime;
 mod server;
 mod traffic;
 mod version_policy;
+mod warmup;
 
 use std::path::{Path, PathBuf};
 
@@ -19,6 +20,7 @@ pub use server::{
     DEFAULT_MAX_REQUEST_BYTES,
 };
 pub use version_policy::VersionPolicy;
+pub use warmup::WarmupConfig;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {

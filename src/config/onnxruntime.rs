@@ -94,6 +94,7 @@ impl ModelConfig {
     pub fn execution_provider(&self) -> &'static str {
         match (self.backend, self.device) {
             (BackendKind::Tract, _) => "tract",
+            (BackendKind::Auto, _) => "auto",
             (BackendKind::OnnxRuntime, Device::Cpu) => "CPUExecutionProvider",
             (BackendKind::OnnxRuntime, Device::Cuda(_)) => "CUDAExecutionProvider",
         }

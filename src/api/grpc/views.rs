@@ -68,7 +68,16 @@ pub fn config_proto(mv: &ModelVersion) -> pb::ModelConfig {
                 string_value: cfg.execution_provider().to_owned(),
             },
         )]
-        .into(),
+        .into_iter()
+        .chain((!mv.note.is_empty()).then(|| {
+            (
+                "load_notes".to_owned(),
+                pb::ModelParameter {
+                    string_value: mv.note.clone(),
+                },
+            )
+        }))
+        .collect(),
         version_policy: Some(pb::ModelVersionPolicy {
             policy_choice: Some(pb::model_version_policy::PolicyChoice::Latest(
                 pb::model_version_policy::Latest { num_versions: 1 },

@@ -1,0 +1,82 @@
+//! `[[warmup]]` of a model's `config.toml` (Triton's `model_warmup`): shapes the model is
+//! known to run at, so the load-time warm-up uses them instead of invented ones. A declared
+//! warm-up that fails refuses the version; see `registry::loader`.
+//!
+//! ```toml
+//! [[warmup]]
+//! batch_size = 4            # rows, when the model batches (default 1)
+//! [warmup.inputs.input_ids]
+//! dims = [128]              # batch dimension excluded when batching; zeros as data
+//! ```
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+
+/// One declared warm-up call: zero-filled inputs of these shapes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WarmupConfig {
+    pub batch_size: usize,
+    /// Dims per input name (batch excluded when batching); an input not named here takes its
+    /// served dims, with variable ones as 1.
+    pub inputs: BTreeMap<String, Vec<usize>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawWarmup {
+    #[serde(default)]
+    #[allow(dead_code)]
+    name: Option<String>,
+    batch_size: Option<usize>,
+    #[serde(default)]
+    inputs: BTreeMap<String, RawWarmupInput>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawWarmupInput {
+    dims: Vec<i64>,
+}
+
+/// Most elements one warm-up input may have: a warm-up allocates its zeros at load time.
+const MAX_WARMUP_ELEMENTS: u64 = 1 << 26;
+
+pub(super) fn validate(
+    list: Vec<RawWarmup>,
+    max_batch_size: usize,
+) -> Result<Vec<WarmupConfig>, String> {
+    list.into_iter()
+        .enumerate()
+        .map(|(i, w)| {
+            let batch_size = w.batch_size.unwrap_or(1);
+            // With max_batch_size left to the graph, the bound is checked at load.
+            let most = max_batch_size.max(1);
+            if batch_size == 0 || (max_batch_size > 0 && batch_size > most) {
+                return Err(format!(
+                    "warmup {i}: batch_size {batch_size} is outside 1..={most}"
+                ));
+            }
+            let mut inputs = BTreeMap::new();
+            for (name, input) in w.inputs {
+                let dims = input
+                    .dims
+                    .iter()
+                    .map(|&d| usize::try_from(d).ok().filter(|&d| d > 0))
+                    .collect::<Option<Vec<usize>>>()
+                    .ok_or_else(|| format!("warmup {i}: input {name:?}: dims must be positive"))?;
+                let elements = dims
+                    .iter()
+                    .try_fold(batch_size as u64, |n, &d| n.checked_mul(d as u64))
+                    .filter(|&n| n <= MAX_WARMUP_ELEMENTS);
+                if elements.is_none() {
+                    return Err(format!(
+                        "warmup {i}: input {name:?} has more than {MAX_WARMUP_ELEMENTS} elements"
+                    ));
+                }
+                inputs.insert(name, dims);
+            }
+            Ok(WarmupConfig { batch_size, inputs })
+        })
+        .collect()
+}
