@@ -418,3 +418,34 @@ async fn skl2onnx_iris_serves_without_config_toml_on_every_engine() {
         assert_eq!(server.get("/v2/health/ready").await.0, 200);
     }
 }
+
+#[tokio::test]
+async fn grpc_model_config_carries_the_engine_choice_and_derived_batching() {
+    let dir = repo("ort_only.onnx", None);
+    let server = serve(dir.path()).await;
+    assert_ready(&server).await;
+    let mut c = common::pb::grpc_inference_service_client::GrpcInferenceServiceClient::connect(
+        server.grpc_url(),
+    )
+    .await
+    .unwrap();
+    let cfg = c
+        .model_config(common::pb::ModelConfigRequest {
+            name: "m".into(),
+            version: "1".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .config
+        .unwrap();
+    assert_eq!(cfg.backend, "onnxruntime");
+    assert_eq!(cfg.platform, "onnxruntime_onnx");
+    assert_eq!(cfg.max_batch_size, 4);
+    let notes = &cfg.parameters["load_notes"].string_value;
+    assert!(
+        notes.contains("max_batch_size 4 derived from the graph")
+            && notes.contains("backend auto chose onnxruntime: tract cannot run the model"),
+        "{notes}"
+    );
+}

@@ -149,3 +149,42 @@ mod pb {
         Param(String),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn read(file: &str) -> Declared {
+        let path = format!("{}/tests/data/dim_forms/{file}", env!("CARGO_MANIFEST_DIR"));
+        Declared::read(&std::fs::read(path).unwrap()).unwrap()
+    }
+
+    #[test]
+    fn every_dimension_form_is_told_apart() {
+        let shape = |file: &str| read(file).inputs[0].shape.clone();
+        assert_eq!(
+            shape("fixed.onnx"),
+            Some(vec![DeclaredDim::Fixed(2), DeclaredDim::Fixed(3)])
+        );
+        assert_eq!(
+            shape("dim_param.onnx"),
+            Some(vec![DeclaredDim::Named("N".into()), DeclaredDim::Fixed(3)])
+        );
+        assert_eq!(
+            shape("unknown.onnx"),
+            Some(vec![DeclaredDim::Unknown, DeclaredDim::Fixed(3)])
+        );
+        assert_eq!(shape("no_shape.onnx"), None);
+    }
+
+    #[test]
+    fn initializers_are_not_inputs_and_batching_needs_every_first_dim_open() {
+        let d = read("reshape8.onnx");
+        assert_eq!(d.inputs.len(), 1, "the Reshape's shape is an initializer");
+        assert!(d.batchable());
+        assert!(read("unknown.onnx").batchable());
+        assert!(!read("fixed.onnx").batchable());
+        assert!(!read("no_shape.onnx").batchable());
+        assert!(Declared::read(b"\xff\xff").is_err());
+    }
+}

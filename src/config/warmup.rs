@@ -80,3 +80,36 @@ pub(super) fn validate(
         })
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::config::ModelConfig;
+
+    #[test]
+    fn warmup_declares_batch_size_and_dims_within_bounds() {
+        let cfg = "max_batch_size = 4\n[[warmup]]\nbatch_size = 2\n[warmup.inputs.x]\ndims = [8]";
+        let w = &ModelConfig::parse(cfg, "m").unwrap().warmup[0];
+        assert_eq!((w.batch_size, w.inputs["x"].clone()), (2, vec![8]));
+        let big = "max_batch_size = 4\n[[warmup]]\nbatch_size = 5";
+        let err = ModelConfig::parse(big, "m").unwrap_err();
+        assert!(err.contains("batch_size 5 is outside 1..=4"), "{err}");
+        let bad = "[[warmup]]\n[warmup.inputs.x]\ndims = [-1]";
+        let err = ModelConfig::parse(bad, "m").unwrap_err();
+        assert!(err.contains("dims must be positive"), "{err}");
+        let huge = "[[warmup]]\n[warmup.inputs.x]\ndims = [100000, 100000]";
+        let err = ModelConfig::parse(huge, "m").unwrap_err();
+        assert!(err.contains("elements"), "{err}");
+    }
+
+    #[test]
+    fn batching_is_derived_only_when_the_config_leaves_it_open() {
+        assert!(ModelConfig::parse("", "m").unwrap().derive_batching);
+        assert!(
+            !ModelConfig::parse("max_batch_size = 0", "m")
+                .unwrap()
+                .derive_batching
+        );
+        let declared = "[[input]]\nname = \"x\"\ndatatype = \"FP32\"\ndims = [3]";
+        assert!(!ModelConfig::parse(declared, "m").unwrap().derive_batching);
+    }
+}
