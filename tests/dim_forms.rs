@@ -1,106 +1,16 @@
 //! Every dimension form an ONNX file may use, on both engines; `backend = "auto"` and why it
-//! chose; a model directory without `config.toml`; the warm-up rules. The models are the tiny
-//! files of tests/data/dim_forms/ (written by tests/data/make_dim_forms.py).
+//! chose; a model directory without `config.toml` (the warm-up rules are in warmup.rs). The
+//! models are the tiny files of tests/data/dim_forms/ (written by tests/data/make_dim_forms.py).
 //!
 //! Needs ONNX Runtime (ORT_DYLIB_PATH, as tests/onnxruntime.rs).
 #![cfg(feature = "onnxruntime")]
 
 mod common;
 
-use std::path::{Path, PathBuf};
-
-use common::TestServer;
+use common::forms::{
+    assert_adds_one, assert_ready, config_of, data, infer, repo, row, serve, ENGINES,
+};
 use serde_json::{json, Value};
-
-const ENGINES: [&str; 2] = ["tract", "onnxruntime"];
-
-fn data(file: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/data/dim_forms")
-        .join(file)
-}
-
-/// A repository of one model `m`: version 1 is `file`, with `config` as config.toml (none
-/// when `None`).
-fn repo(file: &str, config: Option<&str>) -> tempfile::TempDir {
-    let dir = tempfile::tempdir().unwrap();
-    let m = dir.path().join("m");
-    std::fs::create_dir_all(m.join("1")).unwrap();
-    std::fs::copy(data(file), m.join("1/model.onnx")).unwrap();
-    if let Some(cfg) = config {
-        std::fs::write(m.join("config.toml"), cfg).unwrap();
-    }
-    dir
-}
-
-/// A server on `root` that starts whatever its model's fate (the index says it).
-async fn serve(root: &Path) -> TestServer {
-    TestServer::builder()
-        .repo(root)
-        .strict(false)
-        .wait_ready(false)
-        .start()
-        .await
-}
-
-/// The index row of version 1 of `m`.
-async fn row(server: &TestServer) -> Value {
-    let r = reqwest::Client::new()
-        .post(server.url("/v2/repository/index"))
-        .send()
-        .await
-        .unwrap();
-    let rows: Value = r.json().await.unwrap();
-    rows.as_array()
-        .unwrap()
-        .iter()
-        .find(|r| r["name"] == "m" && r["version"] == "1")
-        .cloned()
-        .unwrap_or_else(|| panic!("no row for m/1 in {rows}"))
-}
-
-async fn infer(server: &TestServer, shape: &[usize], data: &[f32]) -> (u16, Value) {
-    let r = reqwest::Client::new()
-        .post(server.url("/v2/models/m/infer"))
-        .json(&json!({"inputs": [{"name": "x", "datatype": "FP32", "shape": shape, "data": data}]}))
-        .send()
-        .await
-        .unwrap();
-    (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
-}
-
-/// `y = x + 1` answers exactly, and the server is still healthy.
-async fn assert_adds_one(server: &TestServer, shape: &[usize]) {
-    let n: usize = shape.iter().product();
-    let x: Vec<f32> = (0..n).map(|i| i as f32 * 0.5).collect();
-    let (status, body) = infer(server, shape, &x).await;
-    assert_eq!(status, 200, "{body}");
-    let y: Vec<f32> = body["outputs"][0]["data"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|v| v.as_f64().unwrap() as f32)
-        .collect();
-    assert_eq!(y, x.iter().map(|v| v + 1.0).collect::<Vec<_>>());
-    assert_eq!(
-        body["outputs"][0]["shape"],
-        json!(shape),
-        "output shape of {body}"
-    );
-    assert_eq!(server.get("/v2/health/ready").await.0, 200);
-}
-
-async fn config_of(server: &TestServer) -> Value {
-    let (status, config) = server.get("/v2/models/m/config").await;
-    assert_eq!(status, 200, "{config}");
-    config
-}
-
-async fn assert_ready(server: &TestServer) -> Value {
-    let row = row(server).await;
-    assert_eq!(row["state"], "READY", "{row}");
-    row
-}
 
 #[tokio::test]
 async fn fixed_dims_serve_unbatched_on_each_engine() {
@@ -310,64 +220,6 @@ async fn a_graph_with_a_fixed_first_dim_is_not_batched_without_config() {
     assert_eq!(config["max_batch_size"], 0, "{config}");
     assert!(config.get("dynamic_batching").is_none(), "{config}");
     assert_adds_one(&server, &[2, 3]).await;
-}
-
-async fn reshape8(server: &TestServer) {
-    let x: Vec<f32> = (0..16).map(|i| i as f32).collect();
-    let (status, body) = infer(server, &[2, 8], &x).await;
-    assert_eq!(status, 200, "{body}");
-    assert_eq!(body["outputs"][0]["shape"], json!([2, 2, 4]), "{body}");
-    assert_eq!(body["outputs"][0]["data"], json!(x), "{body}");
-}
-
-/// reshape8 runs only with 8 values a row; the invented warm-up sends 1.
-#[tokio::test]
-async fn invented_warmup_that_fails_is_a_warning_not_a_refusal() {
-    let dir = repo("reshape8.onnx", None);
-    let server = serve(dir.path()).await;
-    let row = assert_ready(&server).await;
-    let reason = row["reason"].as_str().unwrap();
-    assert!(
-        reason.contains("warm-up at batch size 1 on invented shapes")
-            && reason.contains("[[warmup]]"),
-        "{reason}"
-    );
-    let notes = config_of(&server).await["parameters"]["load_notes"]["string_value"].clone();
-    assert!(
-        notes.as_str().unwrap().contains("invented shapes"),
-        "{notes}"
-    );
-    reshape8(&server).await;
-}
-
-#[tokio::test]
-async fn declared_warmup_shapes_replace_the_invented_ones() {
-    let cfg = "[[warmup]]\nbatch_size = 2\n[warmup.inputs.x]\ndims = [8]";
-    let dir = repo("reshape8.onnx", Some(cfg));
-    let server = serve(dir.path()).await;
-    let row = assert_ready(&server).await;
-    assert!(
-        !row["reason"].as_str().unwrap().contains("warm-up"),
-        "{row}"
-    );
-    reshape8(&server).await;
-}
-
-#[tokio::test]
-async fn declared_warmup_that_fails_refuses_the_version() {
-    // tract cannot type this Reshape over symbols, so ONNX Runtime: its warm-up is what fails.
-    let cfg = "backend = \"onnxruntime\"\n[[warmup]]\n[warmup.inputs.x]\ndims = [3]";
-    let dir = repo("reshape8.onnx", Some(cfg));
-    let server = serve(dir.path()).await;
-    let row = row(&server).await;
-    assert_eq!(row["state"], "UNAVAILABLE", "{row}");
-    assert!(
-        row["reason"]
-            .as_str()
-            .unwrap()
-            .contains("declared warm-up 0 (batch size 1) failed"),
-        "{row}"
-    );
 }
 
 /// Issue 14's repro: skl2onnx's own file (tests/data/make_skl2onnx_iris.py), no config.toml,

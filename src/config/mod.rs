@@ -20,7 +20,7 @@ pub use server::{
     DEFAULT_MAX_REQUEST_BYTES,
 };
 pub use version_policy::VersionPolicy;
-pub use warmup::WarmupConfig;
+pub use warmup::{WarmupConfig, WarmupInput};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {

@@ -6,20 +6,33 @@
 //! [[warmup]]
 //! batch_size = 4            # rows, when the model batches (default 1)
 //! [warmup.inputs.input_ids]
-//! dims = [128]              # batch dimension excluded when batching; zeros as data
+//! dims = [128]              # batch dimension excluded when batching
+//! data_type = "TYPE_INT64"  # optional, checked against the input's
+//! random_data = true        # optional: values in [0, 1) (0 or 1 for integers); default zeros
 //! ```
 
 use std::collections::BTreeMap;
 
 use serde::Deserialize;
 
-/// One declared warm-up call: zero-filled inputs of these shapes.
+use crate::tensor::DataType;
+
+/// One declared warm-up call: inputs of these shapes, zeros unless `random`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WarmupConfig {
     pub batch_size: usize,
-    /// Dims per input name (batch excluded when batching); an input not named here takes its
-    /// served dims, with variable ones as 1.
-    pub inputs: BTreeMap<String, Vec<usize>>,
+    /// Per input name; an input not named here takes its served dims (variable ones as 1), zeros.
+    pub inputs: BTreeMap<String, WarmupInput>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WarmupInput {
+    /// Batch dimension excluded when batching.
+    pub dims: Vec<usize>,
+    /// Checked against the served input's datatype at load.
+    pub dtype: Option<DataType>,
+    /// Deterministic pseudo-random values (Triton's `random_data`) instead of zeros.
+    pub random: bool,
 }
 
 #[derive(Debug, Deserialize)]
@@ -37,6 +50,11 @@ pub(super) struct RawWarmup {
 #[serde(deny_unknown_fields)]
 struct RawWarmupInput {
     dims: Vec<i64>,
+    #[serde(alias = "data_type")]
+    datatype: Option<String>,
+    zero_data: Option<bool>,
+    #[serde(default)]
+    random_data: bool,
 }
 
 /// Most elements one warm-up input may have: a warm-up allocates its zeros at load time.
@@ -74,7 +92,26 @@ pub(super) fn validate(
                         "warmup {i}: input {name:?} has more than {MAX_WARMUP_ELEMENTS} elements"
                     ));
                 }
-                inputs.insert(name, dims);
+                if input.random_data && input.zero_data == Some(true) {
+                    return Err(format!(
+                        "warmup {i}: input {name:?}: zero_data and random_data exclude each other"
+                    ));
+                }
+                let dtype = match &input.datatype {
+                    None => None,
+                    Some(t) => Some(DataType::parse(t).ok_or_else(|| {
+                        format!("warmup {i}: input {name:?}: unknown datatype {t:?}")
+                    })?),
+                };
+                let random = input.random_data;
+                inputs.insert(
+                    name,
+                    WarmupInput {
+                        dims,
+                        dtype,
+                        random,
+                    },
+                );
             }
             Ok(WarmupConfig { batch_size, inputs })
         })
@@ -84,12 +121,22 @@ pub(super) fn validate(
 #[cfg(test)]
 mod tests {
     use crate::config::ModelConfig;
+    use crate::tensor::DataType;
 
     #[test]
     fn warmup_declares_batch_size_and_dims_within_bounds() {
         let cfg = "max_batch_size = 4\n[[warmup]]\nbatch_size = 2\n[warmup.inputs.x]\ndims = [8]";
         let w = &ModelConfig::parse(cfg, "m").unwrap().warmup[0];
-        assert_eq!((w.batch_size, w.inputs["x"].clone()), (2, vec![8]));
+        assert_eq!((w.batch_size, w.inputs["x"].dims.clone()), (2, vec![8]));
+        let typed = "[[warmup]]\n[warmup.inputs.x]\ndims = [2]\ndata_type = 'TYPE_FP32'\n\
+                     random_data = true";
+        let x = &ModelConfig::parse(typed, "m").unwrap().warmup[0].inputs["x"];
+        assert_eq!((x.dtype, x.random), (Some(DataType::F32), true));
+        let both =
+            "[[warmup]]\n[warmup.inputs.x]\ndims = [2]\nzero_data = true\nrandom_data = true";
+        assert!(ModelConfig::parse(both, "m")
+            .unwrap_err()
+            .contains("exclude"));
         let big = "max_batch_size = 4\n[[warmup]]\nbatch_size = 5";
         let err = ModelConfig::parse(big, "m").unwrap_err();
         assert!(err.contains("batch_size 5 is outside 1..=4"), "{err}");

@@ -11,7 +11,7 @@ use super::reconcile::{check_outputs, reconcile};
 use super::Signature;
 use crate::backend::{self, Backend, BackendError, Declared, LoadFailure, LoadOptions};
 use crate::config::{BackendKind, BatchingConfig, ModelConfig, WarmupConfig};
-use crate::tensor::Tensor;
+use crate::tensor::{DataType, Tensor};
 
 /// `max_batch_size` of a model whose config leaves batching open and whose graph can batch:
 /// Triton's `default-max-batch-size`.
@@ -182,6 +182,20 @@ fn warm_up(
 ) -> Result<Option<String>, LoadError> {
     if !config.warmup.is_empty() {
         for (index, w) in config.warmup.iter().enumerate() {
+            if let Some(name) = w
+                .inputs
+                .keys()
+                .find(|n| !signature.inputs.iter().any(|s| &s.name == *n))
+            {
+                return Err(LoadError::DeclaredWarmup {
+                    index,
+                    rows: w.batch_size,
+                    reason: format!(
+                        "it names input {name:?}; the model's inputs are {:?}",
+                        signature.inputs.iter().map(|s| &s.name).collect::<Vec<_>>()
+                    ),
+                });
+            }
             let most = signature.max_batch_size.max(1);
             if w.batch_size > most {
                 return Err(LoadError::DeclaredWarmup {
@@ -190,7 +204,14 @@ fn warm_up(
                     reason: format!("batch_size is above max_batch_size {most}"),
                 });
             }
-            let Some(inputs) = zero_inputs(signature, w.batch_size, Some(w)) else {
+            let declared_error = |reason: String| LoadError::DeclaredWarmup {
+                index,
+                rows: w.batch_size,
+                reason,
+            };
+            let Some(inputs) =
+                warmup_inputs(signature, w.batch_size, Some(w)).map_err(declared_error)?
+            else {
                 continue;
             };
             for instance in instances.iter_mut() {
@@ -207,7 +228,7 @@ fn warm_up(
     }
     for instance in instances.iter_mut() {
         for rows in warmup_sizes(config) {
-            let Some(inputs) = zero_inputs(signature, rows, None) else {
+            let Ok(Some(inputs)) = warmup_inputs(signature, rows, None) else {
                 break;
             };
             if let Err(reason) = run_one(signature, instance.as_mut(), &inputs, rows) {
@@ -243,32 +264,80 @@ fn warmup_sizes(config: &ModelConfig) -> Vec<usize> {
     sizes
 }
 
-/// Zero-filled inputs of `rows` rows: the declared warm-up's dims where it names the input,
-/// else the served dims with variable ones as 1. `None` when an input is BYTES.
-fn zero_inputs(
+/// Warm-up inputs of `rows` rows: the declared warm-up's dims and data where it names the
+/// input, else the served dims with variable ones as 1, zeros. `Ok(None)` when an input is BYTES.
+fn warmup_inputs(
     signature: &Signature,
     rows: usize,
     declared: Option<&WarmupConfig>,
-) -> Option<Vec<Tensor>> {
-    signature
-        .inputs
-        .iter()
-        .map(|spec| {
-            let size = spec.dtype.size()?;
-            let mut shape: Vec<usize> = Vec::with_capacity(spec.dims.len() + 1);
-            if signature.max_batch_size > 0 {
-                shape.push(rows);
+) -> Result<Option<Vec<Tensor>>, String> {
+    let mut tensors = Vec::with_capacity(signature.inputs.len());
+    for spec in &signature.inputs {
+        let Some(size) = spec.dtype.size() else {
+            return Ok(None);
+        };
+        let mut shape: Vec<usize> = Vec::with_capacity(spec.dims.len() + 1);
+        if signature.max_batch_size > 0 {
+            shape.push(rows);
+        }
+        let given = declared.and_then(|w| w.inputs.get(&spec.name));
+        match given {
+            Some(input) => {
+                if input.dtype.is_some_and(|d| d != spec.dtype) {
+                    return Err(format!(
+                        "input {:?} is {}, the warm-up declares {}",
+                        spec.name,
+                        spec.dtype,
+                        input.dtype.map_or_else(String::new, |d| d.to_string())
+                    ));
+                }
+                shape.extend(&input.dims);
             }
-            match declared.and_then(|w| w.inputs.get(&spec.name)) {
-                Some(dims) => shape.extend(dims),
-                None => shape.extend(
-                    spec.dims
-                        .iter()
-                        .map(|&d| if d < 0 { 1 } else { d as usize }),
-                ),
+            None => shape.extend(
+                spec.dims
+                    .iter()
+                    .map(|&d| if d < 0 { 1 } else { d as usize }),
+            ),
+        }
+        let count = shape.iter().try_fold(1usize, |n, &d| n.checked_mul(d));
+        let bytes = count.and_then(|n| n.checked_mul(size)).ok_or("too large")?;
+        let data = match given {
+            Some(input) if input.random => random_bytes(spec.dtype, bytes / size),
+            _ => vec![0u8; bytes],
+        };
+        let tensor =
+            Tensor::new(spec.dtype, shape, Bytes::from(data)).map_err(|e| e.to_string())?;
+        tensors.push(tensor);
+    }
+    Ok(Some(tensors))
+}
+
+/// `count` little-endian values of `dtype` from a fixed-seed xorshift: floats in [0, 1),
+/// integers and booleans 0 or 1 (valid as indices, lengths and masks alike).
+fn random_bytes(dtype: DataType, count: usize) -> Vec<u8> {
+    let mut state: u64 = 0x9E37_79B9_7F4A_7C15;
+    let mut next = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    };
+    let mut out = Vec::with_capacity(count * dtype.size().unwrap_or(1));
+    for _ in 0..count {
+        let r = next();
+        let unit = (r >> 11) as f64 / (1u64 << 53) as f64;
+        let bit = r >> 63;
+        match dtype {
+            DataType::F32 => out.extend((unit as f32).to_le_bytes()),
+            DataType::F64 => out.extend(unit.to_le_bytes()),
+            // 0.0 or 1.0 in binary16.
+            DataType::F16 => out.extend(if bit == 1 { [0x00, 0x3C] } else { [0, 0] }),
+            other => {
+                let width = other.size().unwrap_or(1);
+                out.push(bit as u8);
+                out.extend(std::iter::repeat_n(0u8, width - 1));
             }
-            let count = shape.iter().try_fold(size, |n, &d| n.checked_mul(d))?;
-            Tensor::new(spec.dtype, shape, Bytes::from(vec![0u8; count])).ok()
-        })
-        .collect()
+        }
+    }
+    out
 }

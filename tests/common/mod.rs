@@ -3,6 +3,7 @@
 //! references that models/build.py computed with scikit-learn / numpy.
 #![allow(dead_code, unused_imports)]
 
+pub mod forms;
 mod models;
 mod process;
 pub mod raw_grpc;
