@@ -10,6 +10,7 @@ mod common;
 use common::forms::{
     assert_adds_one, assert_ready, config_of, data, infer, repo, row, serve, ENGINES,
 };
+use common::TestServer;
 use serde_json::{json, Value};
 
 #[tokio::test]
@@ -300,4 +301,32 @@ async fn grpc_model_config_carries_the_engine_choice_and_derived_batching() {
             && notes.contains("backend auto chose onnxruntime: tract cannot run the model"),
         "{notes}"
     );
+}
+
+/// The version serves under a derived config, but a reload compares the config as given: a
+/// load that finds nothing changed keeps the version (its statistics would restart with a new
+/// one).
+#[tokio::test]
+async fn a_derived_config_is_not_reloaded_when_nothing_changed() {
+    const TOKEN: &str = "dim-forms-admin-token-0123";
+    let dir = repo("unknown.onnx", None);
+    let server = TestServer::builder()
+        .repo(dir.path())
+        .control(ferroserve::config::ModelControlMode::Explicit)
+        .load(&["m"])
+        .admin_token(TOKEN)
+        .start()
+        .await;
+    assert_adds_one(&server, &[1, 3]).await;
+    let r = reqwest::Client::new()
+        .post(server.url("/v2/repository/models/m/load"))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let (status, stats) = server.get("/v2/models/m/stats").await;
+    assert_eq!(status, 200, "{stats}");
+    assert_eq!(stats["model_stats"][0]["inference_count"], 1, "{stats}");
+    assert_adds_one(&server, &[2, 3]).await;
 }
