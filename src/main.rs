@@ -43,7 +43,7 @@ struct ServeArgs {
     /// TOML file with server settings.
     #[arg(long)]
     config: Option<PathBuf>,
-    /// Model repository: <dir>/<model>/config.toml and <dir>/<model>/<version>/model.onnx.
+    /// Model repository: <dir>/<model>/config.toml (optional) and <dir>/<model>/<version>/model.onnx.
     #[arg(long)]
     model_repository: Option<PathBuf>,
     /// Address to listen on.

@@ -2,15 +2,18 @@
 //! trait is synchronous on purpose: every instance lives on its own OS thread (see `batching`),
 //! never on the async runtime.
 
+pub mod declared;
 #[cfg(feature = "onnxruntime")]
 pub mod onnxruntime;
 mod padding;
 pub mod tract;
+mod tract_facts;
 
 use std::path::{Path, PathBuf};
 
-use crate::config::{BackendKind, Device, OnnxRuntimeOptions};
+use crate::config::{BackendKind, Device, OnnxRuntimeOptions, TensorConfig};
 use crate::tensor::{DataType, Tensor, TensorError};
+pub use declared::{Declared, DeclaredDim, DeclaredTensor};
 
 /// A failure of an engine: loading a model, or running a batch on one instance. Cloned once per
 /// request of a failed batch.
@@ -45,6 +48,12 @@ pub enum LoadFailure {
     FixedBatchDimension { max_batch_size: usize, dim: String },
     #[error("max_batch_size > 0 but the first input is a scalar")]
     ScalarBatchInput,
+    #[error(
+        "input {0:?} has no shape in the graph: declare its dims in an [[input]] of config.toml"
+    )]
+    NoShape(String),
+    #[error("backend \"auto\" is chosen when the model loads, not by an engine")]
+    AutoIsNotAnEngine,
     #[error("cannot read: {0}")]
     Read(String),
     #[error("this ferroserve was built without the `onnxruntime` feature")]
@@ -84,6 +93,9 @@ pub struct LoadOptions {
     /// Where the model runs; engines other than ONNX Runtime take only the CPU.
     pub device: Device,
     pub onnxruntime: OnnxRuntimeOptions,
+    /// The config's `[[input]]`: supplies dimensions (batch excluded when batching) and shapes
+    /// the graph leaves open.
+    pub input_hints: Vec<TensorConfig>,
 }
 
 impl Default for LoadOptions {
@@ -94,6 +106,7 @@ impl Default for LoadOptions {
             row_invariant: false,
             device: Device::Cpu,
             onnxruntime: OnnxRuntimeOptions::default(),
+            input_hints: Vec::new(),
         }
     }
 }
@@ -127,10 +140,18 @@ pub fn load_bytes(
     path: &Path,
     options: &LoadOptions,
 ) -> Result<LoadedModel, BackendError> {
+    let declared = Declared::read(&model).map_err(|e| BackendError::Load {
+        path: path.display().to_string(),
+        reason: LoadFailure::Engine(e),
+    })?;
     match kind {
-        BackendKind::Tract => tract::load(model, path, options),
+        BackendKind::Tract => tract::load(model, &declared, path, options),
         #[cfg(feature = "onnxruntime")]
-        BackendKind::OnnxRuntime => onnxruntime::load(&model, path, options),
+        BackendKind::OnnxRuntime => onnxruntime::load(&model, &declared, path, options),
+        BackendKind::Auto => Err(BackendError::Load {
+            path: path.display().to_string(),
+            reason: LoadFailure::AutoIsNotAnEngine,
+        }),
         #[cfg(not(feature = "onnxruntime"))]
         BackendKind::OnnxRuntime => {
             let _ = model;

@@ -14,8 +14,8 @@ use tract_onnx::prelude::{
 use tract_onnx::tract_hir::infer::Factoid;
 
 use super::{
-    padding, Backend, BackendError, GraphSignature, GraphTensor, LoadFailure, LoadOptions,
-    LoadedModel,
+    padding, Backend, BackendError, Declared, GraphSignature, GraphTensor, LoadFailure,
+    LoadOptions, LoadedModel,
 };
 use crate::tensor::{DataType, Tensor};
 
@@ -37,7 +37,12 @@ struct Graph {
     pad_single_rows: bool,
 }
 
-pub fn load(model: Bytes, path: &Path, options: &LoadOptions) -> Result<LoadedModel, BackendError> {
+pub fn load(
+    model: Bytes,
+    declared: &Declared,
+    path: &Path,
+    options: &LoadOptions,
+) -> Result<LoadedModel, BackendError> {
     let fail = |reason: LoadFailure| BackendError::Load {
         path: path.display().to_string(),
         reason,
@@ -46,10 +51,11 @@ pub fn load(model: Bytes, path: &Path, options: &LoadOptions) -> Result<LoadedMo
     // Decoded from the caller's buffer, so tensor data is not copied once more on the way.
     let proto = <tract_onnx::pb::ModelProto as prost::Message>::decode(model)
         .map_err(|e| fail(LoadFailure::Engine(format!("not an ONNX model: {e}"))))?;
-    let model = tract_onnx::onnx()
+    let mut model = tract_onnx::onnx()
         .model_for_proto_model(&proto)
         .map_err(engine)?;
     drop(proto);
+    super::tract_facts::set_input_facts(&mut model, declared, options).map_err(&fail)?;
 
     let mut output_dtypes = Vec::new();
     for ix in 0..model.outputs.len() {
@@ -59,7 +65,15 @@ pub fn load(model: Bytes, path: &Path, options: &LoadOptions) -> Result<LoadedMo
     let typed = model
         .into_typed()
         .and_then(|m| m.into_decluttered())
-        .map_err(engine)?;
+        .map_err(
+            |e| match declared.inputs.iter().find(|t| t.shape.is_none()) {
+                // An input with no shape that tract could not work out: the config must say.
+                Some(t) if !options.input_hints.iter().any(|h| h.name == t.name) => {
+                    fail(LoadFailure::NoShape(t.name.clone()))
+                }
+                _ => engine(e),
+            },
+        )?;
 
     let mut signature = GraphSignature::default();
     for (ix, outlet) in typed

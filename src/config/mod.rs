@@ -11,6 +11,7 @@ mod server;
 mod tls;
 mod traffic;
 mod version_policy;
+mod warmup;
 
 use std::path::{Path, PathBuf};
 
@@ -22,6 +23,7 @@ pub use server::{
 };
 pub use tls::{TlsConfig, TlsPort};
 pub use version_policy::VersionPolicy;
+pub use warmup::{WarmupConfig, WarmupInput};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {

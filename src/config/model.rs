@@ -19,7 +19,9 @@ use crate::tensor::DataType;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum BackendKind {
+    /// tract when it builds and runs the model, else ONNX Runtime: decided when it loads.
     #[default]
+    Auto,
     Tract,
     /// ONNX Runtime, loaded from a shared library at run time (CPU or CUDA).
     OnnxRuntime,
@@ -28,6 +30,7 @@ pub enum BackendKind {
 impl BackendKind {
     pub fn as_str(self) -> &'static str {
         match self {
+            BackendKind::Auto => "auto",
             BackendKind::Tract => "tract",
             BackendKind::OnnxRuntime => "onnxruntime",
         }
@@ -36,6 +39,7 @@ impl BackendKind {
     /// The KServe/Triton `platform` string reported in metadata and config.
     pub fn platform(self) -> &'static str {
         match self {
+            BackendKind::Auto => "auto",
             BackendKind::Tract => "tract_onnx",
             BackendKind::OnnxRuntime => "onnxruntime_onnx",
         }
@@ -105,6 +109,10 @@ pub struct ModelConfig {
     pub backend: BackendKind,
     /// 0: the model does not batch and shapes are taken as given.
     pub max_batch_size: usize,
+    /// Neither `max_batch_size` nor tensors declared: the loader derives batching from the graph.
+    pub derive_batching: bool,
+    /// `[[warmup]]`: declared warm-up shapes (Triton's `model_warmup`).
+    pub warmup: Vec<super::warmup::WarmupConfig>,
     /// Declared tensors; empty means "read them from the graph".
     pub inputs: Vec<TensorConfig>,
     pub outputs: Vec<TensorConfig>,
@@ -165,8 +173,9 @@ pub(super) struct RawModelConfig {
     name: Option<String>,
     #[serde(default)]
     pub(super) backend: BackendKind,
+    max_batch_size: Option<usize>,
     #[serde(default)]
-    max_batch_size: usize,
+    warmup: Vec<super::warmup::RawWarmup>,
     #[serde(default, alias = "inputs")]
     input: Vec<RawTensorConfig>,
     #[serde(default, alias = "outputs")]
@@ -217,10 +226,12 @@ impl ModelConfig {
                 ));
             }
         }
-        if raw.max_batch_size > MAX_BATCH_LIMIT {
+        let derive_batching =
+            raw.max_batch_size.is_none() && raw.input.is_empty() && raw.output.is_empty();
+        let max_batch_size = raw.max_batch_size.unwrap_or(0);
+        if max_batch_size > MAX_BATCH_LIMIT {
             return Err(format!(
-                "max_batch_size {} is above the limit {MAX_BATCH_LIMIT}",
-                raw.max_batch_size
+                "max_batch_size {max_batch_size} is above the limit {MAX_BATCH_LIMIT}"
             ));
         }
         if raw.instance_count == 0 || raw.instance_count > 64 {
@@ -257,17 +268,16 @@ impl ModelConfig {
         .filter(|&us| us > 0)
         .map(Duration::from_micros);
         if let Some(b) = batching {
-            if raw.max_batch_size == 0 {
+            if max_batch_size == 0 {
                 return Err("dynamic_batching needs max_batch_size > 0".into());
             }
             if let Some(p) = b
                 .preferred_batch_sizes
                 .iter()
-                .find(|&&p| p == 0 || p > raw.max_batch_size)
+                .find(|&&p| p == 0 || p > max_batch_size)
             {
                 return Err(format!(
-                    "preferred batch size {p} is outside 1..={}",
-                    raw.max_batch_size
+                    "preferred batch size {p} is outside 1..={max_batch_size}"
                 ));
             }
         }
@@ -299,7 +309,9 @@ impl ModelConfig {
         let traffic = raw.traffic.map(RawTraffic::validate).transpose()?;
         Ok(ModelConfig {
             backend: raw.backend,
-            max_batch_size: raw.max_batch_size,
+            max_batch_size,
+            derive_batching,
+            warmup: super::warmup::validate(raw.warmup, max_batch_size)?,
             inputs: tensors(raw.input, "input")?,
             outputs: tensors(raw.output, "output")?,
             instance_count: raw.instance_count,

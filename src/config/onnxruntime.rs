@@ -94,6 +94,7 @@ impl ModelConfig {
     pub fn execution_provider(&self) -> &'static str {
         match (self.backend, self.device) {
             (BackendKind::Tract, _) => "tract",
+            (BackendKind::Auto, _) => "auto",
             (BackendKind::OnnxRuntime, Device::Cpu) => "CPUExecutionProvider",
             (BackendKind::OnnxRuntime, Device::Cuda(_)) => "CUDAExecutionProvider",
         }
@@ -169,6 +170,12 @@ mod tests {
             cfg.onnxruntime.graph_optimization_level,
             GraphOptimizationLevel::Extended
         );
+        assert_eq!(
+            ModelConfig::parse("", "m").unwrap().backend,
+            BackendKind::Auto
+        );
+        let auto = ModelConfig::parse("backend = 'auto'", "m").unwrap();
+        assert_eq!(auto.backend, BackendKind::Auto);
         let plain = ModelConfig::parse("backend = 'onnxruntime'", "m").unwrap();
         assert_eq!(plain.device, Device::Cpu);
         assert_eq!(plain.onnxruntime, OnnxRuntimeOptions::default());

@@ -3,6 +3,7 @@
 //! The registry holds data and answers lookups; which version serves a request is decided in
 //! `routing::route`, so the choice lives in one place above the data it reads.
 
+mod engine;
 pub mod loader;
 pub mod manager;
 pub mod onnx_file;
@@ -60,7 +61,12 @@ pub struct ModelVersion {
     pub name: String,
     pub version: u64,
     pub version_label: String,
+    /// The config it serves under: the engine `auto` chose, batching derived from the graph.
     pub config: ModelConfig,
+    /// The config as the repository gave it: what a reload compares against.
+    pub source: ModelConfig,
+    /// Why its engine, what was derived, warm-up warnings (index and config endpoint).
+    pub note: String,
     pub signature: Signature,
     pub batcher: Batcher,
     pub stats: Arc<VersionStats>,

@@ -1,10 +1,10 @@
-//! Reads the model repository (Triton's layout): `<root>/<model>/config.toml` and
-//! `<root>/<model>/<version>/model.onnx`. Nothing is read from outside the root: every file is
+//! Reads the model repository (Triton's layout): `<root>/<model>/config.toml` (optional: a
+//! model without one is configured from its graph) and `<root>/<model>/<version>/model.onnx`. Nothing is read from outside the root: every file is
 //! read through `open::read_inside`, which checks the file it opened, not the path.
 
 use std::path::{Path, PathBuf};
 
-use super::open::read_inside;
+use super::open::{read_inside, ReadError, RepoFile};
 use crate::config::ModelConfig;
 
 pub const CONFIG_FILE: &str = "config.toml";
@@ -130,13 +130,19 @@ fn outside_model_dir(root: &Path, name: &str, real: &Path) -> ModelDir {
 fn read_model_dir(root: &Path, name: &str) -> ModelDir {
     let path = root.join(name);
     let config_file = path.join(CONFIG_FILE);
-    let config = read_inside(root, &config_file)
-        .map_err(|e| e.to_string())
-        .and_then(|file| {
-            let text = String::from_utf8(file.bytes)
-                .map_err(|_| format!("{}: not UTF-8 text", config_file.display()))?;
-            ModelConfig::parse(&text, name).map_err(|e| format!("{}: {e}", config_file.display()))
-        });
+    let config = match read_inside(root, &config_file) {
+        // No config.toml: everything comes from the graph (Triton's auto-complete).
+        Err(ReadError::Missing(_)) => Ok(b"".to_vec()).map(|bytes| RepoFile {
+            bytes,
+            fingerprint: None,
+        }),
+        read => read,
+    };
+    let config = config.map_err(|e| e.to_string()).and_then(|file| {
+        let text = String::from_utf8(file.bytes)
+            .map_err(|_| format!("{}: not UTF-8 text", config_file.display()))?;
+        ModelConfig::parse(&text, name).map_err(|e| format!("{}: {e}", config_file.display()))
+    });
     let mut versions = Vec::new();
     if let Ok(entries) = std::fs::read_dir(&path) {
         for entry in entries.flatten() {

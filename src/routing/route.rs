@@ -165,6 +165,8 @@ mod tests {
             version,
             version_label: version.to_string(),
             config: ModelConfig::parse("", "m").unwrap(),
+            source: ModelConfig::parse("", "m").unwrap(),
+            note: String::new(),
             signature: Signature {
                 max_batch_size: 0,
                 inputs: Vec::new(),

@@ -6,6 +6,7 @@
 #![allow(dead_code, unused_imports)]
 
 pub mod certs;
+pub mod forms;
 pub mod hostile;
 mod models;
 pub mod probe;

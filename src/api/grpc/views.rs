@@ -77,6 +77,14 @@ pub fn config_proto(mv: &ModelVersion) -> pb::ModelConfig {
                 },
             )
         }))
+        .chain((!mv.note.is_empty()).then(|| {
+            (
+                "load_notes".to_owned(),
+                pb::ModelParameter {
+                    string_value: mv.note.clone(),
+                },
+            )
+        }))
         .collect(),
         version_policy: Some(pb::ModelVersionPolicy {
             policy_choice: Some(pb::model_version_policy::PolicyChoice::Latest(

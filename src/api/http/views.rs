@@ -55,6 +55,9 @@ pub fn config_json(mv: &Arc<ModelVersion>) -> Value {
         "model_transaction_policy": {"decoupled": false},
         "parameters": {"execution_provider": {"string_value": cfg.execution_provider()}},
     });
+    if !mv.note.is_empty() {
+        v["parameters"]["load_notes"] = json!({"string_value": mv.note});
+    }
     if let Some(b) = &cfg.dynamic_batching {
         v["dynamic_batching"] = json!({
             "preferred_batch_size": b.preferred_batch_sizes,

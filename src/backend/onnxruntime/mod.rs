@@ -24,7 +24,7 @@ use std::path::{Path, PathBuf};
 
 use ort::session::Session;
 
-use super::{padding, Backend, BackendError, LoadFailure, LoadOptions, LoadedModel};
+use super::{padding, Backend, BackendError, Declared, LoadFailure, LoadOptions, LoadedModel};
 use crate::config::Device;
 use crate::tensor::Tensor;
 pub use library::{configure, library_path, PROJECT_LIBRARY};
@@ -96,7 +96,12 @@ pub fn provider_name(device: Device) -> &'static str {
     }
 }
 
-pub fn load(model: &[u8], path: &Path, options: &LoadOptions) -> Result<LoadedModel, BackendError> {
+pub fn load(
+    model: &[u8],
+    declared: &Declared,
+    path: &Path,
+    options: &LoadOptions,
+) -> Result<LoadedModel, BackendError> {
     let fail = |reason: LoadFailure| BackendError::Load {
         path: path.display().to_string(),
         reason,
@@ -109,7 +114,7 @@ pub fn load(model: &[u8], path: &Path, options: &LoadOptions) -> Result<LoadedMo
         let session =
             session(&env, &library, model, options.device, &options.onnxruntime).map_err(setup)?;
         if signature.is_none() {
-            signature = Some(read_signature(&session, options).map_err(&fail)?);
+            signature = Some(read_signature(&session, declared, options).map_err(&fail)?);
         }
         instances.push(Box::new(OrtInstance {
             session,

@@ -12,7 +12,7 @@ use ort::value::ValueType;
 use super::convert::from_element;
 use super::library::preload_cuda_libraries;
 use super::SetupError;
-use crate::backend::{GraphSignature, GraphTensor, LoadFailure, LoadOptions};
+use crate::backend::{Declared, GraphSignature, GraphTensor, LoadFailure, LoadOptions};
 use crate::config::{self, Device, OnnxRuntimeOptions};
 
 /// One session, on exactly the configured device: CUDA is registered with `error_on_failure`,
@@ -117,6 +117,7 @@ fn without_source_location(message: &str) -> String {
 
 pub(super) fn read_signature(
     session: &Session,
+    declared: &Declared,
     options: &LoadOptions,
 ) -> Result<GraphSignature, LoadFailure> {
     let tensor = |what: &'static str, name: &str, dtype: &ValueType| {
@@ -138,16 +139,44 @@ pub(super) fn read_signature(
             shape: shape.iter().map(|&d| usize::try_from(d).ok()).collect(),
         })
     };
+    let batched = options.max_batch_size > 0;
     let signature = GraphSignature {
         inputs: session
             .inputs()
             .iter()
-            .map(|o| tensor("input", o.name(), o.dtype()))
-            .collect::<Result<_, _>>()?,
+            .map(|o| {
+                let mut t = tensor("input", o.name(), o.dtype())?;
+                // ONNX Runtime reports an input the file gives no shape as rank 0; it is not a
+                // scalar: its shape comes from the config, or the load says it must.
+                if declared.input(&t.name).is_some_and(|d| d.shape.is_none()) {
+                    let hint = options.input_hints.iter().find(|h| h.name == t.name);
+                    let Some(hint) = hint else {
+                        return Err(LoadFailure::NoShape(t.name));
+                    };
+                    t.shape = batched
+                        .then_some(None)
+                        .into_iter()
+                        .chain(hint.dims.iter().map(|&d| usize::try_from(d).ok()))
+                        .collect();
+                }
+                Ok(t)
+            })
+            .collect::<Result<_, LoadFailure>>()?,
         outputs: session
             .outputs()
             .iter()
-            .map(|o| tensor("output", o.name(), o.dtype()))
+            .map(|o| {
+                let mut t = tensor("output", o.name(), o.dtype())?;
+                // An output of unknown rank: only its batch dimension is known.
+                let shapeless = declared
+                    .outputs
+                    .iter()
+                    .any(|d| d.name == t.name && d.shape.is_none());
+                if shapeless && batched {
+                    t.shape = vec![None];
+                }
+                Ok::<_, LoadFailure>(t)
+            })
             .collect::<Result<_, _>>()?,
     };
     if options.max_batch_size > 0 {

@@ -258,6 +258,8 @@ impl ModelManager {
                 for (v, state) in &entry.versions {
                     let reason = match state {
                         VersionState::Unavailable(r) => r.clone(),
+                        // The engine `auto` chose and why, warm-up warnings.
+                        VersionState::Ready(mv) => mv.note.clone(),
                         _ => String::new(),
                     };
                     versions.insert(*v, (state.as_str(), reason));

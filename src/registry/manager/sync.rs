@@ -48,7 +48,7 @@ impl ModelManager {
         for (v, file) in &wanted {
             let kept = current.as_ref().and_then(|e| match e.versions.get(v) {
                 Some(VersionState::Ready(mv))
-                    if mv.config.same_versions_as(&config)
+                    if mv.source.same_versions_as(&config)
                         && mv.file_fingerprint == fingerprint(file) =>
                 {
                     Some(mv.clone())
@@ -69,7 +69,7 @@ impl ModelManager {
             self.loading_set().remove(&(name.clone(), *v));
             match loaded {
                 Ok(mv) => {
-                    tracing::info!(model = %name, version = v, backend = config.backend.as_str(),
+                    tracing::info!(model = %name, version = v, backend = mv.config.backend.as_str(),
                         load_ms = mv.load_time.as_millis() as u64, "model version ready");
                     self.metrics
                         .model_load_duration
