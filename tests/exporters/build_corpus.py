@@ -15,7 +15,7 @@ NAME has no config.toml (the server derives it, issue 14 item 4: `backend = "aut
 copies a config.toml of one line (`backend = ...`). With --with-config (until serving with no
 config.toml is merged) every copy gets a config.toml with `max_batch_size = 0` too (the
 signature comes from the graph), and NAME is served by the first engine support.json lists.
-AFTER THE NO-CONFIG MERGE: drop --with-config from tests/python/test_exporters.py (CORPUS_ARGS).
+tests/python/test_exporters.py runs it without --with-config.
 
 torch is not used: its PyPI wheel is 539 MB without the ~2.5 GB of nvidia packages it pulls and
 download.pytorch.org is not reachable here, so the small CNN and transformer block are written

@@ -28,9 +28,9 @@ from conftest import REPO_ROOT, _stop, read_log, start_server
 EXPORTERS = REPO_ROOT / "tests" / "exporters"
 SUPPORT = {k: v for k, v in json.loads((EXPORTERS / "support.json").read_text()).items() if not k.startswith("_")}
 ENGINES = ("tract", "onnxruntime")
-# AFTER THE NO-CONFIG MERGE (issue 14 item 4): make this [] so NAME is served with no config.toml
-# at all (`backend = "auto"`) and the engine copies with a one-line config.toml.
-CORPUS_ARGS = ["--with-config"]
+# NAME is served with no config.toml at all (`backend = "auto"`, issue 14 item 4); pass
+# ["--with-config"] to write a config.toml for every copy instead.
+CORPUS_ARGS: list[str] = []
 RESULTS: dict[str, dict] = {}
 
 
