@@ -171,12 +171,12 @@ async fn bodies_sent_a_byte_at_a_time_do_not_block_health_and_are_cut_off() {
     // Evicted for a newcomer (nothing sent back), or answered with the reason.
     let told = answers
         .iter()
-        .filter(|a| a.contains("did not arrive within the body read timeout"))
+        .filter(|a| a.contains("request body not received within 3 s"))
         .count();
     assert!(
         answers
             .iter()
-            .all(|a| a.is_empty() || a.starts_with("HTTP/1.1 400")),
+            .all(|a| a.is_empty() || a.starts_with("HTTP/1.1 408")),
         "{answers:?}"
     );
     assert!(told >= LIMIT / 2, "{answers:?}");

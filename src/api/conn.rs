@@ -297,10 +297,11 @@ impl AsyncWrite for Guarded {
     }
 }
 
-/// The body read did not finish within `body_read_timeout`.
+/// The body read did not finish within `body_read_timeout` (answered by
+/// [`super::error::ApiError::body_read`]: 408 / DEADLINE_EXCEEDED).
 #[derive(Debug, thiserror::Error)]
-#[error("the request body did not arrive within the body read timeout ({0:?})")]
-pub struct BodyTimeout(Duration);
+#[error("request body not received within {} s", .0.as_secs_f64())]
+pub struct BodyTimeout(pub Duration);
 
 /// A request body that fails once its deadline passes with data still missing. Data already
 /// received is returned even after the deadline, so a handler that reads late is not refused.

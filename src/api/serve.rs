@@ -15,6 +15,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use futures_util::Stream;
+use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto::Builder;
@@ -25,6 +26,7 @@ use tower::ServiceExt;
 
 pub use super::conn::ConnLimits;
 use super::conn::{self, ConnState, ConnTable, Guarded, TimedBody};
+use super::error::ApiError;
 
 /// Serves `app` on `listener` until `shutdown` completes, then stops accepting and waits for
 /// open connections to finish their requests (idle ones close at once).
@@ -107,6 +109,17 @@ fn tracked(
     })
 }
 
+/// A gRPC body error as tonic finds it: a late body as the table's status, which tonic looks
+/// for in the error it is given.
+fn grpc_body_error(e: BoxError) -> BoxError {
+    match e.downcast_ref::<conn::BodyTimeout>() {
+        Some(_) => Box::new(tonic::Status::from(ApiError::body_read(&*e))),
+        None => e,
+    }
+}
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
 /// The gRPC port's connections, admitted and watched like the HTTP ones, for tonic's
 /// `serve_with_incoming_shutdown`.
 pub fn grpc_incoming(
@@ -188,8 +201,10 @@ where
             .map(|info| info.conn.start_request());
         let timeout = self.body_read_timeout;
         // Streaming RPCs are not served (ModelStreamInfer answers UNIMPLEMENTED), so every
-        // body is one unary message and a total deadline fits it.
-        let req = req.map(|b| tonic::body::Body::new(TimedBody::new(b, timeout)));
+        // body is one unary message and a total deadline fits it. A late body is answered
+        // DEADLINE_EXCEEDED with the table's message (tonic would say UNKNOWN).
+        let req = req
+            .map(|b| tonic::body::Body::new(TimedBody::new(b, timeout).map_err(grpc_body_error)));
         let call = self.inner.call(req);
         Box::pin(async move {
             let response = call.await;

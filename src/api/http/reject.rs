@@ -46,7 +46,7 @@ impl FromRequest<AppState> for Body {
                         "request body is too large: admin requests take at most {ADMIN_BODY_BYTES} bytes"
                     ))
                 } else {
-                    ApiError::BadRequest(format!("cannot read the request body: {e}"))
+                    ApiError::body_read(&*e)
                 }
             })
     }
