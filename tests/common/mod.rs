@@ -5,6 +5,7 @@
 
 mod models;
 mod process;
+pub mod raw_codec;
 pub mod raw_grpc;
 mod server;
 pub mod traffic;
