@@ -110,6 +110,8 @@ pub async fn run(
                 body_read_timeout: limits.body_read_timeout,
             })
             .layer(api::grpc::AnswersLayer)
+            // The token of a mutation before its body is read (or decoded).
+            .layer(api::admin_grpc::AdminTokenLayer(admin.clone()))
             .layer(api::grpc::budget::InflightBytesLayer::new(
                 router.clone(),
                 config.max_request_bytes,
