@@ -114,7 +114,7 @@ impl ApiError {
     pub fn body_read(e: &(dyn std::error::Error + 'static)) -> ApiError {
         let mut source = Some(e);
         while let Some(err) = source {
-            if let Some(timeout) = err.downcast_ref::<super::conn::BodyTimeout>() {
+            if let Some(timeout) = err.downcast_ref::<super::serve::BodyTimeout>() {
                 return ApiError::BodyTimeout(timeout.0);
             }
             source = err.source();
