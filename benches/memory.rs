@@ -10,12 +10,15 @@
 use std::process::{Command, ExitCode};
 use std::time::{Duration, Instant};
 
-use bytes::{BufMut, Bytes};
+use bytes::Bytes;
 use ferroserve::config::ServerConfig;
 use ferroserve::proto::inference as pb;
 use ferroserve::server::{self, Listeners};
-use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
-use tonic::Status;
+
+/// The raw codec and the hostile message builders, shared with the tests.
+#[path = "../tests/common/raw_codec.rs"]
+mod raw_codec;
+use raw_codec::{empty_bytes_contents, repeated_entries};
 
 const SHAPES: &[&str] = &[
     "grpc-empty-inputs",
@@ -44,73 +47,6 @@ fn kib(key: &str) -> u64 {
         .and_then(|l| l.split_whitespace().nth(1))
         .and_then(|v| v.parse().ok())
         .unwrap_or(0)
-}
-
-struct RawCodec;
-struct RawEncoder;
-struct AnyDecoder;
-
-impl Codec for RawCodec {
-    type Encode = Bytes;
-    type Decode = pb::ModelInferResponse;
-    type Encoder = RawEncoder;
-    type Decoder = AnyDecoder;
-    fn encoder(&mut self) -> RawEncoder {
-        RawEncoder
-    }
-    fn decoder(&mut self) -> AnyDecoder {
-        AnyDecoder
-    }
-}
-
-impl Encoder for RawEncoder {
-    type Item = Bytes;
-    type Error = Status;
-    fn encode(&mut self, item: Bytes, dst: &mut EncodeBuf<'_>) -> Result<(), Status> {
-        dst.put_slice(&item);
-        Ok(())
-    }
-}
-
-impl Decoder for AnyDecoder {
-    type Item = pb::ModelInferResponse;
-    type Error = Status;
-    fn decode(&mut self, src: &mut DecodeBuf<'_>) -> Result<Option<Self::Item>, Status> {
-        prost::Message::decode(src)
-            .map(Some)
-            .map_err(|e| Status::internal(e.to_string()))
-    }
-}
-
-fn repeated(entry: &[u8], size: usize) -> Bytes {
-    let mut msg = vec![0x0a, 3, b'm', b'l', b'p'];
-    while msg.len() < size {
-        msg.extend_from_slice(entry);
-    }
-    msg.into()
-}
-
-fn bytes_contents(size: usize) -> Bytes {
-    let strings = size / 2;
-    let contents: Vec<u8> = std::iter::repeat_n([0x42u8, 0], strings)
-        .flatten()
-        .collect();
-    let mut input = vec![0x0a, 5];
-    input.extend_from_slice(b"input");
-    input.extend_from_slice(&[0x12, 5]);
-    input.extend_from_slice(b"BYTES");
-    let mut shape = Vec::new();
-    prost::encoding::encode_varint(strings as u64, &mut shape);
-    input.push(0x1a);
-    prost::encoding::encode_varint(shape.len() as u64, &mut input);
-    input.extend_from_slice(&shape);
-    input.push(0x2a);
-    prost::encoding::encode_varint(contents.len() as u64, &mut input);
-    input.extend_from_slice(&contents);
-    let mut msg = vec![0x0a, 3, b'm', b'l', b'p', 0x2a];
-    prost::encoding::encode_varint(input.len() as u64, &mut msg);
-    msg.extend_from_slice(&input);
-    msg.into()
 }
 
 fn json_zeros(size: usize) -> Vec<u8> {
@@ -142,10 +78,9 @@ async fn grpc(addr: std::net::SocketAddr, msg: Bytes) -> String {
         .connect()
         .await
         .expect("connect");
-    let mut g = tonic::client::Grpc::new(channel);
-    g.ready().await.expect("ready");
-    let path = http::uri::PathAndQuery::from_static("/inference.GRPCInferenceService/ModelInfer");
-    match g.unary(tonic::Request::new(msg), path, RawCodec).await {
+    let path = "/inference.GRPCInferenceService/ModelInfer";
+    match raw_codec::unary::<pb::ModelInferResponse>(channel, path, tonic::Request::new(msg)).await
+    {
         Ok(_) => "OK".into(),
         Err(s) => format!("{:?}", s.code()),
     }
@@ -194,13 +129,13 @@ async fn child(shape: &str) {
                 "grpc-empty-outputs" => 0x32,
                 _ => 0x3a,
             };
-            let msg = repeated(&[tag, 0], mib);
+            let msg = repeated_entries(&[tag, 0], mib);
             body_len = msg.len();
             let base = reset();
             (base, grpc(grpc_addr, msg).await)
         }
         "grpc-empty-bytes-contents" => {
-            let msg = bytes_contents(mib);
+            let msg = empty_bytes_contents(mib);
             body_len = msg.len();
             let base = reset();
             (base, grpc(grpc_addr, msg).await)

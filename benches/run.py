@@ -300,7 +300,8 @@ OVERLOAD_HEADING = "## (f) Overload: bounded admission at 10x capacity"
 PROFILE_HEADING = "## (g) Where the time goes"
 AB_HEADING = "## (h) Restructuring A/B"
 HOSTILE_HEADING = "## (i) Hostile requests"
-KEPT_HEADINGS = (PROFILE_HEADING, AB_HEADING, HOSTILE_HEADING)
+CONNECTIONS_HEADING = "## (j) Connections under attack"
+KEPT_HEADINGS = (PROFILE_HEADING, AB_HEADING, HOSTILE_HEADING, CONNECTIONS_HEADING)
 
 
 def render_overload(o, started, machine, command):

@@ -26,6 +26,9 @@ pub enum ErrorCode {
     DeadlineExceeded,
     /// The client went away (HTTP 499, nginx's "client closed request").
     Cancelled,
+    /// The client did not send its request body within `body_read_timeout_secs` (HTTP 408;
+    /// gRPC has no closer code than DEADLINE_EXCEEDED: a time bound passed before an answer).
+    RequestTimeout,
     /// The server or the model failed (HTTP 500).
     Internal,
     /// An extension or feature this server does not offer (HTTP 501).
@@ -49,7 +52,7 @@ impl ErrorCode {
             ErrorCode::NotFound => "not_found",
             ErrorCode::Unavailable => "unavailable",
             ErrorCode::ResourceExhausted | ErrorCode::PayloadTooLarge => "resource_exhausted",
-            ErrorCode::DeadlineExceeded => "deadline_exceeded",
+            ErrorCode::DeadlineExceeded | ErrorCode::RequestTimeout => "deadline_exceeded",
             ErrorCode::Cancelled => "cancelled",
             ErrorCode::Internal => "internal",
             ErrorCode::Unimplemented | ErrorCode::MethodNotAllowed => "unimplemented",

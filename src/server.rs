@@ -113,35 +113,34 @@ pub async fn run(
         stopped(),
     ));
 
-    let grpc_incoming = api::serve::grpc_incoming(listeners.grpc, limits, port_tls(TlsPort::Grpc));
-    let grpc = tokio::spawn(
-        tonic::transport::Server::builder()
-            // Bounded per connection, and dead peers found: no connection holds memory forever.
-            // (Connection count, handshake and idle bounds come with `grpc_incoming`; tonic's
-            // `tcp_keepalive` applies only to its own listener, and the pings cover it.)
-            .max_concurrent_streams(Some(limits.max_streams))
-            .http2_max_pending_accept_reset_streams(Some(
-                api::serve::MAX_PENDING_ACCEPT_RESET_STREAMS,
-            ))
-            .http2_max_local_error_reset_streams(Some(api::serve::MAX_LOCAL_ERROR_RESET_STREAMS))
-            .http2_keepalive_interval(Some(limits.keepalive_interval))
-            .http2_keepalive_timeout(Some(limits.keepalive_timeout))
-            .layer(api::serve::GrpcConnLayer {
-                body_read_timeout: limits.body_read_timeout,
-            })
-            .layer(api::grpc::AnswersLayer)
-            .layer(api::grpc::budget::InflightBytesLayer::new(
-                router.clone(),
-                config.max_request_bytes,
-            ))
-            .add_service(api::grpc::service(
-                router.clone(),
-                admin.clone(),
-                config.max_request_bytes,
-            ))
-            .add_service(api::admin_grpc::service(admin.clone()))
-            .serve_with_incoming_shutdown(grpc_incoming, stopped()),
-    );
+    // tonic's routes served by our accept loop, which bounds every connection (count,
+    // handshake, idle, keep-alive pings, streams) and says goodbye (GOAWAY) when it closes one.
+    let grpc_routes = tonic::service::Routes::new(api::grpc::service(
+        router.clone(),
+        admin.clone(),
+        config.max_request_bytes,
+    ))
+    .add_service(api::admin_grpc::service(admin.clone()))
+    .prepare();
+    let grpc_app = tower::ServiceBuilder::new()
+        .layer(api::serve::GrpcConnLayer {
+            body_read_timeout: limits.body_read_timeout,
+        })
+        .layer(api::grpc::AnswersLayer)
+        // The token of a mutation before its body is read (or decoded).
+        .layer(api::admin_grpc::AdminTokenLayer(admin.clone()))
+        .layer(api::grpc::budget::InflightBytesLayer::new(
+            router.clone(),
+            config.max_request_bytes,
+        ))
+        .service(grpc_routes);
+    let grpc = tokio::spawn(api::serve::serve_grpc(
+        listeners.grpc,
+        grpc_app,
+        limits,
+        port_tls(TlsPort::Grpc),
+        stopped(),
+    ));
 
     let metrics_app = axum::Router::new().route(
         "/metrics",

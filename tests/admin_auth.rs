@@ -1,7 +1,8 @@
 //! Issue 13, item 7 and the auth parts of item 6: the control plane is closed by default (a
 //! server without a configured token makes one and writes it to a file only its user reads), the
 //! CLIs find that token, only `allow_unauthenticated_admin` opens it, the bearer scheme is
-//! case-insensitive, and the token is checked before a byte of the body is read.
+//! case-insensitive, and the token is checked before a byte of the body is read (HTTP) or
+//! decoded (gRPC).
 
 mod common;
 
@@ -174,6 +175,84 @@ async fn an_unauthenticated_load_with_a_64_mib_body_is_401_unread() {
     assert_ne!(status, 200, "iris stays unloaded");
     let (status, _) = server.get("/v2/health/live").await;
     assert_eq!(status, 200);
+}
+
+/// `path` called over gRPC with `msg` as its encoded message and `authorization` as metadata.
+async fn raw_admin_call(
+    server: &TestServer,
+    path: &'static str,
+    msg: bytes::Bytes,
+    authorization: Option<&str>,
+) -> tonic::Status {
+    let channel = tonic::transport::Channel::from_shared(server.grpc_url())
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut req = tonic::Request::new(msg);
+    if let Some(a) = authorization {
+        req.metadata_mut()
+            .insert("authorization", a.parse().unwrap());
+    }
+    common::raw_codec::unary::<common::admin_pb::TrafficPolicy>(channel, path, req)
+        .await
+        .expect_err("refused")
+}
+
+const GRPC_MUTATIONS: [&str; 3] = [
+    "/ferroserve.admin.v1.TrafficAdmin/SetTraffic",
+    "/ferroserve.admin.v1.TrafficAdmin/StartRollout",
+    "/inference.GRPCInferenceService/RepositoryModelLoad",
+];
+
+#[tokio::test]
+async fn an_unauthenticated_grpc_mutation_with_a_huge_body_is_unauthenticated() {
+    let (server, _dir) = explicit(|c| c.admin_token = Some(TOKEN.into())).await;
+    // Over tonic's 4 MiB decoding limit: decoded first, it was RESOURCE_EXHAUSTED.
+    let huge = bytes::Bytes::from(vec![0u8; 8 << 20]);
+    for path in GRPC_MUTATIONS {
+        let status = raw_admin_call(&server, path, huge.clone(), None).await;
+        assert_eq!(
+            status.code(),
+            tonic::Code::Unauthenticated,
+            "{path}: {status:?}"
+        );
+        assert!(
+            status
+                .message()
+                .starts_with("missing 'Authorization: Bearer"),
+            "{status:?}"
+        );
+    }
+    let (status, _) = server.get("/v2/health/live").await;
+    assert_eq!(status, 200);
+}
+
+#[tokio::test]
+async fn an_unauthenticated_grpc_mutation_with_a_body_that_is_not_protobuf_is_unauthenticated() {
+    let (server, _dir) = explicit(|c| c.admin_token = Some(TOKEN.into())).await;
+    let garbage = bytes::Bytes::from_static(&[0xff; 64]);
+    let wrong = Some("Bearer not-the-token");
+    for path in GRPC_MUTATIONS {
+        let status = raw_admin_call(&server, path, garbage.clone(), wrong).await;
+        assert_eq!(
+            status.code(),
+            tonic::Code::Unauthenticated,
+            "{path}: {status:?}"
+        );
+        assert_eq!(status.message(), "invalid admin token");
+        // With the token the same body reaches the decoder: the layer let it through.
+        let right = format!("Bearer {TOKEN}");
+        let status = raw_admin_call(&server, path, garbage.clone(), Some(&right)).await;
+        assert_ne!(
+            status.code(),
+            tonic::Code::Unauthenticated,
+            "{path}: {status:?}"
+        );
+        assert!(status.message().contains("decode"), "{path}: {status:?}");
+    }
+    let (status, _) = server.get("/v2/models/iris/ready").await;
+    assert_ne!(status, 200, "iris stays unloaded");
 }
 
 // The CLI blocks this thread while the server answers it: the server needs other threads.

@@ -1,11 +1,15 @@
 //! Idle and slow connections cannot take a port down: on every port, more hostile connections
 //! than `max_connections` (silent, slow body, HTTP/2 preface then nothing) are held open while
 //! a health check still gets through at once, and each hostile connection is closed by the
-//! server within its configured timeout; a slow but steady keep-alive client is never cut off.
+//! server within its configured timeout; a slow but steady keep-alive client is never cut off;
+//! an HTTP/2 connection the server closes (evicted, or idle too long) is sent GOAWAY first.
 
 mod common;
 
 use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use common::{copy_model, pb, TestServer};
@@ -171,12 +175,12 @@ async fn bodies_sent_a_byte_at_a_time_do_not_block_health_and_are_cut_off() {
     // Evicted for a newcomer (nothing sent back), or answered with the reason.
     let told = answers
         .iter()
-        .filter(|a| a.contains("did not arrive within the body read timeout"))
+        .filter(|a| a.contains("request body not received within 3 s"))
         .count();
     assert!(
         answers
             .iter()
-            .all(|a| a.is_empty() || a.starts_with("HTTP/1.1 400")),
+            .all(|a| a.is_empty() || a.starts_with("HTTP/1.1 408")),
         "{answers:?}"
     );
     assert!(told >= LIMIT / 2, "{answers:?}");
@@ -228,5 +232,163 @@ async fn a_slow_but_steady_keep_alive_client_is_not_cut_off() {
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
     assert!(answered >= 8, "{answered}");
+    server.stop().await.unwrap();
+}
+
+/// A socket that keeps a copy of every byte the server sends, for frame-level assertions.
+struct Recording {
+    tcp: TcpStream,
+    seen: Arc<Mutex<Vec<u8>>>,
+}
+
+impl tokio::io::AsyncRead for Recording {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let polled = Pin::new(&mut self.tcp).poll_read(cx, buf);
+        let new = buf.filled()[before..].to_vec();
+        self.seen.lock().unwrap().extend_from_slice(&new);
+        polled
+    }
+}
+
+impl tokio::io::AsyncWrite for Recording {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        b: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.tcp).poll_write(cx, b)
+    }
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.tcp).poll_flush(cx)
+    }
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.tcp).poll_shutdown(cx)
+    }
+}
+
+/// The error code of the first GOAWAY among the server's HTTP/2 frames, if one was sent.
+fn goaway_code(frames: &[u8]) -> Option<u32> {
+    let mut at = 0;
+    while let Some(head) = frames.get(at..at + 9) {
+        let len = u32::from_be_bytes([0, head[0], head[1], head[2]]) as usize;
+        let payload = frames.get(at + 9..at + 9 + len)?;
+        if head[3] == 0x7 {
+            return Some(u32::from_be_bytes(payload.get(4..8)?.try_into().ok()?));
+        }
+        at += 9 + len;
+    }
+    None
+}
+
+/// An HTTP/2 connection to `addr` that has completed one request (`path`, gRPC or plain):
+/// the bytes the server has sent on it, and the client's handle (dropping the last one would
+/// close the connection from the client's side).
+async fn served_h2(
+    addr: SocketAddr,
+    path: &str,
+    grpc: bool,
+) -> (Arc<Mutex<Vec<u8>>>, h2::client::SendRequest<bytes::Bytes>) {
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let tcp = TcpStream::connect(addr).await.unwrap();
+    let io = Recording {
+        tcp,
+        seen: seen.clone(),
+    };
+    let (client, conn) = h2::client::handshake(io).await.unwrap();
+    tokio::spawn(async move {
+        // The connection ends when the server closes it; how is what the test reads.
+        let _ = conn.await;
+    });
+    let mut client = client.ready().await.unwrap();
+    let mut request = http::Request::post(format!("http://{addr}{path}"));
+    if grpc {
+        request = request
+            .header("content-type", "application/grpc")
+            .header("te", "trailers");
+    } else {
+        request = http::Request::get(format!("http://{addr}{path}"));
+    }
+    let (response, mut body) = client
+        .send_request(request.body(()).unwrap(), false)
+        .unwrap();
+    let message: &[u8] = if grpc { &[0, 0, 0, 0, 0] } else { b"" };
+    body.send_data(bytes::Bytes::from_static(message), true)
+        .unwrap();
+    let mut response = response.await.unwrap();
+    assert_eq!(response.status(), 200);
+    while let Some(chunk) = response.body_mut().data().await {
+        chunk.unwrap();
+    }
+    let _ = response.body_mut().trailers().await;
+    (seen, client)
+}
+
+async fn assert_goaway_within(seen: &Arc<Mutex<Vec<u8>>>, limit: Duration) {
+    // The error code, or u32::MAX while no GOAWAY has come.
+    let got = common::poll_until(
+        limit,
+        "no GOAWAY from the server",
+        || {
+            let seen = seen.clone();
+            async move { goaway_code(&seen.lock().unwrap()).unwrap_or(u32::MAX) }
+        },
+        |code| *code != u32::MAX,
+    )
+    .await;
+    assert_eq!(got, 0, "GOAWAY with NO_ERROR");
+}
+
+/// One connection slot; `idle_timeout_secs` also bounds the handshake (the watchdog of a
+/// connection first wakes at its handshake deadline).
+async fn one_slot_server(idle_timeout_secs: f64) -> (TestServer, tempfile::TempDir) {
+    let repo = common::repo([copy_model("mlp")]);
+    let server = TestServer::builder()
+        .repo(repo.path())
+        .configure(|c| {
+            c.max_connections = 1;
+            c.idle_timeout_secs = idle_timeout_secs;
+            c.handshake_timeout_secs = idle_timeout_secs.min(10.0);
+        })
+        .start()
+        .await;
+    (server, repo)
+}
+
+const SERVER_LIVE: &str = "/inference.GRPCInferenceService/ServerLive";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_grpc_connection_evicted_for_a_newcomer_receives_goaway() {
+    let (server, _repo) = one_slot_server(300.0).await;
+    let (seen, _client) = served_h2(server.grpc, SERVER_LIVE, true).await;
+    assert_eq!(goaway_code(&seen.lock().unwrap()), None);
+    // The newcomer takes the only slot from the idle client.
+    let _newcomer = TcpStream::connect(server.grpc).await.unwrap();
+    assert_goaway_within(&seen, Duration::from_secs(5)).await;
+    assert_grpc_live(server.grpc).await;
+    server.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_h2c_connection_evicted_from_the_http_port_receives_goaway() {
+    let (server, _repo) = one_slot_server(300.0).await;
+    let (seen, _client) = served_h2(server.http, "/v2/health/live", false).await;
+    assert_eq!(goaway_code(&seen.lock().unwrap()), None);
+    let _newcomer = TcpStream::connect(server.http).await.unwrap();
+    assert_goaway_within(&seen, Duration::from_secs(5)).await;
+    assert_http_live(server.http, "/v2/health/live").await;
+    server.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_grpc_connection_closed_by_its_idle_bound_receives_goaway() {
+    let (server, _repo) = one_slot_server(1.0).await;
+    let (seen, _client) = served_h2(server.grpc, SERVER_LIVE, true).await;
+    assert_goaway_within(&seen, Duration::from_secs(6)).await;
+    assert_grpc_live(server.grpc).await;
     server.stop().await.unwrap();
 }

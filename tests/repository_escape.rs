@@ -6,7 +6,7 @@
 mod common;
 
 use std::os::unix::fs::symlink;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use common::{bundled_models, copy_model, TestServer};
 use ferroserve::config::ModelControlMode;
@@ -31,6 +31,22 @@ fn repo_and_outside() -> (tempfile::TempDir, tempfile::TempDir) {
     let repo = common::repo([copy_model("mlp")]);
     let outside = common::repo([copy_model("mlp").named("elsewhere")]);
     (repo, outside)
+}
+
+/// Model `evil` in `repo` whose `link` (a path inside its directory: the version directory,
+/// the model file or the config) is a symlink to the same path in `outside`'s copy; the rest
+/// of `evil` is real. Returns `named`, a path under `evil`, as the refusal names it.
+fn evil_linked_out(repo: &Path, outside: &Path, link: &str, named: &str) -> PathBuf {
+    let evil = repo.join("evil");
+    if link == "config.toml" {
+        copy_model("mlp").named("evil").to(repo);
+        std::fs::remove_file(evil.join(link)).unwrap();
+    } else {
+        write_config(&evil);
+    }
+    std::fs::create_dir_all(evil.join(link).parent().unwrap()).unwrap();
+    symlink(outside.join("elsewhere").join(link), evil.join(link)).unwrap();
+    repo.canonicalize().unwrap().join("evil").join(named)
 }
 
 fn write_config(dir: &Path) {
@@ -96,52 +112,24 @@ async fn assert_refused(server: &TestServer, model: &str, path: &Path) {
 #[tokio::test]
 async fn a_version_directory_symlinked_out_is_refused_with_400_naming_the_path() {
     let (repo, outside) = repo_and_outside();
-    write_config(&repo.path().join("evil"));
-    symlink(
-        outside.path().join("elsewhere/1"),
-        repo.path().join("evil/1"),
-    )
-    .unwrap();
+    let file = evil_linked_out(repo.path(), outside.path(), "1", "1/model.onnx");
     let server = server_on(repo.path()).await;
-    let file = repo
-        .path()
-        .canonicalize()
-        .unwrap()
-        .join("evil/1/model.onnx");
     assert_refused(&server, "evil", &file).await;
 }
 
 #[tokio::test]
 async fn a_model_file_symlinked_out_is_refused_with_400() {
     let (repo, outside) = repo_and_outside();
-    write_config(&repo.path().join("evil"));
-    std::fs::create_dir_all(repo.path().join("evil/1")).unwrap();
-    symlink(
-        outside.path().join("elsewhere/1/model.onnx"),
-        repo.path().join("evil/1/model.onnx"),
-    )
-    .unwrap();
+    let file = evil_linked_out(repo.path(), outside.path(), "1/model.onnx", "1/model.onnx");
     let server = server_on(repo.path()).await;
-    let file = repo
-        .path()
-        .canonicalize()
-        .unwrap()
-        .join("evil/1/model.onnx");
     assert_refused(&server, "evil", &file).await;
 }
 
 #[tokio::test]
 async fn a_config_symlinked_out_is_refused_with_400() {
     let (repo, outside) = repo_and_outside();
-    copy_model("mlp").named("evil").to(repo.path());
-    std::fs::remove_file(repo.path().join("evil/config.toml")).unwrap();
-    symlink(
-        outside.path().join("elsewhere/config.toml"),
-        repo.path().join("evil/config.toml"),
-    )
-    .unwrap();
+    let file = evil_linked_out(repo.path(), outside.path(), "config.toml", "config.toml");
     let server = server_on(repo.path()).await;
-    let file = repo.path().canonicalize().unwrap().join("evil/config.toml");
     assert_refused(&server, "evil", &file).await;
 }
 
@@ -170,12 +158,7 @@ async fn symlinks_that_stay_inside_the_repository_serve() {
 #[tokio::test]
 async fn at_start_a_version_symlinked_out_is_unavailable_and_the_others_serve() {
     let (repo, outside) = repo_and_outside();
-    write_config(&repo.path().join("evil"));
-    symlink(
-        outside.path().join("elsewhere/1"),
-        repo.path().join("evil/1"),
-    )
-    .unwrap();
+    evil_linked_out(repo.path(), outside.path(), "1", "1/model.onnx");
     let server = TestServer::builder()
         .repo(repo.path())
         .wait_ready(false)

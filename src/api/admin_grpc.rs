@@ -1,12 +1,16 @@
 //! gRPC front end of the traffic control plane: `ferroserve.admin.v1.TrafficAdmin`, the same
 //! operations and errors as the HTTP traffic and rollout routes. Handlers translate and call
-//! `Admin`.
+//! `Admin`. [`AdminTokenLayer`] refuses a mutation of either gRPC service without the token from
+//! its metadata, before tonic reads or decodes a byte of its body.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 
 use tonic::{Request, Response, Status};
 
-use super::admin::{Admin, TrafficView};
+use super::admin::{Admin, Authorized, TrafficView};
 use crate::rollout::judge::RolloutRequest;
 use crate::rollout::{RolloutStatus, WindowSummary};
 
@@ -21,9 +25,71 @@ pub fn service(admin: Arc<Admin>) -> TrafficAdminServer<AdminService> {
     TrafficAdminServer::new(AdminService { admin })
 }
 
-/// The `authorization` metadata, as [`Admin::authorize`] reads it (both gRPC services).
-pub(super) fn authorization<T>(req: &Request<T>) -> Option<&[u8]> {
-    req.metadata().get("authorization").map(|v| v.as_bytes())
+/// A mutation's message and the proof its `authorization` metadata passed (both gRPC services).
+pub(super) fn authorized<T>(admin: &Admin, req: Request<T>) -> Result<(Authorized, T), Status> {
+    let value = req.metadata().get("authorization").map(|v| v.as_bytes());
+    let auth = admin.authorize(value)?;
+    Ok((auth, req.into_inner()))
+}
+
+/// The mutating methods of both gRPC services.
+const MUTATIONS: [&str; 6] = [
+    "/ferroserve.admin.v1.TrafficAdmin/SetTraffic",
+    "/ferroserve.admin.v1.TrafficAdmin/Promote",
+    "/ferroserve.admin.v1.TrafficAdmin/StartRollout",
+    "/ferroserve.admin.v1.TrafficAdmin/AbortRollout",
+    "/inference.GRPCInferenceService/RepositoryModelLoad",
+    "/inference.GRPCInferenceService/RepositoryModelUnload",
+];
+
+/// Tower layer of the gRPC server: a mutation without the right token is answered
+/// UNAUTHENTICATED from its headers, so its body (huge, or not even protobuf) is never read.
+/// The handlers still take their [`Authorized`] from [`authorized`]: the guard stays the only
+/// way to a mutation, this layer only answers earlier.
+#[derive(Clone)]
+pub struct AdminTokenLayer(pub Arc<Admin>);
+
+impl<S> tower::Layer<S> for AdminTokenLayer {
+    type Service = AdminToken<S>;
+    fn layer(&self, inner: S) -> AdminToken<S> {
+        AdminToken {
+            inner,
+            admin: self.0.clone(),
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct AdminToken<S> {
+    inner: S,
+    admin: Arc<Admin>,
+}
+
+impl<S, ReqBody, B> tower::Service<http::Request<ReqBody>> for AdminToken<S>
+where
+    S: tower::Service<http::Request<ReqBody>, Response = http::Response<B>>,
+    S::Future: Send + 'static,
+    S::Error: Send + 'static,
+    B: Default + Send + 'static,
+{
+    type Response = http::Response<B>;
+    type Error = S::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<http::Response<B>, S::Error>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: http::Request<ReqBody>) -> Self::Future {
+        if MUTATIONS.contains(&req.uri().path()) {
+            let value = req.headers().get(http::header::AUTHORIZATION);
+            if let Err(e) = self.admin.authorize(value.map(|v| v.as_bytes())) {
+                let status = Status::from(e).into_http();
+                return Box::pin(std::future::ready(Ok(status)));
+            }
+        }
+        Box::pin(self.inner.call(req))
+    }
 }
 
 fn policy_proto(model: &str, (policy, rollout): TrafficView) -> pb::TrafficPolicy {
@@ -94,8 +160,7 @@ impl TrafficAdmin for AdminService {
         &self,
         req: Request<pb::SetTrafficRequest>,
     ) -> GrpcResult<pb::TrafficPolicy> {
-        let auth = self.admin.authorize(authorization(&req))?;
-        let r = req.into_inner();
+        let (auth, r) = authorized(&self.admin, req)?;
         let weights: Vec<(String, i64)> = r.weights.into_iter().collect();
         let shadow = r.shadow.map(|s| (s.version, s.percent));
         let view = self.admin.set_traffic(auth, &r.model, &weights, shadow)?;
@@ -103,8 +168,7 @@ impl TrafficAdmin for AdminService {
     }
 
     async fn promote(&self, req: Request<pb::PromoteRequest>) -> GrpcResult<pb::TrafficPolicy> {
-        let auth = self.admin.authorize(authorization(&req))?;
-        let r = req.into_inner();
+        let (auth, r) = authorized(&self.admin, req)?;
         let view = self.admin.promote(auth, &r.model, &r.version)?;
         Ok(Response::new(policy_proto(&r.model, view)))
     }
@@ -113,8 +177,7 @@ impl TrafficAdmin for AdminService {
         &self,
         req: Request<pb::StartRolloutRequest>,
     ) -> GrpcResult<pb::RolloutStatus> {
-        let auth = self.admin.authorize(authorization(&req))?;
-        let r = req.into_inner();
+        let (auth, r) = authorized(&self.admin, req)?;
         let request = RolloutRequest {
             candidate: r.candidate,
             stable: Some(r.stable).filter(|s| !s.is_empty()),
@@ -141,8 +204,8 @@ impl TrafficAdmin for AdminService {
         &self,
         req: Request<pb::AbortRolloutRequest>,
     ) -> GrpcResult<pb::RolloutStatus> {
-        let auth = self.admin.authorize(authorization(&req))?;
-        let model = req.into_inner().model;
+        let (auth, r) = authorized(&self.admin, req)?;
+        let model = r.model;
         let status = self.admin.abort_rollout(auth, &model)?;
         Ok(Response::new(rollout_proto(&model, &status)))
     }

@@ -1,7 +1,6 @@
 //! Connection bounds shared by the three listeners (HTTP, gRPC, metrics): a table of open
-//! connections per port, each with a watchdog closing it when it stays silent or idle too long,
-//! and a socket wrapper through which a connection can be closed from outside its own task
-//! (tonic owns its gRPC connections; we only hand it sockets).
+//! connections per port, each with a watchdog closing it when it stays silent or idle too long
+//! (`api::serve` then says goodbye and drops it), and a socket that frees its slot when dropped.
 //!
 //! When a port's table is full, a new connection is not left in the kernel's backlog: one is
 //! closed for it, in this order: the oldest that has sent no request yet (silent, or stuck in
@@ -21,11 +20,6 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use std::future::Future;
-
-use bytes::Bytes;
-use futures_util::task::AtomicWaker;
-use hyper::body::{Body, Frame, SizeHint};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Notify;
@@ -61,8 +55,9 @@ pub struct ConnState {
     /// Milliseconds after `accepted` of the last request start or end.
     last_active_ms: AtomicU64,
     closing: AtomicBool,
-    read_waker: AtomicWaker,
-    write_waker: AtomicWaker,
+    /// Set when the connection is shut down by its bounds: its socket lingers (see
+    /// [`Guarded`]'s drop) so the goodbye is read, not lost to a reset.
+    linger: AtomicBool,
     closed: Notify,
 }
 
@@ -75,8 +70,7 @@ impl ConnState {
             completed: AtomicU64::new(0),
             last_active_ms: AtomicU64::new(0),
             closing: AtomicBool::new(false),
-            read_waker: AtomicWaker::new(),
-            write_waker: AtomicWaker::new(),
+            linger: AtomicBool::new(false),
             closed: Notify::new(),
         }
     }
@@ -101,14 +95,19 @@ impl ConnState {
         self.closing.load(Ordering::Acquire)
     }
 
-    /// Makes the socket fail its next read or write, which ends the connection.
+    /// Asks the connection's task to end it (gracefully, within a grace); from now on it no
+    /// longer counts against the table's limit.
     pub fn close(&self, why: &str) {
         if !self.closing.swap(true, Ordering::AcqRel) {
             tracing::debug!(conn = self.id, "closing connection: {why}");
         }
-        self.read_waker.wake();
-        self.write_waker.wake();
         self.closed.notify_waiters();
+    }
+
+    /// The socket, once the connection ends, is half-closed and drained for at most
+    /// [`LINGER`] before it is dropped.
+    pub fn linger_on_close(&self) {
+        self.linger.store(true, Ordering::Release);
     }
 
     /// Completes once `close` has been called.
@@ -192,7 +191,7 @@ pub async fn accept(
         if let Some(state) = table.admit(limits.max_connections) {
             tokio::spawn(watchdog(state.clone(), limits));
             return Ok(Guarded {
-                tcp,
+                tcp: Some(tcp),
                 state,
                 table: table.clone(),
             });
@@ -233,10 +232,10 @@ async fn watchdog(state: Arc<ConnState>, limits: ConnLimits) {
     }
 }
 
-/// A connection's socket: fails reads and writes once its connection is closed from outside,
-/// and frees its slot when dropped.
+/// A connection's socket: frees its slot when dropped.
 pub struct Guarded {
-    tcp: TcpStream,
+    /// `None` only while being dropped.
+    tcp: Option<TcpStream>,
     state: Arc<ConnState>,
     table: Arc<ConnTable>,
 }
@@ -246,27 +245,39 @@ impl Guarded {
         &self.state
     }
 
-    pub fn tcp(&self) -> &TcpStream {
-        &self.tcp
-    }
-
-    fn check(&self, waker: &AtomicWaker, cx: &Context<'_>) -> io::Result<()> {
-        waker.register(cx.waker());
-        if self.state.is_closing() {
-            return Err(io::Error::new(
-                io::ErrorKind::TimedOut,
-                "connection closed by its bounds",
-            ));
-        }
-        Ok(())
+    /// The client's address, for logs.
+    pub fn peer_addr(&self) -> Option<std::net::SocketAddr> {
+        self.tcp.as_ref().and_then(|tcp| tcp.peer_addr().ok())
     }
 }
+
+/// How long a socket closed by its bounds is drained after its goodbye.
+pub const LINGER: Duration = Duration::from_secs(1);
 
 impl Drop for Guarded {
     fn drop(&mut self) {
         self.state.close("ended");
         self.table.remove(self.state.id);
+        // Closing a socket with unread bytes from the client (a PING ack, a WINDOW_UPDATE)
+        // sends a reset, and the client's kernel then drops what it had not read yet: the
+        // GOAWAY. Half-close and read what still comes, briefly (nginx's lingering close).
+        let tcp = self.tcp.take();
+        if let (Some(tcp), true) = (tcp, self.state.linger.load(Ordering::Acquire)) {
+            if let Ok(rt) = tokio::runtime::Handle::try_current() {
+                rt.spawn(linger(tcp));
+            }
+        }
     }
+}
+
+async fn linger(mut tcp: TcpStream) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let _ = tcp.shutdown().await;
+    let drain = async {
+        let mut sink = [0u8; 4096];
+        while tcp.read(&mut sink).await.is_ok_and(|n| n > 0) {}
+    };
+    let _ = tokio::time::timeout(LINGER, drain).await;
 }
 
 impl AsyncRead for Guarded {
@@ -275,79 +286,33 @@ impl AsyncRead for Guarded {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        let this = self.get_mut();
-        this.check(&this.state.read_waker, cx)?;
-        Pin::new(&mut this.tcp).poll_read(cx, buf)
+        match self.get_mut().tcp.as_mut() {
+            Some(tcp) => Pin::new(tcp).poll_read(cx, buf),
+            None => Poll::Ready(Ok(())),
+        }
     }
 }
 
 impl AsyncWrite for Guarded {
     fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, b: &[u8]) -> Poll<io::Result<usize>> {
-        let this = self.get_mut();
-        this.check(&this.state.write_waker, cx)?;
-        Pin::new(&mut this.tcp).poll_write(cx, b)
+        match self.get_mut().tcp.as_mut() {
+            Some(tcp) => Pin::new(tcp).poll_write(cx, b),
+            None => Poll::Ready(Ok(0)),
+        }
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().tcp).poll_flush(cx)
+        match self.get_mut().tcp.as_mut() {
+            Some(tcp) => Pin::new(tcp).poll_flush(cx),
+            None => Poll::Ready(Ok(())),
+        }
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().tcp).poll_shutdown(cx)
-    }
-}
-
-/// The body read did not finish within `body_read_timeout`.
-#[derive(Debug, thiserror::Error)]
-#[error("the request body did not arrive within the body read timeout ({0:?})")]
-pub struct BodyTimeout(Duration);
-
-/// A request body that fails once its deadline passes with data still missing. Data already
-/// received is returned even after the deadline, so a handler that reads late is not refused.
-pub struct TimedBody<B> {
-    inner: B,
-    timeout: Duration,
-    deadline: Pin<Box<tokio::time::Sleep>>,
-}
-
-impl<B> TimedBody<B> {
-    pub fn new(inner: B, timeout: Duration) -> Self {
-        TimedBody {
-            inner,
-            timeout,
-            deadline: Box::pin(tokio::time::sleep(timeout)),
+        match self.get_mut().tcp.as_mut() {
+            Some(tcp) => Pin::new(tcp).poll_shutdown(cx),
+            None => Poll::Ready(Ok(())),
         }
-    }
-}
-
-impl<B> Body for TimedBody<B>
-where
-    B: Body<Data = Bytes> + Unpin,
-    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-{
-    type Data = Bytes;
-    type Error = Box<dyn std::error::Error + Send + Sync>;
-
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
-        let this = self.get_mut();
-        match Pin::new(&mut this.inner).poll_frame(cx) {
-            Poll::Ready(frame) => Poll::Ready(frame.map(|f| f.map_err(Into::into))),
-            Poll::Pending => match this.deadline.as_mut().poll(cx) {
-                Poll::Ready(()) => Poll::Ready(Some(Err(BodyTimeout(this.timeout).into()))),
-                Poll::Pending => Poll::Pending,
-            },
-        }
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
     }
 }
 

@@ -33,6 +33,9 @@ pub enum ApiError {
     Forbidden(String),
     #[error(transparent)]
     Traffic(#[from] TrafficError),
+    /// The body did not arrive within the connection's body read timeout.
+    #[error("request body not received within {} s", .0.as_secs_f64())]
+    BodyTimeout(std::time::Duration),
 }
 
 impl ApiError {
@@ -49,6 +52,7 @@ impl ApiError {
             ApiError::Unauthenticated(_) => ErrorCode::Unauthenticated,
             ApiError::Forbidden(_) => ErrorCode::PermissionDenied,
             ApiError::Traffic(e) => e.code(),
+            ApiError::BodyTimeout(_) => ErrorCode::RequestTimeout,
         }
     }
 
@@ -75,6 +79,7 @@ pub fn http_status(code: ErrorCode) -> StatusCode {
         ErrorCode::ResourceExhausted => StatusCode::TOO_MANY_REQUESTS,
         ErrorCode::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
         ErrorCode::DeadlineExceeded => StatusCode::GATEWAY_TIMEOUT,
+        ErrorCode::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
         // nginx's "client closed request": nobody reads it, but logs show why.
         ErrorCode::Cancelled => StatusCode::from_u16(499).unwrap_or(StatusCode::BAD_REQUEST),
         ErrorCode::Internal => StatusCode::INTERNAL_SERVER_ERROR,
@@ -93,13 +98,28 @@ pub fn grpc_code(code: ErrorCode) -> tonic::Code {
         ErrorCode::NotFound => tonic::Code::NotFound,
         ErrorCode::Unavailable => tonic::Code::Unavailable,
         ErrorCode::ResourceExhausted | ErrorCode::PayloadTooLarge => tonic::Code::ResourceExhausted,
-        ErrorCode::DeadlineExceeded => tonic::Code::DeadlineExceeded,
+        ErrorCode::DeadlineExceeded | ErrorCode::RequestTimeout => tonic::Code::DeadlineExceeded,
         ErrorCode::Cancelled => tonic::Code::Cancelled,
         ErrorCode::Internal => tonic::Code::Internal,
         ErrorCode::Unimplemented | ErrorCode::MethodNotAllowed => tonic::Code::Unimplemented,
         ErrorCode::Unauthenticated => tonic::Code::Unauthenticated,
         ErrorCode::PermissionDenied => tonic::Code::PermissionDenied,
         ErrorCode::FailedPrecondition => tonic::Code::FailedPrecondition,
+    }
+}
+
+impl ApiError {
+    /// A failed body read: the body deadline's own answer when that is what failed (found
+    /// anywhere in the error's source chain), else 400 with the reason.
+    pub fn body_read(e: &(dyn std::error::Error + 'static)) -> ApiError {
+        let mut source = Some(e);
+        while let Some(err) = source {
+            if let Some(timeout) = err.downcast_ref::<super::serve::BodyTimeout>() {
+                return ApiError::BodyTimeout(timeout.0);
+            }
+            source = err.source();
+        }
+        ApiError::BadRequest(format!("cannot read the request body: {e}"))
     }
 }
 
@@ -154,6 +174,11 @@ mod tests {
             (
                 InferError::DeadlineExceeded("m".into()).into(),
                 504,
+                tonic::Code::DeadlineExceeded,
+            ),
+            (
+                ApiError::BodyTimeout(std::time::Duration::from_secs(3)),
+                408,
                 tonic::Code::DeadlineExceeded,
             ),
             (

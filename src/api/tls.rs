@@ -267,7 +267,7 @@ fn certificates(path: &Path, pem: &[u8]) -> Result<Vec<CertificateDer<'static>>,
 /// too). A failure is logged without the client's bytes: certificate refusals at warn,
 /// anything else (plain HTTP on a TLS port, a scanner, a timeout) at debug.
 pub async fn handshake(acceptor: TlsAcceptor, io: Guarded, timeout: Duration) -> Option<MaybeTls> {
-    let peer = io.tcp().peer_addr().ok();
+    let peer = io.peer_addr();
     match tokio::time::timeout(timeout, acceptor.accept(io)).await {
         Ok(Ok(stream)) => Some(MaybeTls::Tls(Box::new(stream))),
         Ok(Err(e)) => {

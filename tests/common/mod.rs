@@ -11,6 +11,7 @@ pub mod hostile;
 mod models;
 pub mod probe;
 mod process;
+pub mod raw_codec;
 pub mod raw_grpc;
 pub mod raw_h2;
 mod server;

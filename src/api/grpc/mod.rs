@@ -17,7 +17,7 @@ use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
 
 use super::admin::Admin;
-use super::admin_grpc::authorization;
+use super::admin_grpc::authorized;
 use super::error::ApiError;
 use super::{server_extensions, SERVER_NAME};
 use crate::metrics::Protocol;
@@ -180,8 +180,7 @@ impl GrpcInferenceService for InferenceService {
         &self,
         req: Request<pb::RepositoryModelLoadRequest>,
     ) -> GrpcResult<pb::RepositoryModelLoadResponse> {
-        let auth = self.admin.authorize(authorization(&req))?;
-        let r = req.into_inner();
+        let (auth, r) = authorized(&self.admin, req)?;
         self.admin
             .load(auth, &r.model_name, !r.parameters.is_empty())
             .await?;
@@ -192,8 +191,7 @@ impl GrpcInferenceService for InferenceService {
         &self,
         req: Request<pb::RepositoryModelUnloadRequest>,
     ) -> GrpcResult<pb::RepositoryModelUnloadResponse> {
-        let auth = self.admin.authorize(authorization(&req))?;
-        let r = req.into_inner();
+        let (auth, r) = authorized(&self.admin, req)?;
         self.admin.unload(auth, &r.model_name).await?;
         Ok(Response::new(pb::RepositoryModelUnloadResponse {}))
     }

@@ -50,8 +50,7 @@ async fn read(
     let mut permit = s.router.take_inflight_bytes(declared.unwrap_or(0))?;
     let mut buf = BytesMut::with_capacity(declared.unwrap_or(0));
     while let Some(frame) = body.frame().await {
-        let frame = frame
-            .map_err(|e| ApiError::BadRequest(format!("cannot read the request body: {e}")))?;
+        let frame = frame.map_err(|e| ApiError::body_read(&*e.into_inner()))?;
         let Ok(data) = frame.into_data() else {
             continue;
         };

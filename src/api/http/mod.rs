@@ -28,7 +28,7 @@ use super::{server_extensions, SERVER_NAME};
 use crate::metrics::Protocol;
 use crate::routing::request::{route_key, ROUTE_KEY};
 use crate::routing::Router;
-use reject::Body;
+use reject::{Body, Mutation};
 
 pub const HEADER_CONTENT_LENGTH: &str = "inference-header-content-length";
 
@@ -347,9 +347,7 @@ fn load_parameters(body: &Bytes) -> Result<bool, ApiError> {
 
 async fn repository_load(
     State(s): State<AppState>,
-    Path(model): Path<String>,
-    auth: Authorized,
-    Body(body): Body,
+    Mutation { model, auth, body }: Mutation,
 ) -> Result<Json<Value>, ApiError> {
     let with_parameters = load_parameters(&body)?;
     s.admin.load(auth, &model, with_parameters).await?;

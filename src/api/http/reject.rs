@@ -1,11 +1,11 @@
 //! Everything the framework would answer by itself, answered through the one error table
 //! instead (`{"error": ...}` JSON, status from `api::error`): unknown routes, wrong methods, body
-//! and path rejections. And the two extractors of the admin routes: [`Authorized`] from the
+//! and path rejections. And the extractors of the admin routes: [`Authorized`] from the
 //! headers, which runs before [`Body`] reads a byte, so an unauthenticated client cannot make
-//! the server read its body.
+//! the server read its body, and [`Mutation`], the two with the model of the path.
 
 use axum::body::Bytes;
-use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::extract::{FromRequest, FromRequestParts, Path, Request};
 use axum::http::request::Parts;
 use axum::http::{header, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
@@ -46,9 +46,31 @@ impl FromRequest<AppState> for Body {
                         "request body is too large: admin requests take at most {ADMIN_BODY_BYTES} bytes"
                     ))
                 } else {
-                    ApiError::BadRequest(format!("cannot read the request body: {e}"))
+                    ApiError::body_read(&*e)
                 }
             })
+    }
+}
+
+/// A mutation of one model (`.../models/{model}/...`): the model, the proof the token passed
+/// (from the headers), then the body (read only after that).
+pub struct Mutation {
+    pub model: String,
+    pub auth: Authorized,
+    pub body: Bytes,
+}
+
+impl FromRequest<AppState> for Mutation {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, s: &AppState) -> Result<Self, ApiError> {
+        let (mut parts, body) = req.into_parts();
+        let Path(model) = Path::<String>::from_request_parts(&mut parts, s)
+            .await
+            .map_err(|e| rejection(e.status(), e.body_text(), s.max_request_bytes))?;
+        let auth = Authorized::from_request_parts(&mut parts, s).await?;
+        let Body(body) = Body::from_request(Request::from_parts(parts, body), s).await?;
+        Ok(Mutation { model, auth, body })
     }
 }
 

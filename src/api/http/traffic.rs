@@ -7,7 +7,7 @@ use axum::Json;
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
-use super::reject::Body;
+use super::reject::Mutation;
 use super::AppState;
 use crate::api::admin::{Authorized, TrafficView};
 use crate::api::error::ApiError;
@@ -28,9 +28,7 @@ pub async fn get_traffic(
 /// `PUT` with the shape `GET` returns; `rollout` is read-only and ignored.
 pub async fn put_traffic(
     State(s): State<AppState>,
-    Path(model): Path<String>,
-    auth: Authorized,
-    Body(body): Body,
+    Mutation { model, auth, body }: Mutation,
 ) -> Result<Json<Value>, ApiError> {
     let (weights, shadow) = parse_policy(&body)?;
     let view = s.admin.set_traffic(auth, &model, &weights, shadow)?;
@@ -40,9 +38,7 @@ pub async fn put_traffic(
 /// `{"version": "2"}`: all traffic to that version in one switch.
 pub async fn promote(
     State(s): State<AppState>,
-    Path(model): Path<String>,
-    auth: Authorized,
-    Body(body): Body,
+    Mutation { model, auth, body }: Mutation,
 ) -> Result<Json<Value>, ApiError> {
     let v: Value = serde_json::from_slice(&body)
         .map_err(|e| bad(format!("malformed promote request: {e}")))?;
@@ -85,9 +81,7 @@ struct RolloutBody {
 
 pub async fn start_rollout(
     State(s): State<AppState>,
-    Path(model): Path<String>,
-    auth: Authorized,
-    Body(body): Body,
+    Mutation { model, auth, body }: Mutation,
 ) -> Result<Json<Value>, ApiError> {
     let b: RolloutBody = serde_json::from_slice(&body)
         .map_err(|e| bad(format!("malformed rollout request: {e}")))?;
