@@ -313,12 +313,15 @@ async fn served_h2(
     } else {
         request = http::Request::get(format!("http://{addr}{path}"));
     }
+    // A GET ends its stream with its headers: the server may answer (and close the stream)
+    // before an empty DATA frame could follow, which h2 then refuses to send.
     let (response, mut body) = client
-        .send_request(request.body(()).unwrap(), false)
+        .send_request(request.body(()).unwrap(), !grpc)
         .unwrap();
-    let message: &[u8] = if grpc { &[0, 0, 0, 0, 0] } else { b"" };
-    body.send_data(bytes::Bytes::from_static(message), true)
-        .unwrap();
+    if grpc {
+        body.send_data(bytes::Bytes::from_static(&[0, 0, 0, 0, 0]), true)
+            .unwrap();
+    }
     let mut response = response.await.unwrap();
     assert_eq!(response.status(), 200);
     while let Some(chunk) = response.body_mut().data().await {
