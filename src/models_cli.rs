@@ -5,8 +5,8 @@
 use std::path::PathBuf;
 
 use anyhow::Context;
-use ferroserve::registry::add::AddRequest;
 use ferroserve::proto::inference as pb;
+use ferroserve::registry::add::AddRequest;
 use pb::grpc_inference_service_client::GrpcInferenceServiceClient;
 use tonic::metadata::MetadataValue;
 
@@ -114,7 +114,11 @@ fn run_add(args: AddArgs) -> anyhow::Result<()> {
         version: args.version,
         repository: &repository,
     })?;
-    let files: Vec<String> = added.files.iter().map(|f| f.display().to_string()).collect();
+    let files: Vec<String> = added
+        .files
+        .iter()
+        .map(|f| f.display().to_string())
+        .collect();
     println!(
         "added {} version {} at {} ({})",
         args.name,
@@ -127,7 +131,10 @@ fn run_add(args: AddArgs) -> anyhow::Result<()> {
         println!("  {}", added.note);
     }
     match &added.config_written {
-        Some(text) => println!("wrote {}:\n{text}", added.dir.with_file_name("config.toml").display()),
+        Some(text) => println!(
+            "wrote {}:\n{text}",
+            added.dir.with_file_name("config.toml").display()
+        ),
         None => println!("kept the model's config.toml"),
     }
     println!(

@@ -181,7 +181,8 @@ pub fn add(req: &AddRequest<'_>) -> Result<Added, AddError> {
     let prepared = onnx_file::prepare(&root, &staged_file, bytes).map_err(LoadError::from)?;
     let built = build(prepared.bytes, &staged_file, &config)?;
     drop(built.instances);
-    let config_text = (!has_config).then(|| render(version, &built.config, &built.signature, &built.note));
+    let config_text =
+        (!has_config).then(|| render(version, &built.config, &built.signature, &built.note));
 
     sync_dir(&staged_version)?;
     match (&existing, &config_text) {
@@ -243,12 +244,10 @@ fn external_files(file: &Path, bytes: &[u8]) -> Result<Vec<(PathBuf, PathBuf)>, 
         Some(p) if !p.as_os_str().is_empty() => p,
         _ => Path::new("."),
     };
-    let dir = parent
-        .canonicalize()
-        .map_err(|error| AddError::Read {
-            path: parent.to_path_buf(),
-            error,
-        })?;
+    let dir = parent.canonicalize().map_err(|error| AddError::Read {
+        path: parent.to_path_buf(),
+        error,
+    })?;
     let mut seen = BTreeSet::new();
     let mut out = Vec::new();
     for (tensor, location) in named {
@@ -309,9 +308,8 @@ fn tensors_with_external_data(graph: &pb::GraphProto, out: &mut Vec<(String, Str
 /// The `config.toml` of what the load settled on: the engine, the batching and the signature.
 fn render(version: u64, config: &ModelConfig, signature: &Signature, note: &str) -> String {
     let quote = |s: &str| toml::Value::from(s).to_string();
-    let mut text = format!(
-        "# Written by `ferroserve models add` from the graph of version {version}.\n"
-    );
+    let mut text =
+        format!("# Written by `ferroserve models add` from the graph of version {version}.\n");
     if !note.is_empty() {
         text.push_str(&format!("# {}\n", note.replace(['\n', '\r'], " ")));
     }
