@@ -143,6 +143,32 @@ fn versions_follow_the_highest_present_and_version_sets_one() {
 }
 
 #[test]
+fn an_existing_model_without_config_toml_gets_one_with_its_new_version() {
+    let repo = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(repo.path().join("m/1")).unwrap();
+    std::fs::copy(iris(), repo.path().join("m/1/model.onnx")).unwrap();
+    let stdout = added(&iris(), "m", repo.path(), &[]);
+    assert!(stdout.contains("added m version 2"), "{stdout}");
+    assert_eq!(
+        tree(repo.path()),
+        [
+            "m",
+            "m/1",
+            "m/1/model.onnx",
+            "m/2",
+            "m/2/model.onnx",
+            "m/config.toml"
+        ]
+    );
+    let config = std::fs::read_to_string(repo.path().join("m/config.toml")).unwrap();
+    assert!(config.contains("from the graph of version 2"), "{config}");
+    assert!(
+        config.contains("backend = \"tract\"\nmax_batch_size = 4\n"),
+        "{config}"
+    );
+}
+
+#[test]
 fn an_existing_version_is_refused_and_left_as_it_was() {
     let repo = tempfile::tempdir().unwrap();
     added(&iris(), "m", repo.path(), &[]);
