@@ -1,8 +1,12 @@
 //! `ferroserve models list|load|unload`: the repository API of a running server, over gRPC, for
-//! operators (the same calls as Triton's `tritonclient` `load_model`/`unload_model`).
+//! operators (the same calls as Triton's `tritonclient` `load_model`/`unload_model`); `models
+//! add`: a file into the repository on disk as a new version (`registry::add`).
+
+use std::path::PathBuf;
 
 use anyhow::Context;
 use ferroserve::proto::inference as pb;
+use ferroserve::registry::add::AddRequest;
 use pb::grpc_inference_service_client::GrpcInferenceServiceClient;
 use tonic::metadata::MetadataValue;
 
@@ -67,14 +71,88 @@ enum Action {
     Load { name: String },
     /// Unload a model; returns once its requests in flight are answered.
     Unload { name: String },
+    /// Copy an ONNX file (and its external data) into the repository as a new version, checked
+    /// as the server loads it; writes config.toml when the model has none. Works on the
+    /// repository's directory, not through a server.
+    Add(AddArgs),
+}
+
+#[derive(clap::Args)]
+struct AddArgs {
+    /// The ONNX file; sidecar files its tensors name as external data are copied with it.
+    file: PathBuf,
+    /// The model's name in the repository.
+    #[arg(long)]
+    name: String,
+    /// The version number (default: the next after the highest present).
+    #[arg(long)]
+    version: Option<u64>,
+    /// The model repository (default: the server's, `models`).
+    #[arg(long, env = "FERROSERVE_MODEL_REPOSITORY")]
+    repository: Option<PathBuf>,
+    /// The ONNX Runtime shared library (default: ORT_DYLIB_PATH, then
+    /// .cache/onnxruntime/libonnxruntime.so).
+    #[arg(long, value_name = "PATH")]
+    onnxruntime_library: Option<PathBuf>,
+}
+
+pub fn run(args: ModelsArgs) -> anyhow::Result<()> {
+    match args.action {
+        Action::Add(add) => run_add(add),
+        action => remote(args.conn, action),
+    }
+}
+
+fn run_add(args: AddArgs) -> anyhow::Result<()> {
+    ferroserve::backend::configure_onnxruntime(args.onnxruntime_library);
+    let repository = args
+        .repository
+        .unwrap_or_else(|| ferroserve::config::ServerConfig::default().model_repository);
+    let added = ferroserve::registry::add::add(&AddRequest {
+        file: &args.file,
+        name: &args.name,
+        version: args.version,
+        repository: &repository,
+    })?;
+    let files: Vec<String> = added
+        .files
+        .iter()
+        .map(|f| f.display().to_string())
+        .collect();
+    println!(
+        "added {} version {} at {} ({})",
+        args.name,
+        added.version,
+        added.dir.display(),
+        files.join(", ")
+    );
+    println!("engine: {}", added.backend.as_str());
+    if !added.note.is_empty() {
+        println!("  {}", added.note);
+    }
+    match &added.config_written {
+        Some(text) => println!(
+            "wrote {}:\n{text}",
+            added.dir.with_file_name("config.toml").display()
+        ),
+        None => println!("kept the model's config.toml"),
+    }
+    println!(
+        "a server in poll mode serves it after its next scan; in explicit mode run:\n  \
+         ferroserve models load {}",
+        args.name
+    );
+    Ok(())
 }
 
 #[tokio::main(flavor = "current_thread")]
-pub async fn run(args: ModelsArgs) -> anyhow::Result<()> {
-    let mut client = GrpcInferenceServiceClient::connect(args.conn.url.clone())
+async fn remote(conn: Connection, action: Action) -> anyhow::Result<()> {
+    let mut client = GrpcInferenceServiceClient::connect(conn.url.clone())
         .await
-        .with_context(|| format!("cannot connect to {}", args.conn.url))?;
-    match args.action {
+        .with_context(|| format!("cannot connect to {}", conn.url))?;
+    match action {
+        // Handled by `run` before connecting.
+        Action::Add(_) => {}
         Action::List { ready } => {
             let index = client
                 .repository_index(pb::RepositoryIndexRequest {
@@ -99,7 +177,7 @@ pub async fn run(args: ModelsArgs) -> anyhow::Result<()> {
         }
         Action::Load { name } => {
             let req = authorized(
-                args.conn.token()?.as_deref(),
+                conn.token()?.as_deref(),
                 tonic::Request::new(pb::RepositoryModelLoadRequest {
                     repository_name: String::new(),
                     model_name: name.clone(),
@@ -111,7 +189,7 @@ pub async fn run(args: ModelsArgs) -> anyhow::Result<()> {
         }
         Action::Unload { name } => {
             let req = authorized(
-                args.conn.token()?.as_deref(),
+                conn.token()?.as_deref(),
                 tonic::Request::new(pb::RepositoryModelUnloadRequest {
                     repository_name: String::new(),
                     model_name: name.clone(),

@@ -3,6 +3,7 @@
 //! The registry holds data and answers lookups; which version serves a request is decided in
 //! `routing::route`, so the choice lives in one place above the data it reads.
 
+pub mod add;
 mod engine;
 pub mod loader;
 pub mod manager;

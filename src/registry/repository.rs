@@ -203,6 +203,22 @@ mod tests {
         assert_eq!(models[0].config.as_ref().unwrap().max_batch_size, 4);
     }
 
+    /// `models add` stages under these names (`registry::add`): never a model or a version.
+    #[test]
+    fn hidden_staging_directories_are_skipped() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join(".n.tmp-1-2/1")).unwrap();
+        std::fs::create_dir_all(dir.path().join("m/.m.tmp-1-2")).unwrap();
+        std::fs::create_dir_all(dir.path().join("m/1")).unwrap();
+        let models = scan(dir.path()).unwrap();
+        assert_eq!(models.len(), 1);
+        assert_eq!(models[0].name, "m");
+        assert_eq!(
+            models[0].versions.iter().map(|v| v.0).collect::<Vec<_>>(),
+            vec![1]
+        );
+    }
+
     #[cfg(unix)]
     #[test]
     fn symlinks_out_of_the_repository_are_refused() {
