@@ -67,13 +67,15 @@ pub async fn run(
             .with_max_inflight_bytes(config.max_inflight_bytes),
     );
 
-    let repo = &config.model_repository;
-    repository::scan(repo)
-        .with_context(|| format!("cannot read the model repository {}", repo.display()))?;
+    let root = &config.model_repository;
+    let repo = repository::Repository::new(root.clone(), config.model_name.clone())
+        .map_err(anyhow::Error::msg)?;
+    repository::scan(&repo)
+        .with_context(|| format!("cannot read the model repository {}", root.display()))?;
     let manager = Arc::new(ModelManager::new(
         registry.clone(),
         metrics.clone(),
-        repo.clone(),
+        repo,
         config.model_control_mode,
         config.shutdown.timeout(),
     ));
