@@ -71,11 +71,47 @@ async fn check_answers_serving_for_the_inference_service_and_a_ready_model() {
 }
 
 #[tokio::test]
+async fn a_model_that_failed_to_load_is_not_serving_nor_is_the_strict_server() {
+    let repo = tempfile::tempdir().unwrap();
+    common::copy_model("mlp").to(repo.path());
+    let broken = repo.path().join("broken");
+    std::fs::create_dir_all(broken.join("1")).unwrap();
+    std::fs::write(broken.join("1/model.onnx"), b"this is not a protobuf").unwrap();
+    let server = TestServer::builder()
+        .repo(repo.path())
+        .wait_ready(false)
+        .start()
+        .await;
+    for (service, want) in [
+        ("", ServingStatus::NotServing),
+        ("inference.GRPCInferenceService", ServingStatus::NotServing),
+        ("broken", ServingStatus::NotServing),
+        ("mlp", ServingStatus::Serving),
+        // The admin API works without any model.
+        ("ferroserve.admin.v1.TrafficAdmin", ServingStatus::Serving),
+    ] {
+        assert_eq!(check(&server, service).await.unwrap(), want, "{service:?}");
+    }
+    assert_grpc_serves(&server).await;
+}
+
+#[tokio::test]
 async fn check_of_an_unknown_service_is_not_found() {
     let server = TestServer::start().await;
     let err = check(&server, "no.such.Service").await.unwrap_err();
     assert_eq!(err.code(), tonic::Code::NotFound, "{err:?}");
     assert_eq!(err.message(), "unknown service 'no.such.Service'");
+    assert_still_serves(&server).await;
+}
+
+#[tokio::test]
+async fn check_of_a_huge_unknown_service_name_answers_a_bounded_message() {
+    let server = TestServer::start().await;
+    let name = "x".repeat(1 << 20);
+    let err = check(&server, &name).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::NotFound, "{:?}", err.code());
+    assert!(err.message().starts_with("unknown service 'xxx"));
+    assert!(err.message().len() < 4096, "{} bytes", err.message().len());
     assert_still_serves(&server).await;
 }
 
