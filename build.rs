@@ -5,7 +5,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     // SAFETY: build scripts are single-threaded; prost-build reads PROTOC from the environment.
     unsafe { std::env::set_var("PROTOC", protoc) };
     println!("cargo:rerun-if-changed=proto");
+    // The descriptors of our services, for server reflection (api::grpc::reflection).
+    let descriptors =
+        std::path::PathBuf::from(std::env::var("OUT_DIR")?).join("ferroserve_descriptor.bin");
     tonic_prost_build::configure()
+        .file_descriptor_set_path(descriptors)
         // Tensor payloads as `Bytes`: decoded without a copy, sliced without one.
         .bytes(".")
         .build_client(true)

@@ -17,8 +17,10 @@
 #      rendered overlays. Patch files under k8s/overlays/ are partial objects: their result is
 #      validated in the rendered overlay instead. kubernetes-validate only warns on kinds it has
 #      no schema for; here that fails, except for the custom resources of lint_deploy.py's CRDS
-#      (ServiceMonitor, monitoring.coreos.com/v1), which are validated against the strict schema
-#      written there, since the Prometheus Operator's CRD is not part of Kubernetes' schemas;
+#      (ServiceMonitor, monitoring.coreos.com/v1; KServe's ClusterServingRuntime and
+#      InferenceService in k8s/kserve/), which are validated against the strict schemas written
+#      there and in kserve_schema.py (from the CRDs of KServe v0.15.2), since those CRDs are not
+#      part of Kubernetes' schemas; the ClusterServingRuntime also against the server's flags;
 #   3. checkov --skip-download, framework kubernetes, on k8s/ (patch files skipped as above) and on
 #      the rendered overlays; framework dockerfile on the Dockerfile;
 #   4. hadolint on the Dockerfile (default rules, any finding fails).

@@ -5,8 +5,9 @@
       typo in `kind:` or `apiVersion:` pass. Fails on every such warning except for the custom
       resources listed in CRDS, which `crds` below validates instead.
   lint_deploy.py crds FILE...
-      Validates the custom resources of CRDS in FILEs against the schemas written here (strict:
-      unknown fields are errors, as with `kubernetes-validate --strict`).
+      Validates the custom resources of CRDS in FILEs against the schemas written here and, for
+      KServe's, in kserve_schema.py (strict: unknown fields are errors, as with
+      `kubernetes-validate --strict`); our ClusterServingRuntime also against its flags.
   lint_deploy.py same-objects DIR RENDERED
       Every object of DIR/*.yaml (other than kustomization.yaml) is in RENDERED (the output of
       `kustomize build DIR`), and nothing else: a manifest left out of the kustomization fails.
@@ -20,6 +21,8 @@ from pathlib import Path
 
 import jsonschema
 import yaml
+
+from kserve_schema import KSERVE_RELEASE, SCHEMAS as KSERVE_SCHEMAS, runtime_checks
 
 # Prometheus durations ("15s", "1m30s", "500ms").
 DURATION = {
@@ -130,7 +133,8 @@ SERVICE_MONITOR = {
 
 # (apiVersion, kind) -> schema: the custom resources this project ships. Their CRDs are not part
 # of Kubernetes, so kubernetes-validate has no schema for them.
-CRDS = {("monitoring.coreos.com/v1", "ServiceMonitor"): SERVICE_MONITOR}
+# KServe's are written down in kserve_schema.py (from the CRDs of a pinned release).
+CRDS = {("monitoring.coreos.com/v1", "ServiceMonitor"): SERVICE_MONITOR, **KSERVE_SCHEMAS}
 
 _WARN = re.compile(r"^WARN (?P<file>\S+) Couldn't find schema for kind (?P<kind>\S+) with api version (?P<api>\S+) ")
 
@@ -163,11 +167,15 @@ def crds(files: list[str]) -> int:
                 continue
             where = f"{path}: {doc['kind']}/{doc.get('metadata', {}).get('name')}"
             errors = sorted(jsonschema.Draft202012Validator(schema).iter_errors(doc), key=lambda e: list(e.path))
-            for err in errors:
-                print(f"ERROR {where}: {'.'.join(map(str, err.path)) or '(root)'}: {err.message}")
+            messages = [f"{'.'.join(map(str, e.path)) or '(root)'}: {e.message}" for e in errors]
+            if not errors and doc["kind"] == "ClusterServingRuntime":
+                messages += runtime_checks(doc)
+            for message in messages:
+                print(f"ERROR {where}: {message}")
                 rc = 1
-            if not errors:
-                print(f"INFO {where} passed against the schema in scripts/lint_deploy.py")
+            if not messages:
+                source = f"KServe {KSERVE_RELEASE}'s in scripts/kserve_schema.py" if doc["apiVersion"].startswith("serving.kserve.io/") else "the one in scripts/lint_deploy.py"
+                print(f"INFO {where} passed against the schema ({source})")
     return rc
 
 

@@ -46,6 +46,10 @@ struct ServeArgs {
     /// Model repository: <dir>/<model>/config.toml (optional) and <dir>/<model>/<version>/model.onnx.
     #[arg(long)]
     model_repository: Option<PathBuf>,
+    /// Serve --model-repository as the directory of one model with this name: a bare model.onnx
+    /// (version 1) or version directories, config.toml optional (KServe's /mnt/models).
+    #[arg(long, value_name = "NAME")]
+    model_name: Option<String>,
     /// Address to listen on.
     #[arg(long)]
     host: Option<String>,
@@ -129,6 +133,7 @@ impl ServeArgs {
                 .as_ref()
                 .map(|p| p.to_string_lossy().into_owned()),
         );
+        set("model_name", self.model_name.clone());
         set("host", self.host.clone());
         set("http_port", self.http_port.map(|p| p.to_string()));
         set("grpc_port", self.grpc_port.map(|p| p.to_string()));

@@ -13,3 +13,6 @@ pub mod inference {
 pub mod admin {
     tonic::include_proto!("ferroserve.admin.v1");
 }
+
+/// The encoded descriptors of both files above, served by server reflection.
+pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("ferroserve_descriptor");

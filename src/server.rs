@@ -67,13 +67,15 @@ pub async fn run(
             .with_max_inflight_bytes(config.max_inflight_bytes),
     );
 
-    let repo = &config.model_repository;
-    repository::scan(repo)
-        .with_context(|| format!("cannot read the model repository {}", repo.display()))?;
+    let root = &config.model_repository;
+    let repo = repository::Repository::new(root.clone(), config.model_name.clone())
+        .map_err(anyhow::Error::msg)?;
+    repository::scan(&repo)
+        .with_context(|| format!("cannot read the model repository {}", root.display()))?;
     let manager = Arc::new(ModelManager::new(
         registry.clone(),
         metrics.clone(),
-        repo.clone(),
+        repo,
         config.model_control_mode,
         config.shutdown.timeout(),
     ));
@@ -81,6 +83,7 @@ pub async fn run(
     let admin = Arc::new(Admin::new(manager.clone(), traffic, &config)?);
 
     let (stop_tx, stop_rx) = watch::channel(false);
+    let health_stop = stop_rx.clone();
     let stopped = move || {
         let mut rx = stop_rx.clone();
         async move {
@@ -113,6 +116,10 @@ pub async fn run(
         stopped(),
     ));
 
+    // grpc.health.v1 from the router's state (Kubernetes `grpc:` probes), and reflection.
+    let (health, health_handle) = api::grpc::health::service(router.clone(), health_stop);
+    let (reflection_v1, reflection_v1alpha) =
+        api::grpc::reflection::services().context("gRPC reflection descriptors")?;
     // tonic's routes served by our accept loop, which bounds every connection (count,
     // handshake, idle, keep-alive pings, streams) and says goodbye (GOAWAY) when it closes one.
     let grpc_routes = tonic::service::Routes::new(api::grpc::service(
@@ -121,6 +128,9 @@ pub async fn run(
         config.max_request_bytes,
     ))
     .add_service(api::admin_grpc::service(admin.clone()))
+    .add_service(health)
+    .add_service(reflection_v1)
+    .add_service(reflection_v1alpha)
     .prepare();
     let grpc_app = tower::ServiceBuilder::new()
         .layer(api::serve::GrpcConnLayer {
@@ -189,6 +199,7 @@ pub async fn run(
     shutdown.await;
     let drain = config.shutdown;
     router.begin_drain();
+    health_handle.refresh();
     tracing::info!(
         drain_delay_s = drain.drain_delay,
         timeout_s = drain.timeout,

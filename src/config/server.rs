@@ -33,6 +33,10 @@ pub struct ServerConfig {
     pub grpc_port: u16,
     pub metrics_port: u16,
     pub model_repository: PathBuf,
+    /// Serve `model_repository` as one model's directory under this name (KServe mounts one
+    /// model at `/mnt/models` and routes `/v2/models/{InferenceService name}`): a bare
+    /// `model.onnx` there is version 1, else its version directories.
+    pub model_name: Option<String>,
     /// Largest accepted request body (HTTP) or message (gRPC), in bytes.
     pub max_request_bytes: usize,
     /// Triton's strict readiness: the server is ready only when every model in the repository is.
@@ -151,6 +155,7 @@ impl Default for ServerConfig {
             grpc_port: 8001,
             metrics_port: 8002,
             model_repository: PathBuf::from("models"),
+            model_name: None,
             max_request_bytes: DEFAULT_MAX_REQUEST_BYTES,
             strict_readiness: true,
             log_format: LogFormat::default(),

@@ -1,5 +1,7 @@
 //! Reads the model repository (Triton's layout): `<root>/<model>/config.toml` (optional: a
-//! model without one is configured from its graph) and `<root>/<model>/<version>/model.onnx`. Nothing is read from outside the root: every file is
+//! model without one is configured from its graph) and `<root>/<model>/<version>/model.onnx`;
+//! or, given a model name, one model's own directory (KServe mounts one model at `/mnt/models`,
+//! often a bare `model.onnx`). Nothing is read from outside the root: every file is
 //! read through `open::read_inside`, which checks the file it opened, not the path.
 
 use std::path::{Path, PathBuf};
@@ -9,6 +11,39 @@ use crate::config::ModelConfig;
 
 pub const CONFIG_FILE: &str = "config.toml";
 pub const MODEL_FILE: &str = "model.onnx";
+
+/// Where the models are: a repository of model directories, or (with a name) the directory of
+/// one model, served under that name.
+#[derive(Debug, Clone)]
+pub struct Repository {
+    root: PathBuf,
+    single: Option<String>,
+}
+
+impl Repository {
+    /// `single`: the root is one model's directory, served as that name (validated here).
+    pub fn new(root: PathBuf, single: Option<String>) -> Result<Repository, String> {
+        if let Some(name) = single.as_deref().filter(|n| !valid_model_name(n)) {
+            return Err(format!(
+                "model_name {name:?}: use 1 to 128 of A-Z a-z 0-9 _ - . (not starting with '.')"
+            ));
+        }
+        Ok(Repository { root, single })
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+}
+
+impl From<&Path> for Repository {
+    fn from(root: &Path) -> Repository {
+        Repository {
+            root: root.to_path_buf(),
+            single: None,
+        }
+    }
+}
 
 /// A model directory as found on disk.
 #[derive(Debug)]
@@ -67,10 +102,13 @@ pub fn parse_version(name: &str) -> Option<u64> {
     name.parse().ok().filter(|&v| v > 0)
 }
 
-/// Lists the models under `root`, sorted by name. Entries that are not model directories
-/// (files, hidden or oddly named folders) are skipped.
-pub fn scan(root: &Path) -> std::io::Result<Vec<ModelDir>> {
-    let root = root.canonicalize()?;
+/// Lists the models under the root, sorted by name. Entries that are not model directories
+/// (files, hidden or oddly named folders) are skipped. A single-model root lists that model.
+pub fn scan(repo: &Repository) -> std::io::Result<Vec<ModelDir>> {
+    let root = repo.root.canonicalize()?;
+    if let Some(name) = &repo.single {
+        return Ok(vec![read_single(&root, name)?]);
+    }
     let mut models = Vec::new();
     for entry in std::fs::read_dir(&root)? {
         let entry = entry?;
@@ -101,8 +139,14 @@ pub enum Missing {
 
 /// Reads one model directory by name (already validated with `valid_model_name`). Used by
 /// explicit loads, which must never leave the root.
-pub fn scan_one(root: &Path, name: &str) -> std::io::Result<Result<ModelDir, Missing>> {
-    let root = root.canonicalize()?;
+pub fn scan_one(repo: &Repository, name: &str) -> std::io::Result<Result<ModelDir, Missing>> {
+    let root = repo.root.canonicalize()?;
+    if let Some(single) = &repo.single {
+        return Ok(match single == name {
+            true => Ok(read_single(&root, name)?),
+            false => Err(Missing::Absent),
+        });
+    }
     let path = root.join(name);
     Ok(match path.canonicalize() {
         Ok(real) if !real.starts_with(&root) => Err(Missing::Outside),
@@ -128,7 +172,34 @@ fn outside_model_dir(root: &Path, name: &str, real: &Path) -> ModelDir {
 }
 
 fn read_model_dir(root: &Path, name: &str) -> ModelDir {
-    let path = root.join(name);
+    read_dir_as(root, root.join(name), name)
+}
+
+/// The root as one model's directory: its version directories, else a bare `model.onnx` as
+/// version 1 (both at once is refused: which one serves would be a guess).
+fn read_single(root: &Path, name: &str) -> std::io::Result<ModelDir> {
+    if !root.is_dir() {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::NotADirectory,
+            format!("{} is not a directory", root.display()),
+        ));
+    }
+    let mut dir = read_dir_as(root, root.to_path_buf(), name);
+    let bare = root.join(MODEL_FILE);
+    if bare.exists() {
+        if dir.versions.is_empty() {
+            dir.versions.push((1, bare));
+        } else if dir.config.is_ok() {
+            dir.config = Err(format!(
+                "{} has both {MODEL_FILE} and version directories: keep one layout",
+                root.display()
+            ));
+        }
+    }
+    Ok(dir)
+}
+
+fn read_dir_as(root: &Path, path: PathBuf, name: &str) -> ModelDir {
     let config_file = path.join(CONFIG_FILE);
     let config = match read_inside(root, &config_file) {
         // No config.toml: everything comes from the graph (Triton's auto-complete).
@@ -193,7 +264,7 @@ mod tests {
         std::fs::create_dir_all(m.join("notes")).unwrap();
         std::fs::write(m.join("config.toml"), "max_batch_size = 4").unwrap();
         std::fs::write(dir.path().join("README.md"), "hi").unwrap();
-        let models = scan(dir.path()).unwrap();
+        let models = scan(&dir.path().into()).unwrap();
         assert_eq!(models.len(), 1);
         assert_eq!(
             models[0].versions.iter().map(|v| v.0).collect::<Vec<_>>(),
@@ -229,7 +300,7 @@ mod tests {
         std::fs::create_dir_all(&m).unwrap();
         std::os::unix::fs::symlink(outside.path().join("config.toml"), m.join("config.toml"))
             .unwrap();
-        let models = scan(dir.path()).unwrap();
+        let models = scan(&dir.path().into()).unwrap();
         assert!(models[0].config.as_ref().unwrap_err().contains("outside"));
     }
 
@@ -247,7 +318,7 @@ mod tests {
         std::os::unix::fs::symlink("../repo/m/config.toml", out.join("config.toml")).unwrap();
         std::os::unix::fs::symlink("../repo/m/1", out.join("1")).unwrap();
         std::os::unix::fs::symlink(&out, root.join("n")).unwrap();
-        let models = scan(&root).unwrap();
+        let models = scan(&root.as_path().into()).unwrap();
         let n = models.iter().find(|m| m.name == "n").unwrap();
         assert!(n
             .config

@@ -97,6 +97,7 @@ def start_server(
     timeout_s: float = START_TIMEOUT_S,
     https_context: ssl.SSLContext | None = None,
     repository: str | Path = "models",
+    serve_args: list[str] | None = None,
 ) -> Server:
     """Starts the release binary on 127.0.0.1 with ephemeral ports and waits until it is ready.
 
@@ -104,6 +105,8 @@ def start_server(
     process's output goes to `log_path`. `https_context`: the HTTP port speaks TLS (configured
     in `env_overrides`), and readiness is asked over HTTPS with this context. Fails the test (and stops the process) when the server
     exits, logs no addresses, or is not ready within `timeout_s`.
+    `serve_args`: the arguments of `ferroserve serve` instead of the repository and ephemeral
+    ports above (they must bind port 0 on 127.0.0.1 themselves).
     """
     binary = _server_binary()
     if not binary.is_file():
@@ -123,6 +126,8 @@ def start_server(
         "--metrics-port",
         "0",
     ]
+    if serve_args is not None:
+        cmd = [str(binary), "serve", *serve_args]
     env = dict(os.environ)
     env.setdefault("NO_COLOR", "1")
     env.setdefault("RUST_BACKTRACE", "1")

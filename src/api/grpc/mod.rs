@@ -5,7 +5,9 @@
 mod answers;
 pub mod budget;
 pub(super) mod codec;
+pub mod health;
 pub(super) mod prescan;
+pub mod reflection;
 mod views;
 
 pub use answers::AnswersLayer;

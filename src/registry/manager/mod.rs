@@ -4,7 +4,6 @@
 //! a time; requests never wait on them.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -66,7 +65,7 @@ pub struct IndexRow {
 pub struct ModelManager {
     registry: Arc<Registry>,
     metrics: Arc<Metrics>,
-    root: PathBuf,
+    root: repository::Repository,
     mode: ModelControlMode,
     /// How long an unload waits for a version's queue to drain and its threads to stop.
     drain_timeout: Duration,
@@ -84,7 +83,7 @@ impl ModelManager {
     pub fn new(
         registry: Arc<Registry>,
         metrics: Arc<Metrics>,
-        root: PathBuf,
+        root: repository::Repository,
         mode: ModelControlMode,
         drain_timeout: Duration,
     ) -> ModelManager {
