@@ -50,16 +50,11 @@ async fn not_ready_answers_503_with_ready_false() {
 }
 
 #[tokio::test]
-async fn model_ready_answers_with_ready_true() {
+async fn model_ready_answers_with_its_name_and_ready_true() {
     let server = TestServer::start().await;
-    assert_eq!(
-        server.get("/v2/models/mlp/ready").await,
-        (200, json!({"ready": true}))
-    );
-    assert_eq!(
-        server.get("/v2/models/mlp/versions/1/ready").await,
-        (200, json!({"ready": true}))
-    );
+    let want = (200, json!({"name": "mlp", "ready": true}));
+    assert_eq!(server.get("/v2/models/mlp/ready").await, want);
+    assert_eq!(server.get("/v2/models/mlp/versions/1/ready").await, want);
 }
 
 #[tokio::test]

@@ -164,15 +164,23 @@ async fn server_metadata(State(s): State<AppState>) -> Json<Value> {
 
 type ReadyAnswer = Result<(StatusCode, Json<Value>), ApiError>;
 
+/// The spec's model ready body: `{"name": ..., "ready": bool}`.
+fn model_ready_answer(model: String, ready: bool) -> (StatusCode, Json<Value>) {
+    let (status, _) = ready_answer(ready);
+    (status, Json(json!({"name": model, "ready": ready})))
+}
+
 async fn model_ready(State(s): State<AppState>, Path(model): Path<String>) -> ReadyAnswer {
-    Ok(ready_answer(s.router.model_ready(&model, None)?))
+    let ready = s.router.model_ready(&model, None)?;
+    Ok(model_ready_answer(model, ready))
 }
 
 async fn version_ready(
     State(s): State<AppState>,
     Path((model, version)): Path<(String, String)>,
 ) -> ReadyAnswer {
-    Ok(ready_answer(s.router.model_ready(&model, Some(&version))?))
+    let ready = s.router.model_ready(&model, Some(&version))?;
+    Ok(model_ready_answer(model, ready))
 }
 
 async fn model_metadata(
