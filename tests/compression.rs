@@ -173,6 +173,22 @@ async fn gzip_bomb_over_http_gets_413_with_bounded_memory() {
 }
 
 #[tokio::test]
+async fn decoded_bytes_count_against_the_inflight_budget() {
+    // 8 MiB decoded from a body of a few KiB: the budget of 4 MiB refuses it as it decodes.
+    let server = TestServer::builder()
+        .configure(|c| c.max_inflight_bytes = 4 << 20)
+        .start()
+        .await;
+    let packed = gzip(&vec![b' '; 8 << 20]);
+    assert!(packed.len() < 64 << 10, "{} bytes", packed.len());
+    let (status, body) = post_encoded(&server, "gzip", packed).await;
+    assert_eq!(status, 429, "{body}");
+    let msg = body["error"].as_str().unwrap();
+    assert!(msg.contains("max_inflight_bytes (4194304)"), "{msg}");
+    assert_still_serves(&server).await;
+}
+
+#[tokio::test]
 async fn body_that_is_not_gzip_gets_400() {
     let server = TestServer::start().await;
     let (status, body) = post_encoded(&server, "gzip", json_body()).await;
