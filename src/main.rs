@@ -59,6 +59,9 @@ struct ServeArgs {
     grpc_port: Option<u16>,
     #[arg(long)]
     metrics_port: Option<u16>,
+    /// The name server metadata reports (default ferroserve; `triton` for clients that check).
+    #[arg(long)]
+    server_name: Option<String>,
     /// Largest request body / gRPC message in bytes.
     #[arg(long)]
     max_request_bytes: Option<usize>,
@@ -135,6 +138,7 @@ impl ServeArgs {
         );
         set("model_name", self.model_name.clone());
         set("host", self.host.clone());
+        set("server_name", self.server_name.clone());
         set("http_port", self.http_port.map(|p| p.to_string()));
         set("grpc_port", self.grpc_port.map(|p| p.to_string()));
         set("metrics_port", self.metrics_port.map(|p| p.to_string()));

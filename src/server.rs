@@ -106,7 +106,12 @@ pub async fn run(
     };
 
     // Serve first: liveness answers while models load, readiness waits for them.
-    let http_app = api::http::app(router.clone(), admin.clone(), config.max_request_bytes);
+    let http_app = api::http::app(
+        router.clone(),
+        admin.clone(),
+        config.max_request_bytes,
+        &config.server_name,
+    );
     let limits = conn_limits(&config);
     let http = tokio::spawn(api::serve::serve(
         listeners.http,
@@ -126,6 +131,7 @@ pub async fn run(
         router.clone(),
         admin.clone(),
         config.max_request_bytes,
+        &config.server_name,
     ))
     .add_service(api::admin_grpc::service(admin.clone()))
     .add_service(health)

@@ -3,6 +3,7 @@
 pub mod admin;
 pub mod admin_grpc;
 pub mod admin_token;
+pub mod compression;
 pub mod conn;
 pub mod error;
 #[doc(hidden)]
@@ -11,8 +12,6 @@ pub mod grpc;
 pub mod http;
 pub mod serve;
 pub mod tls;
-
-pub const SERVER_NAME: &str = "ferroserve";
 
 /// Protocol extensions both front ends support, as listed in server metadata.
 pub fn server_extensions() -> Vec<&'static str> {

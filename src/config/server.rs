@@ -90,6 +90,9 @@ pub struct ServerConfig {
     pub http2_max_concurrent_streams: u32,
     /// `[tls]`: certificate, key and optional client CA for the HTTP and gRPC ports.
     pub tls: TlsConfig,
+    /// The name server metadata reports (`GET /v2`, gRPC ServerMetadata), for clients that check
+    /// it (some programs insist on `triton`).
+    pub server_name: String,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
@@ -178,6 +181,7 @@ impl Default for ServerConfig {
             http2_keepalive_timeout_secs: 20.0,
             http2_max_concurrent_streams: 1024,
             tls: TlsConfig::default(),
+            server_name: "ferroserve".into(),
         }
     }
 }
@@ -253,6 +257,12 @@ impl ServerConfig {
             ));
         }
         self.tls.validate()?;
+        let name = &self.server_name;
+        if name.trim().is_empty() || name.len() > 128 || name.chars().any(char::is_control) {
+            return Err(ConfigError::Invalid(format!(
+                "server_name must be 1..=128 printable characters, got {name:?}"
+            )));
+        }
         if self.host.trim().is_empty() {
             return Err(ConfigError::Invalid("host must not be empty".into()));
         }

@@ -3,7 +3,15 @@
 //! five bytes arrive (429-like RESOURCE_EXHAUSTED at once when it does not fit), the whole
 //! message is walked ([`super::prescan`]) so a message of empty repeated entries is refused
 //! before prost builds a struct per entry, and what decoding will build is taken too. The
-//! bytes stay taken until the call is answered.
+//! bytes stay taken until the call is answered. A compressed message (`grpc-encoding` gzip or
+//! deflate) is decoded here first, within `max_request_bytes`, so the walk and the budget see
+//! its decoded bytes and a compression bomb is refused at the limit.
+//!
+//! Every call passes [`answer_compression`] first: grpc-core clients (grpcio, tritonclient,
+//! perf_analyzer) advertise `grpc-accept-encoding: identity,deflate,gzip` on every call, which
+//! tonic would take as a request to compress every answer; as Triton does, we compress an
+//! answer only when the client asks: its request was compressed, or its accept list leaves out
+//! identity (tonic's `accept_compressed`).
 
 use std::future::Future;
 use std::pin::Pin;
@@ -17,6 +25,7 @@ use tonic::body::Body;
 use tonic::Status;
 
 use super::prescan::{scan, Refusal};
+use crate::api::compression::{inflate, Encoding, InflateError};
 use crate::api::error::ApiError;
 use crate::metrics::Protocol;
 use crate::policy::admission::BytePermit;
@@ -75,7 +84,8 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, req: Request<Body>) -> Self::Future {
+    fn call(&mut self, mut req: Request<Body>) -> Self::Future {
+        answer_compression(req.headers_mut());
         if req.uri().path() != MODEL_INFER {
             return Box::pin(self.inner.call(req));
         }
@@ -94,6 +104,58 @@ where
             }
         })
     }
+}
+
+const ENCODING: &str = "grpc-encoding";
+const ACCEPT_ENCODING: &str = "grpc-accept-encoding";
+
+/// Drops an accept list that only advertises (see the module's opener), so tonic answers plain;
+/// a compressed request is answered in its own encoding when the client accepts that.
+pub fn answer_compression(headers: &mut http::HeaderMap) {
+    let lists = |headers: &http::HeaderMap, name: &[u8]| {
+        headers.get(ACCEPT_ENCODING).is_some_and(|v| {
+            v.as_bytes()
+                .split(|&b| b == b',')
+                .any(|e| e.trim_ascii().eq_ignore_ascii_case(name))
+        })
+    };
+    if !lists(headers, b"identity") {
+        return;
+    }
+    match headers.get(ENCODING).cloned() {
+        Some(enc) if !enc.as_bytes().eq_ignore_ascii_case(b"identity") => {
+            if lists(headers, enc.as_bytes()) {
+                headers.insert(ACCEPT_ENCODING, enc);
+            }
+        }
+        _ => {
+            headers.remove(ACCEPT_ENCODING);
+        }
+    }
+}
+
+/// A compressed first message decoded (within `max`) and framed again as uncompressed; tonic
+/// then reads it as sent plain. Other encodings are left to tonic to refuse.
+fn decompress(buf: BytesMut, encoding: Encoding, max: usize) -> Result<BytesMut, Status> {
+    let len = u32::from_be_bytes([buf[1], buf[2], buf[3], buf[4]]) as usize;
+    let Some(msg) = buf.get(FRAME_HEADER..FRAME_HEADER.saturating_add(len)) else {
+        return Ok(buf);
+    };
+    let plain = inflate(encoding, msg, max).map_err(|e| match e {
+        InflateError::TooLarge => oversize(max),
+        InflateError::Malformed(why) => Status::from(ApiError::BadRequest(format!(
+            "message is not valid {}: {why}",
+            encoding.name()
+        ))),
+    })?;
+    let rest = &buf[FRAME_HEADER + len..];
+    let mut out = BytesMut::with_capacity(FRAME_HEADER + plain.len() + rest.len());
+    out.extend_from_slice(&[0]);
+    // Within max_request_bytes, which a u32 length frames (prescan's messages are as large).
+    out.extend_from_slice(&u32::try_from(plain.len()).unwrap_or(u32::MAX).to_be_bytes());
+    out.extend_from_slice(&plain);
+    out.extend_from_slice(rest);
+    Ok(out)
 }
 
 fn oversize(max: usize) -> Status {
@@ -140,6 +202,15 @@ async fn read(
             .take_inflight_bytes(buf.len())
             .map_err(ApiError::from)?,
     };
+    let encoding = Encoding::of_request(parts.headers.get(ENCODING).map(|v| v.as_bytes()));
+    if let (true, Ok(Some(encoding))) = (buf.len() > FRAME_HEADER && buf[0] == 1, encoding) {
+        let held = buf.len();
+        buf = decompress(buf, encoding, max)?;
+        let total = held.saturating_add(buf.len());
+        if !permit.try_grow_to(total) {
+            return Err(ApiError::from(router.inflight_bytes_refusal(total)).into());
+        }
+    }
     if buf.len() > FRAME_HEADER && buf[0] == 0 {
         let len = u32::from_be_bytes([buf[1], buf[2], buf[3], buf[4]]) as usize;
         if let Some(msg) = buf.get(FRAME_HEADER..FRAME_HEADER + len) {

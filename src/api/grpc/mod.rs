@@ -21,7 +21,7 @@ use tonic::{Request, Response, Status};
 use super::admin::Admin;
 use super::admin_grpc::authorized;
 use super::error::ApiError;
-use super::{server_extensions, SERVER_NAME};
+use super::server_extensions;
 use crate::metrics::Protocol;
 use crate::routing::Router;
 
@@ -31,17 +31,31 @@ use pb::grpc_inference_service_server::{GrpcInferenceService, GrpcInferenceServi
 pub struct InferenceService {
     router: Arc<Router>,
     admin: Arc<Admin>,
+    server_name: String,
 }
 
-/// The tonic service, with message limits set to the configured request size.
+/// The tonic service, with message limits set to the configured request size (tonic applies
+/// the decoding limit to a compressed message's decoded bytes), gzip and deflate messages
+/// accepted (`grpc-encoding`) and sent when the client's `grpc-accept-encoding` asks.
 pub fn service(
     router: Arc<Router>,
     admin: Arc<Admin>,
     max_request_bytes: usize,
+    server_name: &str,
 ) -> GrpcInferenceServiceServer<InferenceService> {
-    GrpcInferenceServiceServer::new(InferenceService { router, admin })
-        .max_decoding_message_size(max_request_bytes)
-        .max_encoding_message_size(usize::MAX)
+    use tonic::codec::CompressionEncoding::{Deflate, Gzip};
+    let server_name = server_name.to_owned();
+    GrpcInferenceServiceServer::new(InferenceService {
+        router,
+        admin,
+        server_name,
+    })
+    .max_decoding_message_size(max_request_bytes)
+    .max_encoding_message_size(usize::MAX)
+    .accept_compressed(Gzip)
+    .accept_compressed(Deflate)
+    .send_compressed(Gzip)
+    .send_compressed(Deflate)
 }
 
 type GrpcResult<T> = Result<Response<T>, Status>;
@@ -85,7 +99,7 @@ impl GrpcInferenceService for InferenceService {
         _: Request<pb::ServerMetadataRequest>,
     ) -> GrpcResult<pb::ServerMetadataResponse> {
         Ok(Response::new(pb::ServerMetadataResponse {
-            name: SERVER_NAME.into(),
+            name: self.server_name.clone(),
             version: env!("CARGO_PKG_VERSION").into(),
             extensions: server_extensions().into_iter().map(String::from).collect(),
         }))

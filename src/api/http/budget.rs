@@ -1,7 +1,10 @@
 //! The inference body read under the server's `max_inflight_bytes` budget: the bytes a
 //! request declares (`Content-Length`) are taken before any is read, a body that streams past
 //! its declaration grows the reservation as it arrives, and a request that does not fit is
-//! refused at once (429). The bytes stay taken until the request is answered.
+//! refused at once (429). The bytes stay taken until the request is answered. A gzip or
+//! deflate body (`Content-Encoding`) is decoded as it arrives, under the same bound: the decoded
+//! bytes count against `max_request_bytes` and the budget, so a compression bomb is refused
+//! (413) once it has decoded past the limit, never inflated whole.
 
 use axum::body::{Body, Bytes};
 use axum::extract::{Request, State};
@@ -12,6 +15,7 @@ use bytes::BytesMut;
 use http_body_util::BodyExt;
 
 use super::AppState;
+use crate::api::compression::{Encoding, InflateError, Inflater};
 use crate::api::error::ApiError;
 
 fn too_large(limit: usize) -> ApiError {
@@ -47,22 +51,68 @@ async fn read(
     if declared.is_some_and(|n| n > max) {
         return Err(too_large(max));
     }
+    let encoding = Encoding::of_request(
+        parts
+            .headers
+            .get(header::CONTENT_ENCODING)
+            .map(|v| v.as_bytes()),
+    )
+    .map_err(ApiError::BadRequest)?;
     let mut permit = s.router.take_inflight_bytes(declared.unwrap_or(0))?;
-    let mut buf = BytesMut::with_capacity(declared.unwrap_or(0));
+    let mut inflater = encoding.map(|e| Inflater::new(e, max, declared.unwrap_or(0)));
+    let mut buf = BytesMut::with_capacity(if inflater.is_some() {
+        0
+    } else {
+        declared.unwrap_or(0)
+    });
+    let mut received = 0usize;
     while let Some(frame) = body.frame().await {
         let frame = frame.map_err(|e| ApiError::body_read(&*e.into_inner()))?;
         let Ok(data) = frame.into_data() else {
             continue;
         };
-        let total = buf.len().saturating_add(data.len());
-        if total > max {
+        received = received.saturating_add(data.len());
+        if received > max {
             return Err(too_large(max));
         }
+        let total = match inflater.as_mut() {
+            Some(i) => {
+                i.push(&data).map_err(|e| undecodable(encoding, e, max))?;
+                i.decoded_len().max(received)
+            }
+            None => {
+                buf.extend_from_slice(&data);
+                received
+            }
+        };
         if !permit.try_grow_to(total) {
             return Err(s.router.inflight_bytes_refusal(total).into());
         }
-        buf.extend_from_slice(&data);
     }
-    let body: Bytes = buf.freeze();
+    let body: Bytes = match inflater {
+        Some(i) => i
+            .finish()
+            .map_err(|e| undecodable(encoding, e, max))?
+            .into(),
+        None => buf.freeze(),
+    };
+    let mut parts = parts;
+    if encoding.is_some() {
+        // The handler sees the decoded body, as if it had been sent so.
+        parts.headers.remove(header::CONTENT_ENCODING);
+        parts
+            .headers
+            .insert(header::CONTENT_LENGTH, body.len().into());
+    }
     Ok((Request::from_parts(parts, Body::from(body)), permit))
+}
+
+fn undecodable(encoding: Option<Encoding>, e: InflateError, max: usize) -> ApiError {
+    match e {
+        InflateError::TooLarge => too_large(max),
+        InflateError::Malformed(why) => ApiError::BadRequest(format!(
+            "request body is not valid {}: {why}",
+            encoding.map_or("identity", Encoding::name)
+        )),
+    }
 }

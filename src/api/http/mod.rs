@@ -23,8 +23,9 @@ use axum::{Json, Router as AxumRouter};
 use serde_json::{json, Value};
 
 use super::admin::{Admin, Authorized};
+use super::compression::Encoding;
 use super::error::ApiError;
-use super::{server_extensions, SERVER_NAME};
+use super::server_extensions;
 use crate::metrics::Protocol;
 use crate::routing::request::{route_key, ROUTE_KEY};
 use crate::routing::Router;
@@ -41,14 +42,21 @@ struct AppState {
     router: Arc<Router>,
     admin: Arc<Admin>,
     max_request_bytes: usize,
+    server_name: Arc<str>,
 }
 
-/// The axum app for the inference port.
-pub fn app(router: Arc<Router>, admin: Arc<Admin>, max_request_bytes: usize) -> AxumRouter {
+/// The axum app for the inference port; `server_name` is what server metadata reports.
+pub fn app(
+    router: Arc<Router>,
+    admin: Arc<Admin>,
+    max_request_bytes: usize,
+    server_name: &str,
+) -> AxumRouter {
     let state = AppState {
         router: router.clone(),
         admin,
         max_request_bytes,
+        server_name: server_name.into(),
     };
     let budget = || axum::middleware::from_fn_with_state(state.clone(), budget::within_budget);
     AxumRouter::new()
@@ -127,50 +135,52 @@ async fn finish(State(s): State<AppState>, resp: Response) -> Response {
     resp
 }
 
-async fn live() -> StatusCode {
-    StatusCode::OK
+/// KServe v2's health bodies: `{"live": true}`, `{"ready": bool}` (with 503 when not ready),
+/// which the kserve SDK parses; tritonclient reads only the status.
+async fn live() -> Json<Value> {
+    Json(json!({"live": true}))
 }
 
-async fn ready(State(s): State<AppState>) -> StatusCode {
-    if s.router.server_ready() {
+async fn ready(State(s): State<AppState>) -> (StatusCode, Json<Value>) {
+    ready_answer(s.router.server_ready())
+}
+
+fn ready_answer(ready: bool) -> (StatusCode, Json<Value>) {
+    let status = if ready {
         StatusCode::OK
     } else {
         StatusCode::SERVICE_UNAVAILABLE
-    }
+    };
+    (status, Json(json!({"ready": ready})))
 }
 
-async fn server_metadata() -> Json<Value> {
+async fn server_metadata(State(s): State<AppState>) -> Json<Value> {
     Json(json!({
-        "name": SERVER_NAME,
+        "name": &*s.server_name,
         "version": env!("CARGO_PKG_VERSION"),
         "extensions": server_extensions(),
     }))
 }
 
-fn ready_status(
-    router: &Router,
-    model: &str,
-    version: Option<&str>,
-) -> Result<StatusCode, ApiError> {
-    Ok(if router.model_ready(model, version)? {
-        StatusCode::OK
-    } else {
-        StatusCode::SERVICE_UNAVAILABLE
-    })
+type ReadyAnswer = Result<(StatusCode, Json<Value>), ApiError>;
+
+/// The spec's model ready body: `{"name": ..., "ready": bool}`.
+fn model_ready_answer(model: String, ready: bool) -> (StatusCode, Json<Value>) {
+    let (status, _) = ready_answer(ready);
+    (status, Json(json!({"name": model, "ready": ready})))
 }
 
-async fn model_ready(
-    State(s): State<AppState>,
-    Path(model): Path<String>,
-) -> Result<StatusCode, ApiError> {
-    ready_status(&s.router, &model, None)
+async fn model_ready(State(s): State<AppState>, Path(model): Path<String>) -> ReadyAnswer {
+    let ready = s.router.model_ready(&model, None)?;
+    Ok(model_ready_answer(model, ready))
 }
 
 async fn version_ready(
     State(s): State<AppState>,
     Path((model, version)): Path<(String, String)>,
-) -> Result<StatusCode, ApiError> {
-    ready_status(&s.router, &model, Some(&version))
+) -> ReadyAnswer {
+    let ready = s.router.model_ready(&model, Some(&version))?;
+    Ok(model_ready_answer(model, ready))
 }
 
 async fn model_metadata(
@@ -251,13 +261,7 @@ async fn infer(
     let router = &s.router;
     let body =
         body.map_err(|e| reject::rejection(e.status(), e.body_text(), s.max_request_bytes))?;
-    if let Some(enc) = headers.get(header::CONTENT_ENCODING) {
-        if enc.as_bytes() != b"identity" {
-            return Err(ApiError::BadRequest(format!(
-                "unsupported Content-Encoding {enc:?}"
-            )));
-        }
-    }
+    // A Content-Encoding was decoded (and removed) by `budget` before this handler.
     let header_len = match headers.get(HEADER_CONTENT_LENGTH) {
         None => None,
         Some(v) => Some(
@@ -284,7 +288,11 @@ async fn infer(
     let response = router.infer(decoded.request).await?;
     let (body, json_len) =
         codec::encode(&response, &decoded.output_binary, decoded.binary_default)?;
-    let mut resp = body.into_response();
+    let accepted = Encoding::accepted(headers.get(header::ACCEPT_ENCODING).map(|v| v.as_bytes()));
+    let mut resp = match accepted {
+        Some(enc) => compressed(enc, model, body).await?,
+        None => body.into_response(),
+    };
     let h = resp.headers_mut();
     match json_len {
         Some(len) => {
@@ -301,6 +309,29 @@ async fn infer(
             );
         }
     }
+    Ok(resp)
+}
+
+/// An answer body compressed as the client accepts (`Accept-Encoding`); the binary extension's
+/// `Inference-Header-Content-Length` still counts the decoded JSON, as tritonclient reads it.
+/// Large bodies compress off the async runtime.
+async fn compressed(enc: Encoding, model: &str, body: Bytes) -> Result<Response, ApiError> {
+    const INLINE: usize = 64 * 1024;
+    let packed = if body.len() <= INLINE {
+        enc.compress(&body)
+    } else {
+        tokio::task::spawn_blocking(move || enc.compress(&body))
+            .await
+            .map_err(|e| crate::routing::InferError::Internal {
+                model: model.to_owned(),
+                reason: format!("compressing the answer: {e}"),
+            })?
+    };
+    let mut resp = packed.into_response();
+    resp.headers_mut().insert(
+        header::CONTENT_ENCODING,
+        HeaderValue::from_static(enc.name()),
+    );
     Ok(resp)
 }
 
