@@ -281,7 +281,7 @@ fn a_concurrent_scan_never_sees_a_partial_model() {
         std::thread::spawn(move || {
             let mut scans = 0u64;
             while !done.load(Ordering::Relaxed) {
-                for m in ferroserve::registry::repository::scan(&root).unwrap() {
+                for m in ferroserve::registry::repository::scan(&root.as_path().into()).unwrap() {
                     assert!(!m.name.starts_with('.'), "{}", m.name);
                     assert!(
                         m.path.join("config.toml").is_file(),

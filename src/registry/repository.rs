@@ -281,7 +281,7 @@ mod tests {
         std::fs::create_dir_all(dir.path().join(".n.tmp-1-2/1")).unwrap();
         std::fs::create_dir_all(dir.path().join("m/.m.tmp-1-2")).unwrap();
         std::fs::create_dir_all(dir.path().join("m/1")).unwrap();
-        let models = scan(dir.path()).unwrap();
+        let models = scan(&dir.path().into()).unwrap();
         assert_eq!(models.len(), 1);
         assert_eq!(models[0].name, "m");
         assert_eq!(

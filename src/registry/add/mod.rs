@@ -118,7 +118,8 @@ pub fn add(req: &AddRequest<'_>) -> Result<Added, AddError> {
     let sidecars = external_files(req.file, &bytes)?;
 
     let model_dir = root.join(req.name);
-    let existing = match repository::scan_one(&root, req.name).map_err(repo_err)? {
+    // `models add` writes into a repository of Triton's layout, never a single model's directory.
+    let existing = match repository::scan_one(&root.as_path().into(), req.name).map_err(repo_err)? {
         Ok(dir) => Some(dir),
         Err(Missing::Absent) => None,
         Err(Missing::Outside) => return Err(AddError::Outside(model_dir)),
