@@ -246,6 +246,7 @@ fn conn_limits(config: &ServerConfig) -> ConnLimits {
         keepalive_timeout: secs(config.http2_keepalive_timeout_secs),
         max_streams: config.http2_max_concurrent_streams,
         max_connections: config.max_connections,
+        write_stall_timeout: secs(config.write_stall_timeout_secs),
     }
 }
 

@@ -2,26 +2,33 @@
 //! connections per port, each with a watchdog closing it when it stays silent or idle too long
 //! (`api::serve` then says goodbye and drops it), and a socket that frees its slot when dropped.
 //!
+//! Writing the answer is bounded too: a connection whose socket accepts no byte for
+//! `write_stall_timeout` while the server has bytes for it, or whose transport takes nothing
+//! from an answer ready to go for as long (an HTTP/2 flow-control window the client leaves
+//! closed), is closed: the client is not reading (nginx's `send_timeout`, between two writes,
+//! not for the whole answer, so a slow but steady reader is never cut). A request counts as in
+//! flight until its answer has been handed over whole (`api::sent`), so neither the idle bound
+//! nor eviction cuts an answer being read.
+//!
 //! When a port's table is full, a new connection is not left in the kernel's backlog: one is
-//! closed for it, in this order: the oldest that has sent no request yet (silent, or stuck in
-//! its handshake), the one idle longest between requests, the oldest whose first request is
-//! still in flight (a slow first body).
+//! closed for it, in this order: the one stalled longest on a client that takes no bytes (for
+//! [`STALLED_AFTER`] or more), the oldest that has sent no request yet (silent, or stuck in its
+//! handshake), the one idle longest between requests, the oldest whose first request is still
+//! in flight (a slow first body) and not being read. A client reading its answer steadily
+//! counts as busy.
 //! Why: a backlog lets a few hundred silent sockets hold every slot until their timeouts run
 //! out, so a health probe (one fresh connection, one quick request) would fail under an attack
 //! that costs the attacker nothing; evicting what is idle or has produced nothing lets the
 //! probe in at once, while a connection that has served requests and has one in flight is
 //! never cut for a newcomer (then the newcomer waits for a slot, as before).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io;
-use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio::sync::Notify;
 
 /// Every bound on a connection's phases; the same for all three ports.
@@ -43,7 +50,25 @@ pub struct ConnLimits {
     pub max_streams: u32,
     /// Open connections per port.
     pub max_connections: usize,
+    /// A connection whose client takes no response byte for this long while the server has
+    /// some for it is closed.
+    pub write_stall_timeout: Duration,
 }
+
+/// A connection waiting this long on its client to take response bytes is stalled: evicted
+/// first from a full table. Shorter waits are a reader keeping up slowly (busy).
+pub const STALLED_AFTER: Duration = Duration::from_secs(1);
+
+/// Bytes the kernel may hold for a client that it has not sent yet (`TCP_NOTSENT_LOWAT`).
+/// Without it Linux grows a send buffer to 4 MiB, so a client that reads nothing but sends
+/// a request now and then is taken for a reader for as long as its answers take to fill that:
+/// days at a request a minute. With it, a write finds the socket full once the client's own
+/// receive buffer and this much are full, and the write stall bound starts. Data sent and not
+/// yet acknowledged is not counted (it is what the network holds), so throughput is kept.
+const UNSENT_LOWAT: u32 = 128 * 1024;
+
+/// `write_blocked_ms` while writes go through.
+const NOT_BLOCKED: u64 = u64::MAX;
 
 /// One open connection, as its watchdog and the port's table see it.
 #[derive(Debug)]
@@ -54,6 +79,12 @@ pub struct ConnState {
     completed: AtomicU64,
     /// Milliseconds after `accepted` of the last request start or end.
     last_active_ms: AtomicU64,
+    /// Milliseconds after `accepted` of the first socket write that found the socket full
+    /// with no byte accepted since; [`NOT_BLOCKED`] while writes go through.
+    write_blocked_ms: AtomicU64,
+    /// Answers with a frame ready that the transport has not taken yet: (since ms, answer id).
+    unpulled: Mutex<BTreeSet<(u64, u64)>>,
+    next_answer: AtomicU64,
     closing: AtomicBool,
     /// Set when the connection is shut down by its bounds: its socket lingers (see
     /// [`Guarded`]'s drop) so the goodbye is read, not lost to a reset.
@@ -69,19 +100,76 @@ impl ConnState {
             in_flight: AtomicUsize::new(0),
             completed: AtomicU64::new(0),
             last_active_ms: AtomicU64::new(0),
+            write_blocked_ms: AtomicU64::new(NOT_BLOCKED),
+            unpulled: Mutex::new(BTreeSet::new()),
+            next_answer: AtomicU64::new(0),
             closing: AtomicBool::new(false),
             linger: AtomicBool::new(false),
             closed: Notify::new(),
         }
     }
 
+    fn now_ms(&self) -> u64 {
+        // Below NOT_BLOCKED for 584 million years.
+        u64::try_from(self.accepted.elapsed().as_millis()).unwrap_or(NOT_BLOCKED - 1)
+    }
+
+    fn at(&self, ms: u64) -> Instant {
+        self.accepted + Duration::from_millis(ms)
+    }
+
     fn touch(&self) {
-        let ms = u64::try_from(self.accepted.elapsed().as_millis()).unwrap_or(u64::MAX);
-        self.last_active_ms.store(ms, Ordering::Relaxed);
+        self.last_active_ms.store(self.now_ms(), Ordering::Relaxed);
     }
 
     fn last_active(&self) -> Instant {
-        self.accepted + Duration::from_millis(self.last_active_ms.load(Ordering::Relaxed))
+        self.at(self.last_active_ms.load(Ordering::Relaxed))
+    }
+
+    /// A socket write returned: `full` when it accepted nothing (the socket is full).
+    fn note_write(&self, full: bool) {
+        if full {
+            let now = self.now_ms();
+            let _ = self.write_blocked_ms.compare_exchange(
+                NOT_BLOCKED,
+                now,
+                Ordering::AcqRel,
+                Ordering::Relaxed,
+            );
+        } else if self.write_blocked_ms.load(Ordering::Relaxed) != NOT_BLOCKED {
+            self.write_blocked_ms.store(NOT_BLOCKED, Ordering::Release);
+        }
+    }
+
+    /// An answer has a frame ready for the transport; waiting until the token drops.
+    pub fn answer_ready(self: &Arc<Self>) -> Unpulled {
+        let key = (
+            self.now_ms(),
+            self.next_answer.fetch_add(1, Ordering::Relaxed),
+        );
+        lock(&self.unpulled).insert(key);
+        Unpulled {
+            conn: self.clone(),
+            key,
+        }
+    }
+
+    /// Since when the connection has been waiting on its client to take response bytes: a
+    /// socket write finding it full, else the oldest answer ready and not taken; `None` while
+    /// nothing waits on the client.
+    fn waiting_since(&self) -> Option<Instant> {
+        let blocked = self.write_blocked_ms.load(Ordering::Acquire);
+        if blocked != NOT_BLOCKED {
+            return Some(self.at(blocked));
+        }
+        let oldest = lock(&self.unpulled).first().map(|(ms, _)| *ms);
+        oldest.map(|ms| self.at(ms))
+    }
+
+    /// How long the connection has been waiting on its client, if it is.
+    fn stalled_for(&self, now: Instant) -> Option<Duration> {
+        self.waiting_since()
+            .map(|since| now.saturating_duration_since(since))
     }
 
     /// A request has begun; in flight until the guard drops.
@@ -124,6 +212,22 @@ impl ConnState {
     }
 }
 
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// An answer's frame ready for the transport, counted in its connection's wait until dropped.
+pub struct Unpulled {
+    conn: Arc<ConnState>,
+    key: (u64, u64),
+}
+
+impl Drop for Unpulled {
+    fn drop(&mut self) {
+        lock(&self.conn.unpulled).remove(&self.key);
+    }
+}
+
 pub struct RequestGuard(Arc<ConnState>);
 
 impl Drop for RequestGuard {
@@ -146,22 +250,34 @@ impl ConnTable {
     /// Registers a new connection, closing an idle or unproductive one when full (see the
     /// module comment); `None` when every slot holds a client with a request in flight that
     /// has already been served.
-    fn admit(&self, max: usize) -> Option<Arc<ConnState>> {
-        let mut conns = self.conns.lock().unwrap_or_else(|e| e.into_inner());
+    /// A connection waiting `stalled_after` or more on its client is stalled.
+    fn admit(&self, max: usize, stalled_after: Duration) -> Option<Arc<ConnState>> {
+        let mut conns = lock(&self.conns);
         let live = conns.values().filter(|c| !c.is_closing()).count();
         if live >= max.max(1) {
+            let now = Instant::now();
             let open = || conns.values().filter(|c| !c.is_closing());
+            // Stalled longest first: it holds answers its client does not take.
+            let stalled = open()
+                .filter_map(|c| Some((c.stalled_for(now).filter(|d| *d >= stalled_after)?, c)))
+                .max_by_key(|(d, _)| *d)
+                .map(|(_, c)| c);
+            // A reader keeping up with its answers, however slowly, is busy from here on.
+            let open = || open().filter(|c| c.waiting_since().is_none());
             // Never-productive first (what a flood of silent sockets consists of, so a flood
             // evicts itself before any client that has been served), then idle longest.
-            let idle = open()
-                .filter(|c| c.in_flight.load(Ordering::Acquire) == 0)
-                .min_by_key(|c| (c.completed.load(Ordering::Relaxed) > 0, c.last_active()));
-            let victim = idle.or_else(|| {
+            let idle = || {
+                open()
+                    .filter(|c| c.in_flight.load(Ordering::Acquire) == 0)
+                    .min_by_key(|c| (c.completed.load(Ordering::Relaxed) > 0, c.last_active()))
+            };
+            let unproductive = || {
                 open()
                     .filter(|c| c.completed.load(Ordering::Relaxed) == 0)
                     .min_by_key(|c| c.accepted)
-            })?;
-            victim.close("the connection limit is reached and this one is idle or has not completed a request");
+            };
+            let victim = stalled.or_else(idle).or_else(unproductive)?;
+            victim.close("the connection limit is reached and this one is stalled, idle or has not completed a request");
         }
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let state = Arc::new(ConnState::new(id));
@@ -170,10 +286,7 @@ impl ConnTable {
     }
 
     fn remove(&self, id: u64) {
-        self.conns
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(&id);
+        lock(&self.conns).remove(&id);
         self.freed.notify_one();
     }
 }
@@ -187,8 +300,11 @@ pub async fn accept(
 ) -> io::Result<Guarded> {
     let (tcp, _) = listener.accept().await?;
     let _ = tcp.set_nodelay(true);
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    let _ = socket2::SockRef::from(&tcp).set_tcp_notsent_lowat(UNSENT_LOWAT);
     loop {
-        if let Some(state) = table.admit(limits.max_connections) {
+        let stalled_after = STALLED_AFTER.min(limits.write_stall_timeout);
+        if let Some(state) = table.admit(limits.max_connections, stalled_after) {
             tokio::spawn(watchdog(state.clone(), limits));
             return Ok(Guarded {
                 tcp: Some(tcp),
@@ -201,29 +317,42 @@ pub async fn accept(
     }
 }
 
-/// Closes the connection when it has gone without a request for its phase's limit: the
-/// handshake timeout before its first request, the idle timeout after.
+/// Closes the connection when it has waited on its client to take response bytes for the
+/// write stall timeout, or gone without a request for its phase's limit: the handshake
+/// timeout before its first request, the idle timeout after.
 async fn watchdog(state: Arc<ConnState>, limits: ConnLimits) {
-    let recheck = limits.handshake_timeout.min(limits.idle_timeout);
+    // Woken at least this often: a stall can begin while it sleeps towards an idle deadline.
+    let tick = limits
+        .handshake_timeout
+        .min(limits.idle_timeout)
+        .min(limits.write_stall_timeout);
     loop {
-        let wake = if state.in_flight.load(Ordering::Acquire) > 0 {
-            Instant::now() + recheck
+        let now = Instant::now();
+        let bound = if let Some(since) = state.waiting_since() {
+            Some((
+                since + limits.write_stall_timeout,
+                "the client took no response bytes within the write stall timeout",
+            ))
+        } else if state.in_flight.load(Ordering::Acquire) > 0 {
+            None
+        } else if state.completed.load(Ordering::Relaxed) == 0 {
+            Some((
+                state.last_active() + limits.handshake_timeout,
+                "no request within the handshake timeout",
+            ))
         } else {
-            let first = state.completed.load(Ordering::Relaxed) == 0;
-            let (limit, why) = if first {
-                (
-                    limits.handshake_timeout,
-                    "no request within the handshake timeout",
-                )
-            } else {
-                (limits.idle_timeout, "idle for the idle timeout")
-            };
-            let deadline = state.last_active() + limit;
-            if Instant::now() >= deadline {
+            Some((
+                state.last_active() + limits.idle_timeout,
+                "idle for the idle timeout",
+            ))
+        };
+        let wake = match bound {
+            Some((deadline, why)) if now >= deadline => {
                 state.close(why);
                 return;
             }
-            deadline
+            Some((deadline, _)) => deadline.min(now + tick),
+            None => now + tick,
         };
         tokio::select! {
             () = tokio::time::sleep_until(wake.into()) => {}
@@ -232,142 +361,7 @@ async fn watchdog(state: Arc<ConnState>, limits: ConnLimits) {
     }
 }
 
-/// A connection's socket: frees its slot when dropped.
-pub struct Guarded {
-    /// `None` only while being dropped.
-    tcp: Option<TcpStream>,
-    state: Arc<ConnState>,
-    table: Arc<ConnTable>,
-}
-
-impl Guarded {
-    pub fn state(&self) -> &Arc<ConnState> {
-        &self.state
-    }
-
-    /// The client's address, for logs.
-    pub fn peer_addr(&self) -> Option<std::net::SocketAddr> {
-        self.tcp.as_ref().and_then(|tcp| tcp.peer_addr().ok())
-    }
-}
-
-/// How long a socket closed by its bounds is drained after its goodbye.
-pub const LINGER: Duration = Duration::from_secs(1);
-
-impl Drop for Guarded {
-    fn drop(&mut self) {
-        self.state.close("ended");
-        self.table.remove(self.state.id);
-        // Closing a socket with unread bytes from the client (a PING ack, a WINDOW_UPDATE)
-        // sends a reset, and the client's kernel then drops what it had not read yet: the
-        // GOAWAY. Half-close and read what still comes, briefly (nginx's lingering close).
-        let tcp = self.tcp.take();
-        if let (Some(tcp), true) = (tcp, self.state.linger.load(Ordering::Acquire)) {
-            if let Ok(rt) = tokio::runtime::Handle::try_current() {
-                rt.spawn(linger(tcp));
-            }
-        }
-    }
-}
-
-async fn linger(mut tcp: TcpStream) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let _ = tcp.shutdown().await;
-    let drain = async {
-        let mut sink = [0u8; 4096];
-        while tcp.read(&mut sink).await.is_ok_and(|n| n > 0) {}
-    };
-    let _ = tokio::time::timeout(LINGER, drain).await;
-}
-
-impl AsyncRead for Guarded {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        match self.get_mut().tcp.as_mut() {
-            Some(tcp) => Pin::new(tcp).poll_read(cx, buf),
-            None => Poll::Ready(Ok(())),
-        }
-    }
-}
-
-impl AsyncWrite for Guarded {
-    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, b: &[u8]) -> Poll<io::Result<usize>> {
-        match self.get_mut().tcp.as_mut() {
-            Some(tcp) => Pin::new(tcp).poll_write(cx, b),
-            None => Poll::Ready(Ok(0)),
-        }
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut().tcp.as_mut() {
-            Some(tcp) => Pin::new(tcp).poll_flush(cx),
-            None => Poll::Ready(Ok(())),
-        }
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut().tcp.as_mut() {
-            Some(tcp) => Pin::new(tcp).poll_shutdown(cx),
-            None => Poll::Ready(Ok(())),
-        }
-    }
-}
-
+mod socket;
+pub use socket::{Guarded, LINGER};
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn served(table: &ConnTable) -> Arc<ConnState> {
-        let c = table.admit(2).expect("a slot");
-        drop(c.start_request());
-        c
-    }
-
-    #[test]
-    fn a_full_table_evicts_the_connection_idle_longest() {
-        let table = ConnTable::default();
-        let old = served(&table);
-        let recent = served(&table);
-        old.last_active_ms.store(0, Ordering::Relaxed);
-        recent.last_active_ms.store(10, Ordering::Relaxed);
-        let _new = table.admit(2).expect("an idle one evicted");
-        assert!(old.is_closing());
-        assert!(!recent.is_closing());
-    }
-
-    #[test]
-    fn a_full_table_evicts_a_silent_newcomer_before_a_served_idle_client() {
-        let table = ConnTable::default();
-        let client = served(&table);
-        client.last_active_ms.store(0, Ordering::Relaxed);
-        let silent = table.admit(2).expect("a slot");
-        silent.last_active_ms.store(10, Ordering::Relaxed);
-        let _new = table.admit(2).expect("the silent one evicted");
-        assert!(silent.is_closing());
-        assert!(!client.is_closing());
-    }
-
-    #[test]
-    fn a_first_request_still_unfinished_is_evicted_when_none_is_idle() {
-        let table = ConnTable::default();
-        let served_busy = served(&table);
-        let _busy = served_busy.start_request();
-        let slow_first = table.admit(2).expect("a slot");
-        let _slow = slow_first.start_request();
-        let _new = table.admit(2).expect("the unproductive one evicted");
-        assert!(slow_first.is_closing());
-        assert!(!served_busy.is_closing());
-    }
-
-    #[test]
-    fn clients_served_and_busy_are_never_evicted_for_a_newcomer() {
-        let table = ConnTable::default();
-        let (a, b) = (served(&table), served(&table));
-        let _busy = (a.start_request(), b.start_request());
-        assert!(table.admit(2).is_none());
-        assert!(!a.is_closing() && !b.is_closing());
-    }
-}
+mod tests;

@@ -1,8 +1,9 @@
 //! The accept loops of the three ports, with every phase of a connection bounded
 //! (`conn::ConnLimits`), all served here with hyper: HTTP and metrics as `axum::serve` would,
 //! plus the limits it cannot set; gRPC with tonic's routes as the service (`serve_grpc`), its
-//! connections admitted and watched like the HTTP ones, with `GrpcConnLayer` tracking its
-//! requests. Graceful shutdown lets requests in flight finish.
+//! connections admitted and watched like the HTTP ones, with `GrpcConnLayer` bounding its
+//! bodies. Every port's requests are tracked until their answers are sent (`api::sent`).
+//! Graceful shutdown lets requests in flight finish.
 //!
 //! A connection closed by its bounds (evicted from a full table, or idle or silent too long) is
 //! shut down gracefully first: an HTTP/2 one is sent GOAWAY, so a well-behaved client retries on
@@ -31,6 +32,7 @@ use tower::ServiceExt;
 pub use super::conn::ConnLimits;
 use super::conn::{self, ConnState, ConnTable};
 use super::error::ApiError;
+use super::sent::Tracked;
 use super::tls::{self, MaybeTls, PortTls};
 
 /// Streams a client may reset before they are accepted (CVE-2023-44487, rapid reset), and
@@ -57,7 +59,7 @@ pub async fn serve(
 ) -> io::Result<()> {
     let builder = builder(limits);
     let timeout = limits.body_read_timeout;
-    let service = move |state: &Arc<ConnState>| tracked(app.clone(), state.clone(), timeout);
+    let service = move |_: &Arc<ConnState>| timed(app.clone(), timeout);
     accept_loop(listener, builder, limits, tls, shutdown, service).await
 }
 
@@ -77,19 +79,15 @@ where
         + Send
         + 'static,
     S::Future: Send + 'static,
-    B: hyper::body::Body + Send + 'static,
+    B: hyper::body::Body + Send + Unpin + 'static,
     B::Data: Send,
     B::Error: Into<BoxError>,
 {
     let builder = builder(limits).http2_only();
-    let service = move |state: &Arc<ConnState>| {
-        let (routes, state) = (routes.clone(), state.clone());
+    let service = move |_: &Arc<ConnState>| {
+        let routes = routes.clone();
         hyper::service::service_fn(move |req: http::Request<Incoming>| {
-            let mut req = req.map(tonic::body::Body::new);
-            req.extensions_mut().insert(GrpcConnInfo {
-                conn: state.clone(),
-            });
-            routes.clone().oneshot(req)
+            routes.clone().oneshot(req.map(tonic::body::Body::new))
         })
     };
     accept_loop(listener, builder, limits, tls, shutdown, service).await
@@ -128,7 +126,7 @@ where
         + 'static,
     S::Future: Send + 'static,
     S::Error: Into<BoxError>,
-    B: hyper::body::Body + Send + 'static,
+    B: hyper::body::Body + Send + Unpin + 'static,
     B::Data: Send,
     B::Error: Into<BoxError>,
 {
@@ -151,7 +149,10 @@ where
             () = &mut shutdown => break,
         };
         let state = io.state().clone();
-        let service = service(&state);
+        let service = Tracked {
+            inner: service(&state),
+            conn: state.clone(),
+        };
         let (builder, mut stop) = (builder.clone(), stop_rx.clone());
         let acceptor = tls.as_ref().map(PortTls::acceptor);
         tokio::spawn(async move {
@@ -202,11 +203,9 @@ fn log_end(done: Result<(), BoxError>) {
     }
 }
 
-/// `app` for one connection: each request counts as in flight on `state` until answered, and
-/// its body must arrive within `body_timeout`.
-fn tracked(
+/// `app` for one connection: each request's body must arrive within `body_timeout`.
+fn timed(
     app: axum::Router,
-    state: Arc<ConnState>,
     body_timeout: Duration,
 ) -> impl hyper::service::Service<
     http::Request<Incoming>,
@@ -215,14 +214,8 @@ fn tracked(
     Future = impl Future<Output = Result<axum::response::Response, std::convert::Infallible>> + Send,
 > + Clone {
     hyper::service::service_fn(move |req: http::Request<Incoming>| {
-        let guard = state.start_request();
         let req = req.map(|b| axum::body::Body::new(TimedBody::new(b, body_timeout)));
-        let call = app.clone().oneshot(req);
-        async move {
-            let response = call.await;
-            drop(guard);
-            response
-        }
+        app.clone().oneshot(req)
     })
 }
 
@@ -235,13 +228,7 @@ fn grpc_body_error(e: BoxError) -> BoxError {
     }
 }
 
-/// What each gRPC request's extensions carry: the connection it came on.
-#[derive(Clone)]
-pub struct GrpcConnInfo {
-    pub conn: Arc<ConnState>,
-}
-
-/// Counts each gRPC call as in flight on its connection and bounds its body read.
+/// Bounds each gRPC call's body read.
 #[derive(Debug, Clone, Copy)]
 pub struct GrpcConnLayer {
     pub body_read_timeout: Duration,
@@ -269,33 +256,23 @@ pub type GrpcRequest = http::Request<tonic::body::Body>;
 impl<S> tower::Service<GrpcRequest> for GrpcConn<S>
 where
     S: tower::Service<GrpcRequest>,
-    S::Future: Send + 'static,
 {
     type Response = S::Response;
     type Error = S::Error;
-    type Future = Pin<Box<dyn Future<Output = Result<S::Response, S::Error>> + Send>>;
+    type Future = S::Future;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
         self.inner.poll_ready(cx)
     }
 
     fn call(&mut self, req: GrpcRequest) -> Self::Future {
-        let guard = req
-            .extensions()
-            .get::<GrpcConnInfo>()
-            .map(|info| info.conn.start_request());
         let timeout = self.body_read_timeout;
         // Streaming RPCs are not served (ModelStreamInfer answers UNIMPLEMENTED), so every
         // body is one unary message and a total deadline fits it. A late body is answered
         // DEADLINE_EXCEEDED with the table's message (tonic would say UNKNOWN).
         let req = req
             .map(|b| tonic::body::Body::new(TimedBody::new(b, timeout).map_err(grpc_body_error)));
-        let call = self.inner.call(req);
-        Box::pin(async move {
-            let response = call.await;
-            drop(guard);
-            response
-        })
+        self.inner.call(req)
     }
 }
 

@@ -121,6 +121,7 @@ mod tests {
             "handshake_timeout_secs",
             "body_read_timeout_secs",
             "idle_timeout_secs",
+            "write_stall_timeout_secs",
         ] {
             for bad in ["0", "-1", "1e300", "nan"] {
                 let cfg: ServerConfig = toml::from_str(&format!("{key} = {bad}")).unwrap();

@@ -82,6 +82,10 @@ pub struct ServerConfig {
     /// Seconds a connection may stay open with no request in flight (HTTP/2 and gRPC mostly:
     /// `header_read_timeout_secs` closes idle HTTP/1 connections first).
     pub idle_timeout_secs: f64,
+    /// Seconds a connection may go with the server holding response bytes its client takes
+    /// none of (a socket left full, an HTTP/2 window left closed) before it is closed; counted
+    /// between two writes, not for the whole answer, so slow but steady readers are served.
+    pub write_stall_timeout_secs: f64,
     /// HTTP/2 (and gRPC) keep-alive: a ping this often, and the connection is closed when one
     /// is not answered within `http2_keepalive_timeout_secs`.
     pub http2_keepalive_interval_secs: f64,
@@ -177,6 +181,7 @@ impl Default for ServerConfig {
             handshake_timeout_secs: 10.0,
             body_read_timeout_secs: 60.0,
             idle_timeout_secs: 300.0,
+            write_stall_timeout_secs: 30.0,
             http2_keepalive_interval_secs: 30.0,
             http2_keepalive_timeout_secs: 20.0,
             http2_max_concurrent_streams: 1024,
@@ -226,6 +231,7 @@ impl ServerConfig {
             ("handshake_timeout_secs", self.handshake_timeout_secs),
             ("body_read_timeout_secs", self.body_read_timeout_secs),
             ("idle_timeout_secs", self.idle_timeout_secs),
+            ("write_stall_timeout_secs", self.write_stall_timeout_secs),
             (
                 "http2_keepalive_interval_secs",
                 self.http2_keepalive_interval_secs,
