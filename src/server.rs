@@ -103,7 +103,13 @@ pub async fn run(
     };
 
     // Serve first: liveness answers while models load, readiness waits for them.
-    let http_app = api::http::app(router.clone(), admin.clone(), config.max_request_bytes);
+    let shm = Arc::new(api::shm::SharedMemory::new(config.allow_shared_memory));
+    let http_app = api::http::app(
+        router.clone(),
+        admin.clone(),
+        shm.clone(),
+        config.max_request_bytes,
+    );
     let limits = conn_limits(&config);
     let http = tokio::spawn(api::serve::serve(
         listeners.http,
@@ -118,6 +124,7 @@ pub async fn run(
     let grpc_routes = tonic::service::Routes::new(api::grpc::service(
         router.clone(),
         admin.clone(),
+        shm,
         config.max_request_bytes,
     ))
     .add_service(api::admin_grpc::service(admin.clone()))

@@ -10,6 +10,7 @@ pub mod fuzzing;
 pub mod grpc;
 pub mod http;
 pub mod serve;
+pub mod shm;
 pub mod tls;
 
 pub const SERVER_NAME: &str = "ferroserve";
@@ -18,9 +19,11 @@ pub const SERVER_NAME: &str = "ferroserve";
 pub fn server_extensions() -> Vec<&'static str> {
     vec![
         "binary_tensor_data",
+        "classification",
         "model_configuration",
         "model_repository",
         "parameters",
         "statistics",
+        "system_shared_memory",
     ]
 }

@@ -6,7 +6,9 @@
 mod budget;
 pub(super) mod codec;
 pub(super) mod data;
+mod params;
 mod reject;
+mod shm;
 mod traffic;
 mod views;
 mod wire;
@@ -24,6 +26,7 @@ use serde_json::{json, Value};
 
 use super::admin::{Admin, Authorized};
 use super::error::ApiError;
+use super::shm::SharedMemory;
 use super::{server_extensions, SERVER_NAME};
 use crate::metrics::Protocol;
 use crate::routing::request::{route_key, ROUTE_KEY};
@@ -40,14 +43,21 @@ pub const ADMIN_BODY_BYTES: usize = 64 * 1024;
 struct AppState {
     router: Arc<Router>,
     admin: Arc<Admin>,
+    shm: Arc<SharedMemory>,
     max_request_bytes: usize,
 }
 
 /// The axum app for the inference port.
-pub fn app(router: Arc<Router>, admin: Arc<Admin>, max_request_bytes: usize) -> AxumRouter {
+pub fn app(
+    router: Arc<Router>,
+    admin: Arc<Admin>,
+    shm: Arc<SharedMemory>,
+    max_request_bytes: usize,
+) -> AxumRouter {
     let state = AppState {
         router: router.clone(),
         admin,
+        shm,
         max_request_bytes,
     };
     let budget = || axum::middleware::from_fn_with_state(state.clone(), budget::within_budget);
@@ -104,6 +114,27 @@ pub fn app(router: Arc<Router>, admin: Arc<Admin>, max_request_bytes: usize) -> 
         .route(
             "/v2/repository/models/{model}/unload",
             post(repository_unload),
+        )
+        .route("/v2/systemsharedmemory/status", get(shm::status_all))
+        .route(
+            "/v2/systemsharedmemory/region/{name}/status",
+            get(shm::status_one),
+        )
+        .route(
+            "/v2/systemsharedmemory/region/{name}/register",
+            post(shm::register),
+        )
+        .route(
+            "/v2/systemsharedmemory/unregister",
+            post(shm::unregister_all),
+        )
+        .route(
+            "/v2/systemsharedmemory/region/{name}/unregister",
+            post(shm::unregister_one),
+        )
+        .route(
+            "/v2/cudasharedmemory/{*rest}",
+            get(shm::cuda).post(shm::cuda),
         )
         .fallback(reject::no_route)
         .method_not_allowed_fallback(reject::method_not_allowed)
@@ -281,9 +312,19 @@ async fn infer(
             None => e,
         })
     })?;
-    let response = router.infer(decoded.request).await?;
-    let (body, json_len) =
-        codec::encode(&response, &decoded.output_binary, decoded.binary_default)?;
+    let pending = std::mem::take(&mut decoded.shm.inputs);
+    s.shm
+        .resolve(&mut decoded.request, pending, s.max_request_bytes)
+        .await?;
+    let mut response = router.infer(decoded.request).await?;
+    router.classify(&mut response, &decoded.classification)?;
+    s.shm.deliver(&response, &decoded.shm.outputs).await?;
+    let (body, json_len) = codec::encode(
+        &response,
+        &decoded.output_binary,
+        decoded.binary_default,
+        &decoded.shm.outputs,
+    )?;
     let mut resp = body.into_response();
     let h = resp.headers_mut();
     match json_len {
