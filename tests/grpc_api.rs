@@ -224,7 +224,11 @@ async fn unsupported_rpcs_answer_unimplemented_with_a_reason() {
         .await
         .unwrap_err();
     assert_eq!(err.code(), tonic::Code::Unimplemented);
-    assert!(err.message().contains("CUDA shared memory"), "{}", err.message());
+    assert!(
+        err.message().contains("CUDA shared memory"),
+        "{}",
+        err.message()
+    );
 }
 
 #[tokio::test]

@@ -342,6 +342,14 @@ impl SharedMemory {
     }
 }
 
+/// The bytes the pending inputs will take once read, held against `max_inflight_bytes` like a
+/// body's.
+pub fn input_bytes(pending: &[PendingInput]) -> usize {
+    pending.iter().fold(0usize, |sum, p| {
+        sum.saturating_add(usize::try_from(p.at.byte_size).unwrap_or(usize::MAX))
+    })
+}
+
 impl SharedMemory {
     /// Reads the pending inputs into the request, in their places.
     pub async fn resolve(

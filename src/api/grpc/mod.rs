@@ -118,6 +118,13 @@ impl GrpcInferenceService for InferenceService {
         let mut decoded = codec::decode(req)
             .inspect_err(|_| self.router.count_undecodable(&model, Protocol::Grpc))?;
         let pending = std::mem::take(&mut decoded.shm.inputs);
+        let _held = (!pending.is_empty())
+            .then(|| {
+                self.router
+                    .take_inflight_bytes(super::shm::input_bytes(&pending))
+            })
+            .transpose()
+            .map_err(ApiError::from)?;
         self.shm
             .resolve(&mut decoded.request, pending, self.max_request_bytes)
             .await?;

@@ -313,6 +313,9 @@ async fn infer(
         })
     })?;
     let pending = std::mem::take(&mut decoded.shm.inputs);
+    let _held = (!pending.is_empty())
+        .then(|| router.take_inflight_bytes(super::shm::input_bytes(&pending)))
+        .transpose()?;
     s.shm
         .resolve(&mut decoded.request, pending, s.max_request_bytes)
         .await?;
