@@ -46,13 +46,7 @@ async fn http_classification_returns_the_top_k_as_score_index_strings() {
 #[tokio::test]
 async fn classification_labels_come_from_the_configs_label_filename() {
     let dir = repo([copy_model("iris")]);
-    let cfg = dir.path().join("iris/config.toml");
-    let text = std::fs::read_to_string(&cfg).unwrap();
-    let text = text.replace(
-        "name = \"probabilities\"",
-        "name = \"probabilities\"\nlabel_filename = \"labels.txt\"",
-    );
-    std::fs::write(&cfg, text).unwrap();
+    with_label_file(dir.path(), "labels.txt");
     std::fs::write(
         dir.path().join("iris/labels.txt"),
         "setosa\nversicolor\nvirginica\n",
@@ -66,6 +60,82 @@ async fn classification_labels_come_from_the_configs_label_filename() {
         body["outputs"][0]["data"],
         json!(["0.981557:0:setosa", "0.874012:1:versicolor"])
     );
+}
+
+/// The iris copy of `dir` with `label_filename = name` on its probabilities.
+fn with_label_file(dir: &std::path::Path, name: &str) {
+    let cfg = dir.join("iris/config.toml");
+    let text = std::fs::read_to_string(&cfg).unwrap().replace(
+        "name = \"probabilities\"",
+        &format!("name = \"probabilities\"\nlabel_filename = \"{name}\""),
+    );
+    std::fs::write(&cfg, text).unwrap();
+}
+
+#[tokio::test]
+async fn a_label_file_that_is_a_symlink_out_of_the_repository_fails_the_load_naming_it() {
+    let dir = repo([copy_model("iris")]);
+    let outside = tempfile::tempdir().unwrap();
+    std::fs::write(outside.path().join("secret.txt"), "a\nb\nc\n").unwrap();
+    std::os::unix::fs::symlink(
+        outside.path().join("secret.txt"),
+        dir.path().join("iris/labels.txt"),
+    )
+    .unwrap();
+    with_label_file(dir.path(), "labels.txt");
+    let server = TestServer::builder()
+        .repo(dir.path())
+        .wait_ready(false)
+        .start()
+        .await;
+    let row = common::poll_until(
+        std::time::Duration::from_secs(60),
+        "iris failed to load",
+        || async {
+            let r = reqwest::Client::new()
+                .post(server.url("/v2/repository/index"))
+                .send()
+                .await
+                .unwrap();
+            let rows: Value = r.json().await.unwrap();
+            rows[0].clone()
+        },
+        |row| row["state"] == "UNAVAILABLE",
+    )
+    .await;
+    let reason = row["reason"].as_str().unwrap();
+    assert!(
+        reason.contains("labels.txt") && reason.contains("outside the model repository"),
+        "{reason}"
+    );
+}
+
+#[tokio::test]
+async fn a_label_filename_that_climbs_out_is_refused() {
+    let dir = repo([copy_model("iris")]);
+    with_label_file(dir.path(), "../labels.txt");
+    let server = TestServer::builder()
+        .repo(dir.path())
+        .wait_ready(false)
+        .start()
+        .await;
+    let row = common::poll_until(
+        std::time::Duration::from_secs(60),
+        "iris was refused",
+        || async {
+            let r = reqwest::Client::new()
+                .post(server.url("/v2/repository/index"))
+                .send()
+                .await
+                .unwrap();
+            let rows: Value = r.json().await.unwrap();
+            rows[0].clone()
+        },
+        |row| row["state"] == "UNAVAILABLE",
+    )
+    .await;
+    let reason = row["reason"].as_str().unwrap();
+    assert!(reason.contains("label_filename"), "{reason}");
 }
 
 #[tokio::test]
@@ -125,4 +195,43 @@ async fn a_zero_classification_count_is_refused() {
     );
     let (status, _) = classify_http(&server, json!(1)).await;
     assert_eq!(status, 200);
+}
+
+#[tokio::test]
+async fn classification_labels_come_from_a_classifiers_zipmap() {
+    let dir = tempfile::tempdir().unwrap();
+    let version = dir.path().join("clf/1");
+    std::fs::create_dir_all(&version).unwrap();
+    let model = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/data/onnx_file/zipmap_strings.onnx");
+    std::fs::copy(model, version.join("model.onnx")).unwrap();
+    std::fs::write(
+        dir.path().join("clf/config.toml"),
+        "backend = \"tract\"\nmax_batch_size = 8\n",
+    )
+    .unwrap();
+    let server = TestServer::builder().repo(dir.path()).start().await;
+    let body = json!({
+        "inputs": [{"name": "X", "datatype": "FP32", "shape": [2, 3],
+                    "data": [1.0, 2.0, 3.0, 0.5, -1.0, 0.0]}],
+        "outputs": [{"name": "output_probability", "parameters": {"classification": 2}}]
+    });
+    let r = reqwest::Client::new()
+        .post(server.url("/v2/models/clf/infer"))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let body: Value = r.json().await.unwrap();
+    // onnxruntime's ZipMap probabilities of these rows, printed with C's "%f".
+    assert_eq!(
+        body["outputs"][0]["data"],
+        json!([
+            "0.665241:2:virginica",
+            "0.244728:1:versicolor",
+            "0.546549:0:setosa",
+            "0.331499:2:virginica"
+        ])
+    );
 }
