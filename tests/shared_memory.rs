@@ -450,3 +450,30 @@ async fn cuda_shared_memory_is_unimplemented_with_a_message() {
         err.message()
     );
 }
+
+#[tokio::test]
+async fn an_output_region_too_small_for_the_result_is_refused_naming_the_output() {
+    let server = server(true).await;
+    let (input, shape) = mlp_input();
+    let (a, b) = (Shm::new(&input), Shm::new(&[0; 8]));
+    assert_eq!(
+        register(&server, "in", &a.key, 0, input.len() as u64)
+            .await
+            .0,
+        200
+    );
+    assert_eq!(register(&server, "out", &b.key, 0, 8).await.0, 200);
+    assert_error(
+        "output region of 8 bytes",
+        post(
+            &server,
+            "/v2/models/mlp/infer",
+            infer_body(&shape, input.len(), 0, 8),
+        )
+        .await,
+        400,
+        "for output 'output' (8 bytes) should be at least",
+    );
+    assert_eq!(b.read(), vec![0; 8], "nothing was written");
+    assert_still_serves(&server).await;
+}
