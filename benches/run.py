@@ -301,7 +301,8 @@ PROFILE_HEADING = "## (g) Where the time goes"
 AB_HEADING = "## (h) Restructuring A/B"
 HOSTILE_HEADING = "## (i) Hostile requests"
 CONNECTIONS_HEADING = "## (j) Connections under attack"
-KEPT_HEADINGS = (PROFILE_HEADING, AB_HEADING, HOSTILE_HEADING, CONNECTIONS_HEADING)
+SHM_HEADING = "## (s) System shared memory"  # benches/shm.py writes it
+KEPT_HEADINGS = (PROFILE_HEADING, AB_HEADING, HOSTILE_HEADING, CONNECTIONS_HEADING, SHM_HEADING)
 
 
 def render_overload(o, started, machine, command):

@@ -100,6 +100,10 @@ struct ServeArgs {
     /// Let anyone who reaches the ports load, unload and change traffic without a token.
     #[arg(long)]
     allow_unauthenticated_admin: Option<bool>,
+    /// Serve Triton's system shared memory extension (regions under /dev/shm; registering
+    /// takes the admin token unless unauthenticated admin is allowed).
+    #[arg(long)]
+    allow_shared_memory: Option<bool>,
     /// Seconds to keep serving, not ready, after SIGTERM before closing the listeners. A second
     /// signal exits at once.
     #[arg(long)]
@@ -174,6 +178,10 @@ impl ServeArgs {
         set(
             "allow_unauthenticated_admin",
             self.allow_unauthenticated_admin.map(|v| v.to_string()),
+        );
+        set(
+            "allow_shared_memory",
+            self.allow_shared_memory.map(|v| v.to_string()),
         );
         set(
             "shutdown.drain_delay",

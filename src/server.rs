@@ -106,9 +106,11 @@ pub async fn run(
     };
 
     // Serve first: liveness answers while models load, readiness waits for them.
+    let shm = Arc::new(api::shm::SharedMemory::new(config.allow_shared_memory));
     let http_app = api::http::app(
         router.clone(),
         admin.clone(),
+        shm.clone(),
         config.max_request_bytes,
         &config.server_name,
     );
@@ -130,6 +132,7 @@ pub async fn run(
     let grpc_routes = tonic::service::Routes::new(api::grpc::service(
         router.clone(),
         admin.clone(),
+        shm,
         config.max_request_bytes,
         &config.server_name,
     ))

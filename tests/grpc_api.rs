@@ -220,11 +220,15 @@ async fn unsupported_rpcs_answer_unimplemented_with_a_reason() {
     let server = TestServer::start().await;
     let mut c = client(&server).await;
     let err = c
-        .system_shared_memory_status(pb::SystemSharedMemoryStatusRequest::default())
+        .cuda_shared_memory_status(pb::CudaSharedMemoryStatusRequest::default())
         .await
         .unwrap_err();
     assert_eq!(err.code(), tonic::Code::Unimplemented);
-    assert!(err.message().contains("shared memory"), "{}", err.message());
+    assert!(
+        err.message().contains("CUDA shared memory"),
+        "{}",
+        err.message()
+    );
 }
 
 #[tokio::test]

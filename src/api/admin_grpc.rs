@@ -33,13 +33,15 @@ pub(super) fn authorized<T>(admin: &Admin, req: Request<T>) -> Result<(Authorize
 }
 
 /// The mutating methods of both gRPC services.
-const MUTATIONS: [&str; 6] = [
+const MUTATIONS: [&str; 8] = [
     "/ferroserve.admin.v1.TrafficAdmin/SetTraffic",
     "/ferroserve.admin.v1.TrafficAdmin/Promote",
     "/ferroserve.admin.v1.TrafficAdmin/StartRollout",
     "/ferroserve.admin.v1.TrafficAdmin/AbortRollout",
     "/inference.GRPCInferenceService/RepositoryModelLoad",
     "/inference.GRPCInferenceService/RepositoryModelUnload",
+    "/inference.GRPCInferenceService/SystemSharedMemoryRegister",
+    "/inference.GRPCInferenceService/SystemSharedMemoryUnregister",
 ];
 
 /// Tower layer of the gRPC server: a mutation without the right token is answered

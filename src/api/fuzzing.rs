@@ -50,7 +50,8 @@ struct BinarySize {
 /// i.e. finite floats and UTF-8 strings).
 pub fn http_round_trip(resp: &InferResponse) -> Result<(), String> {
     for binary in [false, true] {
-        let (body, json_len) = http_codec::encode(resp, &[], binary).map_err(|e| e.to_string())?;
+        let (body, json_len) =
+            http_codec::encode(resp, &[], binary, &[]).map_err(|e| e.to_string())?;
         let json_len = json_len.unwrap_or(body.len());
         let head: EncodedResponse =
             serde_json::from_slice(&body[..json_len]).map_err(|e| format!("re-read: {e}"))?;
@@ -146,7 +147,9 @@ pub fn grpc_decode(
     if let Some(t) = grpc_timeout.and_then(|t| t.parse().ok()) {
         req.metadata_mut().insert("grpc-timeout", t);
     }
-    grpc_codec::decode(req).map_err(|e| e.to_string())
+    grpc_codec::decode(req)
+        .map(|d| d.request)
+        .map_err(|e| e.to_string())
 }
 
 /// The gRPC response for `resp`, decoded back by prost: its raw outputs must be the tensors'.
@@ -156,7 +159,7 @@ pub fn grpc_round_trip(resp: InferResponse) -> Result<(), String> {
         .iter()
         .map(|o| o.tensor.data().clone())
         .collect();
-    let encoded = grpc_codec::encode(resp).encode_to_vec();
+    let encoded = grpc_codec::encode(resp, &[]).encode_to_vec();
     let back = pb::ModelInferResponse::decode(&encoded[..]).map_err(|e| e.to_string())?;
     match back.raw_output_contents == want {
         true => Ok(()),

@@ -12,15 +12,18 @@ pub mod grpc;
 pub mod http;
 pub mod sent;
 pub mod serve;
+pub mod shm;
 pub mod tls;
 
 /// Protocol extensions both front ends support, as listed in server metadata.
 pub fn server_extensions() -> Vec<&'static str> {
     vec![
         "binary_tensor_data",
+        "classification",
         "model_configuration",
         "model_repository",
         "parameters",
         "statistics",
+        "system_shared_memory",
     ]
 }

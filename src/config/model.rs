@@ -1,6 +1,7 @@
 //! A model's `config.toml`: the engine, declared tensors, batching and queue settings, read and
 //! validated into a `ModelConfig`. The version policy, `[traffic]` and ONNX Runtime keys are
 //! checked in their own files.
+//! Long because the raw and validated forms of every key live side by side here.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -127,6 +128,8 @@ pub struct ModelConfig {
     /// `[traffic]`: weights and shadow applied when the model loads (see `policy::traffic`).
     /// Not part of what a version is built from: changing it never reloads a version.
     pub traffic: Option<TrafficPolicy>,
+    /// `[[output]] label_filename`: output name → a file name inside the model directory.
+    pub label_files: std::collections::BTreeMap<String, String>,
 }
 
 impl ModelConfig {
@@ -165,6 +168,8 @@ struct RawTensorConfig {
     datatype: String,
     #[serde(default)]
     dims: Vec<i64>,
+    /// An output's class labels, one a line, in the model directory (Triton's label_filename).
+    label_filename: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -307,6 +312,21 @@ impl ModelConfig {
             };
         let (device, onnxruntime) = onnxruntime_keys(&raw)?;
         let traffic = raw.traffic.map(RawTraffic::validate).transpose()?;
+        let mut label_files = std::collections::BTreeMap::new();
+        for t in &raw.output {
+            if let Some(f) = &t.label_filename {
+                // One plain name or relative path that cannot climb out of the model directory.
+                let p = Path::new(f);
+                if f.is_empty()
+                    || !p
+                        .components()
+                        .all(|c| matches!(c, std::path::Component::Normal(_)))
+                {
+                    return Err(format!("output {:?}: label_filename {f:?} must be a relative path inside the model directory", t.name));
+                }
+                label_files.insert(t.name.clone(), f.clone());
+            }
+        }
         Ok(ModelConfig {
             backend: raw.backend,
             max_batch_size,
@@ -314,6 +334,7 @@ impl ModelConfig {
             warmup: super::warmup::validate(raw.warmup, max_batch_size)?,
             inputs: tensors(raw.input, "input")?,
             outputs: tensors(raw.output, "output")?,
+            label_files,
             instance_count: raw.instance_count,
             dynamic_batching: raw.dynamic_batching.map(|b| {
                 let mut preferred = b.preferred_batch_sizes;

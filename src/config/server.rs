@@ -58,6 +58,9 @@ pub struct ServerConfig {
     pub admin_token_file: Option<PathBuf>,
     /// Let mutating endpoints run without any token, from anyone who reaches the port.
     pub allow_unauthenticated_admin: bool,
+    /// Triton's system shared memory extension (regions of `/dev/shm` registered by clients on
+    /// this host); registering still takes what the admin rules require.
+    pub allow_shared_memory: bool,
     /// `[onnxruntime]`: where the `onnxruntime` backend finds its library.
     pub onnxruntime: OnnxRuntimeConfig,
     /// Inference requests in flight across all models beyond which new ones are refused at once
@@ -173,6 +176,7 @@ impl Default for ServerConfig {
             admin_token: None,
             admin_token_file: None,
             allow_unauthenticated_admin: false,
+            allow_shared_memory: false,
             onnxruntime: OnnxRuntimeConfig::default(),
             max_concurrent_requests: 0,
             max_inflight_bytes: DEFAULT_MAX_INFLIGHT_BYTES,

@@ -65,6 +65,16 @@ pub async fn load_version(
             let model_file = onnx_file::prepare(&root, &file, model.bytes)?;
             let mut built = build(model_file.bytes, &file, &config)?;
             built.signature.output_labels = model_file.labels;
+            // A label file of the config wins over labels the graph carries.
+            let model_dir = file.parent().and_then(Path::parent).unwrap_or(&root);
+            for (output, name) in &config.label_files {
+                let text = read_inside(&root, &model_dir.join(name))?.bytes;
+                let labels = String::from_utf8_lossy(&text)
+                    .lines()
+                    .map(str::to_owned)
+                    .collect();
+                built.signature.output_labels.insert(output.clone(), labels);
+            }
             Ok::<_, LoadError>((built, model.fingerprint))
         })
         .await??

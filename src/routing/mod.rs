@@ -358,6 +358,7 @@ impl Router {
 }
 
 mod admit;
+pub mod classify;
 pub mod request;
 pub mod route;
 pub mod shadow;

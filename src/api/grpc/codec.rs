@@ -8,6 +8,7 @@ use bytes::Bytes;
 use tonic::Request;
 
 use crate::api::error::ApiError;
+use crate::api::shm::{PendingInput, ShmRef, ShmUse};
 use crate::error::clip;
 use crate::metrics::Protocol;
 use crate::proto::inference as pb;
@@ -74,6 +75,45 @@ fn param_timeout(
         Some(ParameterChoice::Uint64Param(us)) => Ok(timeout_from_micros(*us)),
         Some(other) => Err(refused(format!("{other:?}").chars().take(64).collect())),
     }
+}
+
+type Params = std::collections::HashMap<String, pb::InferParameter>;
+
+/// A non-negative integer parameter (tritonclient sends int64).
+fn param_count(params: &Params, key: &str) -> Result<Option<u64>, ApiError> {
+    use pb::infer_parameter::ParameterChoice;
+    match params.get(key).and_then(|p| p.parameter_choice.as_ref()) {
+        None => Ok(None),
+        Some(ParameterChoice::Int64Param(v)) => u64::try_from(*v).map(Some).map_err(|_| {
+            bad(format!(
+                "parameter {key:?} must be a non-negative integer, got {v}"
+            ))
+        }),
+        Some(ParameterChoice::Uint64Param(v)) => Ok(Some(*v)),
+        Some(_) => Err(bad(format!(
+            "parameter {key:?} must be a non-negative integer"
+        ))),
+    }
+}
+
+/// A tensor's `shared_memory_region` / `_offset` / `_byte_size` parameters, if it has them.
+fn shm_ref(params: &Params) -> Result<Option<ShmRef>, ApiError> {
+    use pb::infer_parameter::ParameterChoice;
+    let region = match params
+        .get("shared_memory_region")
+        .and_then(|p| p.parameter_choice.as_ref())
+    {
+        None => return Ok(None),
+        Some(ParameterChoice::StringParam(s)) => s.clone(),
+        Some(_) => return Err(bad("parameter \"shared_memory_region\" must be a string")),
+    };
+    let byte_size = param_count(params, "shared_memory_byte_size")?
+        .ok_or_else(|| bad("shared_memory_region needs shared_memory_byte_size"))?;
+    Ok(Some(ShmRef {
+        region,
+        offset: param_count(params, "shared_memory_offset")?.unwrap_or(0),
+        byte_size,
+    }))
 }
 
 /// Why an input's tensor could not be built from what the request carries.
@@ -144,7 +184,14 @@ fn contents_tensor(
     }
 }
 
-pub fn decode(req: Request<pb::ModelInferRequest>) -> Result<InferRequest, ApiError> {
+/// A decoded request and what it wants of shared memory and classification (output name, K).
+pub struct Decoded {
+    pub request: InferRequest,
+    pub shm: ShmUse,
+    pub classification: Vec<(String, usize)>,
+}
+
+pub fn decode(req: Request<pb::ModelInferRequest>) -> Result<Decoded, ApiError> {
     let deadline = grpc_timeout(req.metadata())?;
     let route_key = route_key(req.metadata().get(ROUTE_KEY).map(|v| v.as_bytes())).map_err(bad)?;
     let r = req.into_inner();
@@ -157,12 +204,25 @@ pub fn decode(req: Request<pb::ModelInferRequest>) -> Result<InferRequest, ApiEr
         )));
     }
     let mut inputs = Vec::with_capacity(r.inputs.len());
+    let mut shm = ShmUse::default();
     for (ix, input) in r.inputs.into_iter().enumerate() {
         let name = input.name;
         let dtype = DataType::from_wire(&input.datatype)
             .map_err(|e| bad(format!("input {}: {e}", clip(&name))))?;
         let shape = shape_from_wire(&input.shape)
             .map_err(|e| bad(format!("input {}: {e}", clip(&name))))?;
+        if let Some(at) =
+            shm_ref(&input.parameters).map_err(|e| bad(format!("input {}: {e}", clip(&name))))?
+        {
+            shm.inputs.push(PendingInput {
+                index: ix,
+                name,
+                dtype,
+                shape,
+                at,
+            });
+            continue;
+        }
         let tensor = match (raw.get(ix), &input.contents) {
             (Some(bytes), _) => {
                 Tensor::new(dtype, shape, Bytes::clone(bytes)).map_err(ContentsError::from)
@@ -173,7 +233,17 @@ pub fn decode(req: Request<pb::ModelInferRequest>) -> Result<InferRequest, ApiEr
         .map_err(|e| bad(format!("input {}: {e}", clip(&name))))?;
         inputs.push(NamedTensor { name, tensor });
     }
-    Ok(InferRequest {
+    let mut classification = Vec::new();
+    for o in &r.outputs {
+        let what = |e: ApiError| bad(format!("output {}: {e}", clip(&o.name)));
+        if let Some(k) = param_count(&o.parameters, "classification").map_err(what)? {
+            classification.push((o.name.clone(), usize::try_from(k).unwrap_or(usize::MAX)));
+        }
+        if let Some(at) = shm_ref(&o.parameters).map_err(what)? {
+            shm.outputs.push((o.name.clone(), at));
+        }
+    }
+    let request = InferRequest {
         model: r.model_name,
         version: Some(r.model_version).filter(|v| !v.is_empty()),
         id: r.id,
@@ -182,22 +252,55 @@ pub fn decode(req: Request<pb::ModelInferRequest>) -> Result<InferRequest, ApiEr
         timeout: param_timeout(&r.parameters)?.or(deadline),
         protocol: Protocol::Grpc,
         route_key,
+    };
+    Ok(Decoded {
+        request,
+        shm,
+        classification,
     })
 }
 
 /// The response: outputs described in `outputs`, their bytes in `raw_output_contents` (what
 /// tritonclient reads without a copy).
-pub fn encode(resp: InferResponse) -> pb::ModelInferResponse {
+/// Outputs written into shared memory carry its parameters and an empty raw entry (so the
+/// raw entries stay in step with `outputs`).
+pub fn encode(resp: InferResponse, shm_outputs: &[(String, ShmRef)]) -> pb::ModelInferResponse {
+    use pb::infer_parameter::ParameterChoice;
+    let param = |c: ParameterChoice| pb::InferParameter {
+        parameter_choice: Some(c),
+    };
     let mut outputs = Vec::with_capacity(resp.outputs.len());
     let mut raw = Vec::with_capacity(resp.outputs.len());
     for o in resp.outputs {
+        let mut parameters = std::collections::HashMap::new();
+        let data = match shm_outputs.iter().find(|(n, _)| n == &o.name) {
+            Some((_, at)) => {
+                parameters.insert(
+                    "shared_memory_region".into(),
+                    param(ParameterChoice::StringParam(at.region.clone())),
+                );
+                if at.offset != 0 {
+                    parameters.insert(
+                        "shared_memory_offset".into(),
+                        param(ParameterChoice::Int64Param(at.offset as i64)),
+                    );
+                }
+                parameters.insert(
+                    "shared_memory_byte_size".into(),
+                    param(ParameterChoice::Int64Param(o.tensor.data().len() as i64)),
+                );
+                Bytes::new()
+            }
+            None => o.tensor.data().clone(),
+        };
         outputs.push(pb::model_infer_response::InferOutputTensor {
             name: o.name,
             datatype: o.tensor.dtype().as_str().into(),
             shape: o.tensor.shape().iter().map(|&d| d as i64).collect(),
+            parameters,
             ..Default::default()
         });
-        raw.push(o.tensor.data().clone());
+        raw.push(data);
     }
     pb::ModelInferResponse {
         model_name: resp.model,

@@ -22,6 +22,7 @@ use super::admin::Admin;
 use super::admin_grpc::authorized;
 use super::error::ApiError;
 use super::server_extensions;
+use super::shm::{RegionStatus, SharedMemory};
 use crate::metrics::Protocol;
 use crate::routing::Router;
 
@@ -32,6 +33,8 @@ pub struct InferenceService {
     router: Arc<Router>,
     admin: Arc<Admin>,
     server_name: String,
+    shm: Arc<SharedMemory>,
+    max_request_bytes: usize,
 }
 
 /// The tonic service, with message limits set to the configured request size (tonic applies
@@ -40,6 +43,7 @@ pub struct InferenceService {
 pub fn service(
     router: Arc<Router>,
     admin: Arc<Admin>,
+    shm: Arc<SharedMemory>,
     max_request_bytes: usize,
     server_name: &str,
 ) -> GrpcInferenceServiceServer<InferenceService> {
@@ -49,6 +53,8 @@ pub fn service(
         router,
         admin,
         server_name,
+        shm,
+        max_request_bytes,
     })
     .max_decoding_message_size(max_request_bytes)
     .max_encoding_message_size(usize::MAX)
@@ -122,10 +128,29 @@ impl GrpcInferenceService for InferenceService {
         req: Request<pb::ModelInferRequest>,
     ) -> GrpcResult<pb::ModelInferResponse> {
         let model = req.get_ref().model_name.clone();
-        let request = codec::decode(req)
+        let mut decoded = codec::decode(req)
             .inspect_err(|_| self.router.count_undecodable(&model, Protocol::Grpc))?;
-        let resp = self.router.infer(request).await.map_err(ApiError::from)?;
-        Ok(Response::new(codec::encode(resp)))
+        let pending = std::mem::take(&mut decoded.shm.inputs);
+        let _held = (!pending.is_empty())
+            .then(|| {
+                self.router
+                    .take_inflight_bytes(super::shm::input_bytes(&pending))
+            })
+            .transpose()
+            .map_err(ApiError::from)?;
+        self.shm
+            .resolve(&mut decoded.request, pending, self.max_request_bytes)
+            .await?;
+        let mut resp = self
+            .router
+            .infer(decoded.request)
+            .await
+            .map_err(ApiError::from)?;
+        self.router
+            .classify(&mut resp, &decoded.classification)
+            .map_err(ApiError::from)?;
+        self.shm.deliver(&resp, &decoded.shm.outputs).await?;
+        Ok(Response::new(codec::encode(resp, &decoded.shm.outputs)))
     }
 
     type ModelStreamInferStream =
@@ -214,44 +239,75 @@ impl GrpcInferenceService for InferenceService {
 
     async fn system_shared_memory_status(
         &self,
-        _: Request<pb::SystemSharedMemoryStatusRequest>,
+        req: Request<pb::SystemSharedMemoryStatusRequest>,
     ) -> GrpcResult<pb::SystemSharedMemoryStatusResponse> {
-        unimplemented("system shared memory")
+        let r = req.into_inner();
+        let name = Some(r.name.as_str()).filter(|n| !n.is_empty());
+        let regions = self
+            .shm
+            .status(name)?
+            .into_iter()
+            .map(|s| {
+                let status = pb::system_shared_memory_status_response::RegionStatus {
+                    name: s.name.clone(),
+                    key: s.key,
+                    offset: s.offset,
+                    byte_size: s.byte_size,
+                };
+                (s.name, status)
+            })
+            .collect();
+        Ok(Response::new(pb::SystemSharedMemoryStatusResponse {
+            regions,
+        }))
     }
 
     async fn system_shared_memory_register(
         &self,
-        _: Request<pb::SystemSharedMemoryRegisterRequest>,
+        req: Request<pb::SystemSharedMemoryRegisterRequest>,
     ) -> GrpcResult<pb::SystemSharedMemoryRegisterResponse> {
-        unimplemented("system shared memory")
+        let (auth, r) = authorized(&self.admin, req)?;
+        self.shm.register(
+            auth,
+            RegionStatus {
+                name: r.name,
+                key: r.key,
+                offset: r.offset,
+                byte_size: r.byte_size,
+            },
+        )?;
+        Ok(Response::new(pb::SystemSharedMemoryRegisterResponse {}))
     }
 
     async fn system_shared_memory_unregister(
         &self,
-        _: Request<pb::SystemSharedMemoryUnregisterRequest>,
+        req: Request<pb::SystemSharedMemoryUnregisterRequest>,
     ) -> GrpcResult<pb::SystemSharedMemoryUnregisterResponse> {
-        unimplemented("system shared memory")
+        let (auth, r) = authorized(&self.admin, req)?;
+        let name = Some(r.name.as_str()).filter(|n| !n.is_empty());
+        self.shm.unregister(auth, name)?;
+        Ok(Response::new(pb::SystemSharedMemoryUnregisterResponse {}))
     }
 
     async fn cuda_shared_memory_status(
         &self,
         _: Request<pb::CudaSharedMemoryStatusRequest>,
     ) -> GrpcResult<pb::CudaSharedMemoryStatusResponse> {
-        unimplemented("CUDA shared memory")
+        unimplemented("CUDA shared memory (system shared memory is, when enabled)")
     }
 
     async fn cuda_shared_memory_register(
         &self,
         _: Request<pb::CudaSharedMemoryRegisterRequest>,
     ) -> GrpcResult<pb::CudaSharedMemoryRegisterResponse> {
-        unimplemented("CUDA shared memory")
+        unimplemented("CUDA shared memory (system shared memory is, when enabled)")
     }
 
     async fn cuda_shared_memory_unregister(
         &self,
         _: Request<pb::CudaSharedMemoryUnregisterRequest>,
     ) -> GrpcResult<pb::CudaSharedMemoryUnregisterResponse> {
-        unimplemented("CUDA shared memory")
+        unimplemented("CUDA shared memory (system shared memory is, when enabled)")
     }
 
     async fn trace_setting(

@@ -4,11 +4,12 @@
 
 use bytes::{Bytes, BytesMut};
 use serde::Serialize;
-use serde_json::value::RawValue;
 
 use super::data::{json_tensor, DataError, JsonData};
-use super::wire::{JsonRequest, Params};
+use super::params::{param_bool, param_u64, shm_ref, OutputParams};
+use super::wire::JsonRequest;
 use crate::api::error::ApiError;
+use crate::api::shm::{PendingInput, ShmRef, ShmUse};
 use crate::metrics::Protocol;
 use crate::routing::request::timeout_from_micros;
 use crate::routing::{InferRequest, InferResponse, NamedTensor};
@@ -21,42 +22,14 @@ pub struct Decoded {
     pub output_binary: Vec<(String, bool)>,
     /// `binary_data_output`: the default for outputs not listed.
     pub binary_default: bool,
+    /// Tensors in system shared memory regions.
+    pub shm: ShmUse,
+    /// (output name, K) of outputs asked for as classifications.
+    pub classification: Vec<(String, usize)>,
 }
 
 fn bad(msg: impl Into<String>) -> ApiError {
     ApiError::BadRequest(msg.into())
-}
-
-/// A parameter's raw value as echoed in a message (cut: it is the client's text).
-fn shown(v: &RawValue) -> &str {
-    let s = v.get();
-    s.char_indices().nth(64).map_or(s, |(i, _)| &s[..i])
-}
-
-fn param_bool(params: &Params<'_>, key: &str) -> Result<Option<bool>, ApiError> {
-    match params.get(key) {
-        None => Ok(None),
-        Some(v) => match v.get() {
-            "true" => Ok(Some(true)),
-            "false" => Ok(Some(false)),
-            _ => Err(bad(format!(
-                "parameter {key:?} must be a boolean, got {}",
-                shown(v)
-            ))),
-        },
-    }
-}
-
-fn param_u64(params: &Params<'_>, key: &str) -> Result<Option<u64>, ApiError> {
-    match params.get(key) {
-        None => Ok(None),
-        Some(v) => serde_json::from_str::<u64>(v.get()).map(Some).map_err(|_| {
-            bad(format!(
-                "parameter {key:?} must be a non-negative integer, got {}",
-                shown(v)
-            ))
-        }),
-    }
 }
 
 /// Decodes an infer body; `header_len` is the `Inference-Header-Content-Length` value, if sent.
@@ -78,7 +51,8 @@ pub fn decode(
     let mut binary = body.slice(json_len..);
 
     let mut inputs = Vec::with_capacity(req.inputs.0.len());
-    for input in req.inputs.0 {
+    let mut shm = ShmUse::default();
+    for (index, input) in req.inputs.0.into_iter().enumerate() {
         let dtype = DataType::from_wire(&input.datatype)
             .map_err(|e| bad(format!("input {:?}: {e}", input.name)))?;
         let shape = input
@@ -86,6 +60,24 @@ pub fn decode(
             .0
             .and_then(|dims| shape_from_wire(&dims))
             .map_err(|e| bad(format!("input {:?}: {e}", input.name)))?;
+        let in_shm =
+            shm_ref(&input.parameters).map_err(|e| bad(format!("input {:?}: {e}", input.name)))?;
+        if let Some(at) = in_shm {
+            if input.data.is_some() {
+                return Err(bad(format!(
+                    "input {:?} has both shared_memory_region and data",
+                    input.name
+                )));
+            }
+            shm.inputs.push(PendingInput {
+                index,
+                name: input.name,
+                dtype,
+                shape,
+                at,
+            });
+            continue;
+        }
         let binary_size = param_u64(&input.parameters, "binary_data_size")
             .map_err(|e| bad(format!("input {:?}: {e}", input.name)))?;
         let tensor = match binary_size {
@@ -121,11 +113,14 @@ pub fn decode(
         )));
     }
     let mut output_binary = Vec::with_capacity(req.outputs.0.len());
+    let mut classification = Vec::new();
     for o in &req.outputs.0 {
-        if o.parameters.get("classification").is_some() {
-            return Err(ApiError::Unimplemented(
-                "the classification extension is not supported".into(),
-            ));
+        let what = |e: ApiError| bad(format!("output {:?}: {e}", o.name));
+        if let Some(k) = param_u64(&o.parameters, "classification").map_err(what)? {
+            classification.push((o.name.clone(), usize::try_from(k).unwrap_or(usize::MAX)));
+        }
+        if let Some(at) = shm_ref(&o.parameters).map_err(what)? {
+            shm.outputs.push((o.name.clone(), at));
         }
         output_binary.push((
             o.name.clone(),
@@ -148,6 +143,8 @@ pub fn decode(
         },
         output_binary,
         binary_default,
+        shm,
+        classification,
     })
 }
 
@@ -166,14 +163,9 @@ struct JsonOutputTensor<'a> {
     datatype: &'static str,
     shape: &'a [usize],
     #[serde(skip_serializing_if = "Option::is_none")]
-    parameters: Option<BinarySize>,
+    parameters: Option<OutputParams<'a>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     data: Option<JsonData<'a>>,
-}
-
-#[derive(Serialize)]
-struct BinarySize {
-    binary_data_size: usize,
 }
 
 /// Encodes a response; returns the body and, when binary outputs follow the JSON, its length.
@@ -181,6 +173,7 @@ pub fn encode(
     resp: &InferResponse,
     output_binary: &[(String, bool)],
     binary_default: bool,
+    shm_outputs: &[(String, ShmRef)],
 ) -> Result<(Bytes, Option<usize>), ApiError> {
     let binary_of = |name: &str| {
         output_binary
@@ -194,18 +187,27 @@ pub fn encode(
         .outputs
         .iter()
         .map(|o| {
-            let binary = binary_of(&o.name);
+            let in_shm = shm_outputs.iter().find(|(n, _)| n == &o.name);
+            let binary = in_shm.is_none() && binary_of(&o.name);
             if binary {
                 blobs.push(o.tensor.data());
             }
+            let parameters = match in_shm {
+                Some((_, at)) => Some(OutputParams::Shm {
+                    shared_memory_region: &at.region,
+                    shared_memory_offset: at.offset,
+                    shared_memory_byte_size: o.tensor.data().len(),
+                }),
+                None => binary.then(|| OutputParams::Binary {
+                    binary_data_size: o.tensor.data().len(),
+                }),
+            };
             JsonOutputTensor {
                 name: &o.name,
                 datatype: o.tensor.dtype().as_str(),
                 shape: o.tensor.shape(),
-                parameters: binary.then(|| BinarySize {
-                    binary_data_size: o.tensor.data().len(),
-                }),
-                data: (!binary).then_some(JsonData(&o.tensor)),
+                parameters,
+                data: (!binary && in_shm.is_none()).then_some(JsonData(&o.tensor)),
             }
         })
         .collect();
@@ -384,12 +386,12 @@ mod tests {
                 tensor: t,
             }],
         };
-        let (body, len) = encode(&resp, &[], true).unwrap();
+        let (body, len) = encode(&resp, &[], true, &[]).unwrap();
         let len = len.unwrap();
         let json: serde_json::Value = serde_json::from_slice(&body[..len]).unwrap();
         assert_eq!(json["outputs"][0]["parameters"]["binary_data_size"], 8);
         assert_eq!(&body[len..], &[0, 0, 0xc0, 0x3f, 0, 0, 0x20, 0x40]);
-        let (body, len) = encode(&resp, &[("y".into(), false)], true).unwrap();
+        let (body, len) = encode(&resp, &[("y".into(), false)], true, &[]).unwrap();
         assert!(len.is_none());
         let json: serde_json::Value = serde_json::from_slice(&body).unwrap();
         assert_eq!(json["outputs"][0]["data"], serde_json::json!([1.5, 2.5]));

@@ -6,7 +6,9 @@
 mod budget;
 pub(super) mod codec;
 pub(super) mod data;
+mod params;
 mod reject;
+mod shm;
 mod traffic;
 mod views;
 mod wire;
@@ -26,6 +28,7 @@ use super::admin::{Admin, Authorized};
 use super::compression::Encoding;
 use super::error::ApiError;
 use super::server_extensions;
+use super::shm::SharedMemory;
 use crate::metrics::Protocol;
 use crate::routing::request::{route_key, ROUTE_KEY};
 use crate::routing::Router;
@@ -41,6 +44,7 @@ pub const ADMIN_BODY_BYTES: usize = 64 * 1024;
 struct AppState {
     router: Arc<Router>,
     admin: Arc<Admin>,
+    shm: Arc<SharedMemory>,
     max_request_bytes: usize,
     server_name: Arc<str>,
 }
@@ -49,12 +53,14 @@ struct AppState {
 pub fn app(
     router: Arc<Router>,
     admin: Arc<Admin>,
+    shm: Arc<SharedMemory>,
     max_request_bytes: usize,
     server_name: &str,
 ) -> AxumRouter {
     let state = AppState {
         router: router.clone(),
         admin,
+        shm,
         max_request_bytes,
         server_name: server_name.into(),
     };
@@ -112,6 +118,27 @@ pub fn app(
         .route(
             "/v2/repository/models/{model}/unload",
             post(repository_unload),
+        )
+        .route("/v2/systemsharedmemory/status", get(shm::status_all))
+        .route(
+            "/v2/systemsharedmemory/region/{name}/status",
+            get(shm::status_one),
+        )
+        .route(
+            "/v2/systemsharedmemory/region/{name}/register",
+            post(shm::register),
+        )
+        .route(
+            "/v2/systemsharedmemory/unregister",
+            post(shm::unregister_all),
+        )
+        .route(
+            "/v2/systemsharedmemory/region/{name}/unregister",
+            post(shm::unregister_one),
+        )
+        .route(
+            "/v2/cudasharedmemory/{*rest}",
+            get(shm::cuda).post(shm::cuda),
         )
         .fallback(reject::no_route)
         .method_not_allowed_fallback(reject::method_not_allowed)
@@ -285,9 +312,22 @@ async fn infer(
             None => e,
         })
     })?;
-    let response = router.infer(decoded.request).await?;
-    let (body, json_len) =
-        codec::encode(&response, &decoded.output_binary, decoded.binary_default)?;
+    let pending = std::mem::take(&mut decoded.shm.inputs);
+    let _held = (!pending.is_empty())
+        .then(|| router.take_inflight_bytes(super::shm::input_bytes(&pending)))
+        .transpose()?;
+    s.shm
+        .resolve(&mut decoded.request, pending, s.max_request_bytes)
+        .await?;
+    let mut response = router.infer(decoded.request).await?;
+    router.classify(&mut response, &decoded.classification)?;
+    s.shm.deliver(&response, &decoded.shm.outputs).await?;
+    let (body, json_len) = codec::encode(
+        &response,
+        &decoded.output_binary,
+        decoded.binary_default,
+        &decoded.shm.outputs,
+    )?;
     let accepted = Encoding::accepted(headers.get(header::ACCEPT_ENCODING).map(|v| v.as_bytes()));
     let mut resp = match accepted {
         Some(enc) => compressed(enc, model, body).await?,
