@@ -93,6 +93,10 @@ struct ServeArgs {
     /// Let anyone who reaches the ports load, unload and change traffic without a token.
     #[arg(long)]
     allow_unauthenticated_admin: Option<bool>,
+    /// Accept Triton's `load_model(config=..., files=...)` from admitted admin callers: the
+    /// model is written into the repository, then loaded.
+    #[arg(long)]
+    allow_model_upload: Option<bool>,
     /// Seconds to keep serving, not ready, after SIGTERM before closing the listeners. A second
     /// signal exits at once.
     #[arg(long)]
@@ -165,6 +169,10 @@ impl ServeArgs {
         set(
             "allow_unauthenticated_admin",
             self.allow_unauthenticated_admin.map(|v| v.to_string()),
+        );
+        set(
+            "allow_model_upload",
+            self.allow_model_upload.map(|v| v.to_string()),
         );
         set(
             "shutdown.drain_delay",

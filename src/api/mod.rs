@@ -9,6 +9,7 @@ pub mod error;
 pub mod fuzzing;
 pub mod grpc;
 pub mod http;
+pub mod load_params;
 pub mod serve;
 pub mod tls;
 

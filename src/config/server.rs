@@ -54,6 +54,9 @@ pub struct ServerConfig {
     pub admin_token_file: Option<PathBuf>,
     /// Let mutating endpoints run without any token, from anyone who reaches the port.
     pub allow_unauthenticated_admin: bool,
+    /// Accept Triton's load parameters (`config` JSON, `file:` contents) from admitted admin
+    /// callers, writing the model into the repository; off: such loads are refused (403).
+    pub allow_model_upload: bool,
     /// `[onnxruntime]`: where the `onnxruntime` backend finds its library.
     pub onnxruntime: OnnxRuntimeConfig,
     /// Inference requests in flight across all models beyond which new ones are refused at once
@@ -161,6 +164,7 @@ impl Default for ServerConfig {
             admin_token: None,
             admin_token_file: None,
             allow_unauthenticated_admin: false,
+            allow_model_upload: false,
             onnxruntime: OnnxRuntimeConfig::default(),
             max_concurrent_requests: 0,
             max_inflight_bytes: DEFAULT_MAX_INFLIGHT_BYTES,
