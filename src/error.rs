@@ -90,6 +90,37 @@ impl std::fmt::Display for Clipped<'_> {
     }
 }
 
+/// A client's string as Triton's messages repeat it: `'name'` in single quotes (control
+/// characters escaped), cut to [`ECHO_LIMIT`] bytes as [`clip`] cuts.
+pub fn quote(s: &str) -> Quoted<'_> {
+    Quoted(s)
+}
+
+pub struct Quoted<'a>(&'a str);
+
+impl std::fmt::Display for Quoted<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let s = self.0;
+        let mut end = s.len().min(ECHO_LIMIT);
+        while !s.is_char_boundary(end) {
+            end -= 1;
+        }
+        f.write_str("'")?;
+        for c in s[..end].chars() {
+            if c.is_control() {
+                write!(f, "{}", c.escape_debug())?;
+            } else {
+                write!(f, "{c}")?;
+            }
+        }
+        f.write_str("'")?;
+        if end < s.len() {
+            write!(f, "... ({} bytes)", s.len())?;
+        }
+        Ok(())
+    }
+}
+
 impl std::fmt::Debug for Clipped<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         std::fmt::Display::fmt(self, f)
@@ -125,6 +156,9 @@ mod tests {
         assert!(shown.len() < ECHO_LIMIT + 40, "{shown}");
         assert!(shown.ends_with("... (600 bytes)"), "{shown}");
         let cut = clip_message("x".repeat(1 << 20));
+        assert_eq!(quote("mlp").to_string(), "'mlp'");
+        assert_eq!(quote("a\nb").to_string(), "'a\\nb'");
+        assert!(quote(&long).to_string().ends_with("'... (600 bytes)"));
         assert!(cut.len() <= MESSAGE_LIMIT + 16);
     }
 }

@@ -104,6 +104,10 @@ struct ServeArgs {
     /// takes the admin token unless unauthenticated admin is allowed).
     #[arg(long)]
     allow_shared_memory: Option<bool>,
+    /// Accept Triton's `load_model(config=..., files=...)` from admitted admin callers: the
+    /// model is written into the repository, then loaded.
+    #[arg(long)]
+    allow_model_upload: Option<bool>,
     /// Seconds to keep serving, not ready, after SIGTERM before closing the listeners. A second
     /// signal exits at once.
     #[arg(long)]
@@ -182,6 +186,10 @@ impl ServeArgs {
         set(
             "allow_shared_memory",
             self.allow_shared_memory.map(|v| v.to_string()),
+        );
+        set(
+            "allow_model_upload",
+            self.allow_model_upload.map(|v| v.to_string()),
         );
         set(
             "shutdown.drain_delay",

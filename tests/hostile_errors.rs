@@ -132,7 +132,10 @@ async fn a_4_mib_input_name_gets_a_short_400() {
     body["inputs"][0]["name"] = json!("n".repeat(4 << 20));
     let (status, answer) = post_json(&server, "/v2/models/mlp/infer", &body).await;
     assert_eq!(status, 400);
-    assert!(error(&answer).contains("unknown input \"nnnn"), "{answer}");
+    assert!(
+        error(&answer).contains("unexpected inference input 'nnnn"),
+        "{answer}"
+    );
     assert!(error(&answer).contains("(4194304 bytes)"), "{answer}");
     assert_still_serves(&server).await;
 }
@@ -146,8 +149,8 @@ async fn a_grpc_model_name_over_16_kib_is_not_found_with_a_short_message() {
     assert_eq!(err.code(), Code::NotFound, "{}", err.message());
     assert!(err.message().len() < SHORT, "{} bytes", err.message().len());
     assert!(
-        err.message().starts_with("unknown model \"mmm")
-            && err.message().ends_with("(20480 bytes)"),
+        err.message().starts_with("Request for unknown model: 'mmm")
+            && err.message().ends_with("(20480 bytes) is not found"),
         "{}",
         err.message()
     );

@@ -84,7 +84,8 @@ async fn random_model_names_and_versions_create_no_series_on_either_transport() 
         let (http, base, mut grpc) = (http.clone(), base.clone(), grpc.clone());
         async move {
             let name = hostile(i);
-            // Unknown model, then a known model at an unknown version, on each transport.
+            // Unknown model (NOT_FOUND), then a known model at a version that is no number
+            // (Triton: INVALID_ARGUMENT), on each transport.
             let (model, version) = match i % 2 {
                 0 => (name.as_str(), None),
                 _ => ("mlp", Some(name.as_str())),
@@ -95,7 +96,7 @@ async fn random_model_names_and_versions_create_no_series_on_either_transport() 
                     Some(v) => format!("{base}/v2/models/{model}/versions/{v}/infer"),
                 };
                 let resp = http.post(&path).json(&mlp_json()).send().await.unwrap();
-                assert_eq!(resp.status(), 404, "{path}");
+                assert_eq!(resp.status(), version.map_or(404, |_| 400), "{path}");
                 let body: serde_json::Value = resp.json().await.unwrap();
                 assert!(body["error"].is_string(), "{path}: {body}");
                 let ready = path.replace("/infer", "/ready");
@@ -105,7 +106,8 @@ async fn random_model_names_and_versions_create_no_series_on_either_transport() 
                 req.model_name = model.into();
                 req.model_version = version.unwrap_or_default().into();
                 let status = grpc.model_infer(req).await.unwrap_err();
-                assert_eq!(status.code(), Code::NotFound, "{}", status.message());
+                let want = version.map_or(Code::NotFound, |_| Code::InvalidArgument);
+                assert_eq!(status.code(), want, "{}", status.message());
                 let meta = pb::ModelMetadataRequest {
                     name: model.into(),
                     version: version.unwrap_or_default().into(),

@@ -59,11 +59,11 @@ async fn grpc_raw_contents_shorter_or_longer_than_shape_times_dtype_are_invalid_
     let raw = le_bytes(&mlp_values(8));
     #[rustfmt::skip]
     let cases: Vec<(&str, Vec<u8>, Vec<i64>, Needles)> = vec![
-        ("one byte short", raw[..2047].to_vec(), vec![8, 64], &["\"input\"", "needs 2048 bytes, got 2047"]),
-        ("one byte long", [&raw[..], &[0]].concat(), vec![8, 64], &["\"input\"", "needs 2048 bytes, got 2049"]),
-        ("a row long", [&raw[..], &raw[..256]].concat(), vec![8, 64], &["\"input\"", "needs 2048 bytes, got 2304"]),
-        ("empty for a full shape", Vec::new(), vec![8, 64], &["\"input\"", "needs 2048 bytes, got 0"]),
-        ("2^31 rows of nothing", Vec::new(), vec![1 << 31, 64], &["\"input\"", "needs 549755813888 bytes, got 0"]),
+        ("one byte short", raw[..2047].to_vec(), vec![8, 64], &["input byte size mismatch for input 'input' for model 'mlp'. Expected 2048, got 2047"]),
+        ("one byte long", [&raw[..], &[0]].concat(), vec![8, 64], &["input byte size mismatch for input 'input' for model 'mlp'. Expected 2048, got 2049"]),
+        ("a row long", [&raw[..], &raw[..256]].concat(), vec![8, 64], &["input byte size mismatch for input 'input' for model 'mlp'. Expected 2048, got 2304"]),
+        ("empty for a full shape", Vec::new(), vec![8, 64], &["input byte size mismatch for input 'input' for model 'mlp'. Expected 2048, got 0"]),
+        ("2^31 rows of nothing", Vec::new(), vec![1 << 31, 64], &["input byte size mismatch for input 'input' for model 'mlp'. Expected 549755813888, got 0"]),
     ];
     for (what, bytes, shape, needles) in cases {
         let req = grpc_with(|r| {
@@ -122,7 +122,7 @@ async fn bogus_bytes_length_prefixes_are_refused_on_http_binary_and_grpc_raw() {
         ("more elements than the shape", prefixed(&[b"a", b"b", b"c"]),
             &["\"input\"", "needs 2 elements, got 3"]),
         ("zero-length elements are data", prefixed(&[b"", b""]),
-            &["\"input\"", "expected datatype FP32, got BYTES"]),
+            &["inference input 'input' data-type is 'BYTES', but model 'mlp' expects 'FP32'"]),
     ];
     for (what, bytes, needles) in cases {
         let header = binary_input("BYTES", json!([2]), json!(bytes.len()));
@@ -153,13 +153,13 @@ async fn repeated_inputs_repeated_outputs_and_unknown_outputs_are_named_alike_on
         }, Box::new(|r| {
             r.inputs.push(r.inputs[0].clone());
             r.raw_input_contents.push(r.raw_input_contents[0].clone());
-        }), &["input \"input\" already exists in request"]),
+        }), &["input 'input' already exists in request"]),
         ("output twice", |b| b["outputs"] = json!([{"name": "output"}, {"name": "output"}]),
             Box::new(move |r| r.outputs = vec![output("output"), output("output")]),
-            &["output \"output\" already exists in request"]),
+            &["output 'output' already exists in request"]),
         ("unknown output", |b| b["outputs"] = json!([{"name": "nope"}]),
             Box::new(move |r| r.outputs = vec![output("nope")]),
-            &["unexpected inference output \"nope\" for model \"mlp\"", "[\"output\"]"]),
+            &["unexpected inference output 'nope' for model 'mlp'"]),
     ];
     for (what, edit_json, edit_grpc, needles) in cases {
         let mut body = mlp_json();
@@ -177,8 +177,8 @@ async fn fp16_json_numbers_parse_and_out_of_range_ones_are_400() {
     let server = TestServer::start().await;
     #[rustfmt::skip]
     let cases: Vec<(&str, f64, &[&str])> = vec![
-        ("in range", 0.5, &["\"input\"", "expected datatype FP32, got FP16"]),
-        ("the largest FP16", 65504.0, &["\"input\"", "expected datatype FP32, got FP16"]),
+        ("in range", 0.5, &["inference input 'input' data-type is 'FP16', but model 'mlp' expects 'FP32'"]),
+        ("the largest FP16", 65504.0, &["inference input 'input' data-type is 'FP16', but model 'mlp' expects 'FP32'"]),
         ("1e6", 1e6, &["\"input\"", "1000000.0 is not a valid FP16"]),
         ("-1e6", -1e6, &["\"input\"", "-1000000.0 is not a valid FP16"]),
     ];

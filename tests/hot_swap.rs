@@ -444,14 +444,14 @@ async fn a_symlink_out_of_the_repository_is_refused() {
 }
 
 #[tokio::test]
-async fn loading_a_model_absent_from_the_repository_is_not_found() {
+async fn loading_a_model_absent_from_the_repository_is_internal_in_tritons_words() {
     let dir = common::repo([copy_model("mlp")]);
     let server = control_plane_server(dir.path()).await;
+    let (status, body) = post(&server, "/v2/repository/models/nope/load", Some(TOKEN)).await;
+    assert_eq!(status, 500, "{body}");
     assert_eq!(
-        post(&server, "/v2/repository/models/nope/load", Some(TOKEN))
-            .await
-            .0,
-        404
+        body["error"],
+        "failed to load 'nope', failed to poll from model repository"
     );
 }
 

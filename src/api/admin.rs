@@ -14,6 +14,7 @@ use super::error::ApiError;
 use crate::config::ServerConfig;
 use crate::policy::traffic::TrafficPolicy;
 use crate::registry::manager::{ControlError, IndexRow, ModelManager};
+use crate::registry::upload::Upload;
 use crate::rollout::judge::RolloutRequest;
 use crate::rollout::{RolloutStatus, TrafficControl};
 
@@ -30,6 +31,8 @@ pub struct Admin {
     traffic: Arc<TrafficControl>,
     /// `None`: the operator opened mutations to anyone (`allow_unauthenticated_admin`).
     token: Option<String>,
+    /// `allow_model_upload`: the bound on an upload's files together (`max_request_bytes`).
+    upload_limit: Option<usize>,
 }
 
 impl Admin {
@@ -70,7 +73,15 @@ impl Admin {
             manager,
             traffic,
             token,
+            upload_limit: config
+                .allow_model_upload
+                .then_some(config.max_request_bytes),
         })
+    }
+
+    /// With `allow_model_upload`: the bound on an upload (`max_request_bytes`).
+    pub fn upload_limit(&self) -> Option<usize> {
+        self.upload_limit
     }
 
     pub fn manager(&self) -> &Arc<ModelManager> {
@@ -99,24 +110,29 @@ impl Admin {
         Ok(self.manager.index(ready_only)?)
     }
 
-    /// Loads `model` from the repository. `with_parameters`: the request carried Triton's load
-    /// parameters (config override, file upload); we load only from the repository, so those are
-    /// refused rather than ignored.
+    /// Loads `model` from the repository; with an `upload` (Triton's `config` and `file:` load
+    /// parameters), first writes it into the repository, which only `allow_model_upload`
+    /// allows (refused otherwise, as Triton refuses a restricted API: 403).
     pub async fn load(
         &self,
         _: Authorized,
         model: &str,
-        with_parameters: bool,
+        upload: Option<Upload>,
     ) -> Result<(), ApiError> {
-        if with_parameters {
-            return Err(ApiError::BadRequest(
-                "load parameters (config overrides, file contents) are not accepted: models load only from the repository"
+        let Some(upload) = upload else {
+            return Ok(self.manager.load(model).await?);
+        };
+        let Some(max_bytes) = self.upload_limit else {
+            return Err(ApiError::Forbidden(
+                "load parameters 'config' and 'file:' write the model into the repository: the operator must set allow_model_upload"
                     .into(),
             ));
-        }
-        Ok(self.manager.load(model).await?)
+        };
+        Ok(self.manager.load_uploaded(model, upload, max_bytes).await?)
     }
 
+    /// Unloads `model`. Triton's `unload_dependents` changes nothing: there are no ensembles
+    /// here, so a model has no dependents.
     pub async fn unload(&self, _: Authorized, model: &str) -> Result<(), ApiError> {
         Ok(self.manager.unload(model).await?)
     }

@@ -350,6 +350,33 @@ mod tests {
                 tonic::Code::Internal,
             ),
             (
+                ApiError::Control(ControlError::NotInRepository(s())),
+                500,
+                tonic::Code::Internal,
+            ),
+            (
+                InferError::BadVersion(s()).into(),
+                400,
+                tonic::Code::InvalidArgument,
+            ),
+            (
+                InferError::VersionNotReady {
+                    model: s(),
+                    version: s(),
+                    reason: s(),
+                }
+                .into(),
+                503,
+                tonic::Code::Unavailable,
+            ),
+            (
+                ApiError::Control(ControlError::Upload(
+                    crate::registry::upload::UploadError::TooLarge(s()),
+                )),
+                413,
+                tonic::Code::ResourceExhausted,
+            ),
+            (
                 TrafficError::ModelNotFound(s()).into(),
                 404,
                 tonic::Code::NotFound,

@@ -10,6 +10,7 @@ pub mod error;
 pub mod fuzzing;
 pub mod grpc;
 pub mod http;
+pub mod load_params;
 pub mod sent;
 pub mod serve;
 pub mod shm;

@@ -61,6 +61,9 @@ pub struct ServerConfig {
     /// Triton's system shared memory extension (regions of `/dev/shm` registered by clients on
     /// this host); registering still takes what the admin rules require.
     pub allow_shared_memory: bool,
+    /// Accept Triton's load parameters (`config` JSON, `file:` contents) from admitted admin
+    /// callers, writing the model into the repository; off: such loads are refused (403).
+    pub allow_model_upload: bool,
     /// `[onnxruntime]`: where the `onnxruntime` backend finds its library.
     pub onnxruntime: OnnxRuntimeConfig,
     /// Inference requests in flight across all models beyond which new ones are refused at once
@@ -177,6 +180,7 @@ impl Default for ServerConfig {
             admin_token_file: None,
             allow_unauthenticated_admin: false,
             allow_shared_memory: false,
+            allow_model_upload: false,
             onnxruntime: OnnxRuntimeConfig::default(),
             max_concurrent_requests: 0,
             max_inflight_bytes: DEFAULT_MAX_INFLIGHT_BYTES,

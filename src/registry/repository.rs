@@ -34,6 +34,11 @@ impl Repository {
     pub fn root(&self) -> &Path {
         &self.root
     }
+
+    /// Whether the root is one model's directory (`model_name`) rather than a repository.
+    pub fn is_single_model(&self) -> bool {
+        self.single.is_some()
+    }
 }
 
 impl From<&Path> for Repository {

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use tracing::Instrument;
 
 use crate::batching::BatchError;
-use crate::error::{clip, ErrorCode};
+use crate::error::{quote, ErrorCode};
 use crate::metrics::{code, Metrics, Protocol};
 use crate::policy::admission::{Admission, ByteBudget};
 use crate::registry::{ModelEntry, ModelVersion, Registry};
@@ -49,12 +49,26 @@ pub struct InferResponse {
 
 #[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
 pub enum InferError {
-    #[error("unknown model {}", clip(.0))]
+    // Triton's wording, which clients match on (its core's model_repository_manager.cc,
+    // model_lifecycle.cc and the server's common.cc).
+    #[error("Request for unknown model: {} is not found", quote(.0))]
     ModelNotFound(String),
-    #[error("unknown version {} of model {}", clip(.version), clip(.model))]
+    #[error("Request for unknown model: {} version {} is not found", quote(.model), .version)]
     VersionNotFound { model: String, version: String },
-    #[error("model {model:?} is not ready: {reason}")]
+    /// A version string that is not a number (Triton: INVALID_ARG, not NOT_FOUND).
+    #[error("{}", bad_version(.0))]
+    BadVersion(String),
+    /// No version of the model is ready (Triton's "has no available versions"; we answer 503
+    /// as for every model that is not ready, and say why).
+    #[error("Request for unknown model: {} has no available versions ({reason})", quote(.model))]
     NotReady { model: String, reason: String },
+    /// The version named is known but not ready (loading, or failed to load).
+    #[error("Request for unknown model: {} version {version} is not at ready state ({reason})", quote(.model))]
+    VersionNotReady {
+        model: String,
+        version: String,
+        reason: String,
+    },
     #[error("{0}")]
     InvalidInput(String),
     #[error("model {model:?} is overloaded: {reason}")]
@@ -79,8 +93,10 @@ impl InferError {
             InferError::ModelNotFound(_) | InferError::VersionNotFound { .. } => {
                 ErrorCode::NotFound
             }
-            InferError::NotReady { .. } | InferError::Unavailable(_) => ErrorCode::Unavailable,
-            InferError::InvalidInput(_) => ErrorCode::InvalidArgument,
+            InferError::NotReady { .. }
+            | InferError::VersionNotReady { .. }
+            | InferError::Unavailable(_) => ErrorCode::Unavailable,
+            InferError::InvalidInput(_) | InferError::BadVersion(_) => ErrorCode::InvalidArgument,
             InferError::Overloaded { .. } | InferError::ServerOverloaded(_) => {
                 ErrorCode::ResourceExhausted
             }
@@ -88,6 +104,22 @@ impl InferError {
             InferError::Cancelled => ErrorCode::Cancelled,
             InferError::Internal { .. } => ErrorCode::Internal,
         }
+    }
+}
+
+/// Triton's answer to a version string that is not a non-negative integer (`common.cc`'s
+/// `GetModelVersionFromString`, `std::stol` named as it names it).
+fn bad_version(v: &str) -> String {
+    if v.trim_start().starts_with('-') && v.trim().parse::<i64>().is_ok() {
+        format!(
+            "invalid model version specified {} , version should be an integral value > 0",
+            quote(v)
+        )
+    } else {
+        format!(
+            "failed to get model version from specified version string {} (details: stol), version should be an integral value > 0",
+            quote(v)
+        )
     }
 }
 
@@ -191,7 +223,7 @@ impl Router {
     pub fn model_ready(&self, model: &str, version: Option<&str>) -> Result<bool, InferError> {
         match self.version(model, version) {
             Ok(_) => Ok(true),
-            Err(InferError::NotReady { .. }) => Ok(false),
+            Err(InferError::NotReady { .. } | InferError::VersionNotReady { .. }) => Ok(false),
             Err(e) => Err(e),
         }
     }

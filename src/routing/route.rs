@@ -46,15 +46,18 @@ impl Router {
                     model: model.to_owned(),
                     version: v.to_owned(),
                 };
-                let number: u64 = v.parse().map_err(|_| unknown())?;
+                let number: u64 = v
+                    .parse()
+                    .map_err(|_| InferError::BadVersion(v.to_owned()))?;
+                let version_not_ready = |reason: String| InferError::VersionNotReady {
+                    model: model.to_owned(),
+                    version: number.to_string(),
+                    reason,
+                };
                 match entry.versions.get(&number) {
                     Some(VersionState::Ready(mv)) => Ok(mv.clone()),
-                    Some(VersionState::Loading) => {
-                        Err(not_ready(format!("version {v} is loading")))
-                    }
-                    Some(VersionState::Unavailable(r)) => {
-                        Err(not_ready(format!("version {v}: {r}")))
-                    }
+                    Some(VersionState::Loading) => Err(version_not_ready("loading".into())),
+                    Some(VersionState::Unavailable(r)) => Err(version_not_ready(r.clone())),
                     None => Err(unknown()),
                 }
             }

@@ -58,8 +58,8 @@ def sklearn_models():
     xi, yi = iris()
     xr, yr = regression()
     floats = [("input", FloatTensorType([None, 4]))]
-    rows_i = {"input": xi[::30][:5]}
-    rows_r = {"input": xr[:5]}
+    rows_i = {"input": xi[::30][:4]}
+    rows_r = {"input": xr[:4]}
     yield "linear_regression", "linear models", linear_model.LinearRegression().fit(xr, yr), rows_r, floats
     yield "logistic_regression", "linear models + ZipMap", linear_model.LogisticRegression(max_iter=500).fit(xi, yi), rows_i, floats
     yield "svc", "SVMs + ZipMap", svm.SVC(probability=True, random_state=SEED).fit(xi, yi), rows_i, floats
@@ -72,7 +72,7 @@ def sklearn_models():
     yield "standard_scaler", "scalers", preprocessing.StandardScaler().fit(xi), rows_i, floats
     xm = xi.copy()
     xm[::7, 1] = np.nan
-    yield "simple_imputer", "imputers", impute.SimpleImputer().fit(xm), {"input": xm[:5]}, floats
+    yield "simple_imputer", "imputers", impute.SimpleImputer().fit(xm), {"input": xm[:4]}, floats
     colours = np.array([["red", "s"], ["green", "m"], ["blue", "l"], ["red", "l"], ["green", "s"]], dtype=object)
     yield ("onehot_encoder", "one-hot encoders (string inputs)", preprocessing.OneHotEncoder().fit(colours),
            {"input": colours}, [("input", StringTensorType([None, 2]))])

@@ -9,7 +9,7 @@ use tonic::Request;
 
 use crate::api::error::ApiError;
 use crate::api::shm::{PendingInput, ShmRef, ShmUse};
-use crate::error::clip;
+use crate::error::{clip, quote};
 use crate::metrics::Protocol;
 use crate::proto::inference as pb;
 use crate::routing::request::{route_key, timeout_from_micros, ROUTE_KEY};
@@ -196,6 +196,18 @@ pub fn decode(req: Request<pb::ModelInferRequest>) -> Result<Decoded, ApiError> 
     let route_key = route_key(req.metadata().get(ROUTE_KEY).map(|v| v.as_bytes())).map_err(bad)?;
     let r = req.into_inner();
     let raw = r.raw_input_contents;
+    if let Some(mixed) = r
+        .inputs
+        .iter()
+        .find(|i| i.contents.is_some() && !raw.is_empty())
+    {
+        // Triton's words (infer_handler.cc).
+        return Err(bad(format!(
+            "contents field must not be specified when using raw_input_contents for {} for model {}",
+            quote(&mixed.name),
+            quote(&r.model_name)
+        )));
+    }
     if !raw.is_empty() && raw.len() != r.inputs.len() {
         return Err(bad(format!(
             "raw_input_contents has {} entries for {} inputs; send all inputs raw or none",
@@ -224,9 +236,19 @@ pub fn decode(req: Request<pb::ModelInferRequest>) -> Result<Decoded, ApiError> 
             continue;
         }
         let tensor = match (raw.get(ix), &input.contents) {
-            (Some(bytes), _) => {
-                Tensor::new(dtype, shape, Bytes::clone(bytes)).map_err(ContentsError::from)
-            }
+            (Some(bytes), _) => match Tensor::new(dtype, shape, Bytes::clone(bytes)) {
+                Err(TensorError::ByteSize {
+                    expected, actual, ..
+                }) => {
+                    // Triton's words (infer_request.cc).
+                    return Err(bad(format!(
+                        "input byte size mismatch for input {} for model {}. Expected {expected}, got {actual}",
+                        quote(&name),
+                        quote(&r.model_name)
+                    )));
+                }
+                other => other.map_err(ContentsError::from),
+            },
             (None, Some(contents)) => contents_tensor(dtype, shape, contents),
             (None, None) => Err(ContentsError::NoData),
         }

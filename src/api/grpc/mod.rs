@@ -21,6 +21,7 @@ use tonic::{Request, Response, Status};
 use super::admin::Admin;
 use super::admin_grpc::authorized;
 use super::error::ApiError;
+use super::load_params::{self, Param};
 use super::server_extensions;
 use super::shm::{RegionStatus, SharedMemory};
 use crate::metrics::Protocol;
@@ -222,9 +223,19 @@ impl GrpcInferenceService for InferenceService {
         req: Request<pb::RepositoryModelLoadRequest>,
     ) -> GrpcResult<pb::RepositoryModelLoadResponse> {
         let (auth, r) = authorized(&self.admin, req)?;
-        self.admin
-            .load(auth, &r.model_name, !r.parameters.is_empty())
-            .await?;
+        use pb::model_repository_parameter::ParameterChoice;
+        let params = r.parameters.into_iter().map(|(k, p)| {
+            let value = match p.parameter_choice {
+                Some(ParameterChoice::StringParam(s)) => Param::Str(s),
+                Some(ParameterChoice::BytesParam(b)) => Param::Bytes(b.to_vec()),
+                Some(ParameterChoice::BoolParam(_)) => Param::Other("bool"),
+                Some(ParameterChoice::Int64Param(_)) => Param::Other("int"),
+                None => Param::Other("none"),
+            };
+            (k, value)
+        });
+        let upload = load_params::upload(&r.model_name, params)?;
+        self.admin.load(auth, &r.model_name, upload).await?;
         Ok(Response::new(pb::RepositoryModelLoadResponse {}))
     }
 
@@ -233,6 +244,17 @@ impl GrpcInferenceService for InferenceService {
         req: Request<pb::RepositoryModelUnloadRequest>,
     ) -> GrpcResult<pb::RepositoryModelUnloadResponse> {
         let (auth, r) = authorized(&self.admin, req)?;
+        use pb::model_repository_parameter::ParameterChoice;
+        if let Some(p) = r.parameters.get("unload_dependents") {
+            // Accepted (no model here has dependents), but typed as Triton types it.
+            if !matches!(p.parameter_choice, Some(ParameterChoice::BoolParam(_))) {
+                return Err(ApiError::BadRequest(
+                    "invalid value type for 'unload_dependents' parameter, expected bool_param."
+                        .into(),
+                )
+                .into());
+            }
+        }
         self.admin.unload(auth, &r.model_name).await?;
         Ok(Response::new(pb::RepositoryModelUnloadResponse {}))
     }

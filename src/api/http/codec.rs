@@ -10,10 +10,11 @@ use super::params::{param_bool, param_u64, shm_ref, OutputParams};
 use super::wire::JsonRequest;
 use crate::api::error::ApiError;
 use crate::api::shm::{PendingInput, ShmRef, ShmUse};
+use crate::error::quote;
 use crate::metrics::Protocol;
 use crate::routing::request::timeout_from_micros;
 use crate::routing::{InferRequest, InferResponse, NamedTensor};
-use crate::tensor::{shape_from_wire, DataType, Tensor};
+use crate::tensor::{shape_from_wire, DataType, Tensor, TensorError};
 
 /// A decoded request plus what the response encoder must know: which outputs go binary.
 pub struct Decoded {
@@ -93,7 +94,17 @@ pub fn decode(
                         binary.len()
                     )));
                 }
-                Tensor::new(dtype, shape, binary.split_to(size)).map_err(DataError::from)
+                match Tensor::new(dtype, shape, binary.split_to(size)) {
+                    Err(TensorError::ByteSize { expected, actual, .. }) => {
+                        // Triton's words (infer_request.cc), as gRPC answers them.
+                        return Err(bad(format!(
+                            "input byte size mismatch for input {} for model {}. Expected {expected}, got {actual}",
+                            quote(&input.name),
+                            quote(model)
+                        )));
+                    }
+                    other => other.map_err(DataError::from),
+                }
             }
             None => {
                 let data = input.data.ok_or_else(|| bad(format!("input {:?} has no data", input.name)))?;

@@ -27,9 +27,11 @@ use serde_json::{json, Value};
 use super::admin::{Admin, Authorized};
 use super::compression::Encoding;
 use super::error::ApiError;
+use super::load_params::{self, Param};
 use super::server_extensions;
 use super::shm::SharedMemory;
 use crate::metrics::Protocol;
+use crate::registry::upload::Upload;
 use crate::routing::request::{route_key, ROUTE_KEY};
 use crate::routing::Router;
 use reject::{Body, Mutation};
@@ -403,25 +405,40 @@ async fn repository_index(
     Ok(Json(Value::Array(rows)))
 }
 
-/// Whether a load request carries Triton's `parameters` (config override, file upload), which
-/// [`Admin::load`] refuses.
-fn load_parameters(body: &Bytes) -> Result<bool, ApiError> {
+/// The upload a load request's Triton `parameters` describe (`config` JSON, base64 `file:`
+/// contents), if any.
+fn load_parameters(model: &str, body: &Bytes) -> Result<Option<Upload>, ApiError> {
     if body.is_empty() {
-        return Ok(false);
+        return Ok(None);
     }
     let v: Value = serde_json::from_slice(body)
         .map_err(|e| ApiError::BadRequest(format!("malformed load request: {e}")))?;
-    Ok(v.get("parameters")
-        .and_then(Value::as_object)
-        .is_some_and(|p| !p.is_empty()))
+    let Some(params) = v.get("parameters") else {
+        return Ok(None);
+    };
+    let Value::Object(params) = params else {
+        return Err(ApiError::BadRequest(
+            "load request 'parameters' must be an object".into(),
+        ));
+    };
+    let params = params.iter().map(|(k, v)| {
+        let value = match v {
+            Value::String(s) => Param::Str(s.clone()),
+            Value::Bool(_) => Param::Other("bool"),
+            Value::Number(_) => Param::Other("int"),
+            _ => Param::Other("json"),
+        };
+        (k.clone(), value)
+    });
+    load_params::upload(model, params)
 }
 
 async fn repository_load(
     State(s): State<AppState>,
     Mutation { model, auth, body }: Mutation,
 ) -> Result<Json<Value>, ApiError> {
-    let with_parameters = load_parameters(&body)?;
-    s.admin.load(auth, &model, with_parameters).await?;
+    let upload = load_parameters(&model, &body)?;
+    s.admin.load(auth, &model, upload).await?;
     Ok(Json(json!({})))
 }
 

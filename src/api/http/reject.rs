@@ -36,20 +36,25 @@ impl FromRequest<AppState> for Body {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, _: &AppState) -> Result<Self, ApiError> {
-        axum::body::to_bytes(req.into_body(), ADMIN_BODY_BYTES)
-            .await
-            .map(Body)
-            .map_err(|e| {
-                let e = e.into_inner();
-                if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() {
-                    ApiError::PayloadTooLarge(format!(
-                        "request body is too large: admin requests take at most {ADMIN_BODY_BYTES} bytes"
-                    ))
-                } else {
-                    ApiError::body_read(&*e)
-                }
-            })
+        read_body(req, ADMIN_BODY_BYTES).await.map(Body)
     }
+}
+
+async fn read_body(req: Request, limit: usize) -> Result<Bytes, ApiError> {
+    axum::body::to_bytes(req.into_body(), limit)
+        .await
+        .map_err(|e| {
+            let e = e.into_inner();
+            if e.downcast_ref::<http_body_util::LengthLimitError>()
+                .is_some()
+            {
+                ApiError::PayloadTooLarge(format!(
+                    "request body is too large: admin requests take at most {limit} bytes"
+                ))
+            } else {
+                ApiError::body_read(&*e)
+            }
+        })
 }
 
 /// A mutation of one model (`.../models/{model}/...`): the model, the proof the token passed
@@ -69,7 +74,13 @@ impl FromRequest<AppState> for Mutation {
             .await
             .map_err(|e| rejection(e.status(), e.body_text(), s.max_request_bytes))?;
         let auth = Authorized::from_request_parts(&mut parts, s).await?;
-        let Body(body) = Body::from_request(Request::from_parts(parts, body), s).await?;
+        // With `allow_model_upload`, a load carries model files: up to `max_request_bytes`
+        // from a caller already admitted.
+        let limit = s
+            .admin
+            .upload_limit()
+            .map_or(ADMIN_BODY_BYTES, |l| l.max(ADMIN_BODY_BYTES));
+        let body = read_body(Request::from_parts(parts, body), limit).await?;
         Ok(Mutation { model, auth, body })
     }
 }

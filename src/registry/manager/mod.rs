@@ -10,9 +10,10 @@ use std::time::Duration;
 use tokio::sync::Mutex;
 
 use super::repository::{self, ModelDir};
+use super::upload::{self, Upload, UploadError};
 use super::{ModelEntry, Registry, VersionState};
 use crate::config::ModelControlMode;
-use crate::error::{clip, ErrorCode};
+use crate::error::{clip, quote, ErrorCode};
 use crate::metrics::Metrics;
 
 mod sync;
@@ -27,14 +28,19 @@ pub enum ControlError {
     InvalidName(String),
     #[error("no model {} in the repository", clip(.0))]
     NotFound(String),
+    /// A load of a model the repository does not hold: Triton's words and code (INTERNAL).
+    #[error("failed to load {}, failed to poll from model repository", quote(.0))]
+    NotInRepository(String),
     #[error("model {} resolves outside the model repository", clip(.0))]
     OutsideRepository(String),
     #[error("{0}")]
     NotAllowed(String),
-    #[error("model {model:?} failed to load: {reason}")]
+    #[error("load failed for model {}: {reason}", quote(.model))]
     LoadFailed { model: String, reason: String },
     #[error("model repository: {0}")]
     Repository(String),
+    #[error(transparent)]
+    Upload(#[from] UploadError),
 }
 
 impl ControlError {
@@ -46,7 +52,10 @@ impl ControlError {
             | ControlError::LoadFailed { .. } => ErrorCode::InvalidArgument,
             ControlError::NotFound(_) => ErrorCode::NotFound,
             ControlError::NotAllowed(_) => ErrorCode::FailedPrecondition,
-            ControlError::Repository(_) => ErrorCode::Internal,
+            ControlError::Repository(_) | ControlError::NotInRepository(_) => ErrorCode::Internal,
+            ControlError::Upload(UploadError::Invalid(_)) => ErrorCode::InvalidArgument,
+            ControlError::Upload(UploadError::TooLarge(_)) => ErrorCode::PayloadTooLarge,
+            ControlError::Upload(UploadError::Io(_)) => ErrorCode::Internal,
         }
     }
 }
@@ -148,14 +157,67 @@ impl ModelManager {
     /// Explicit load (or reload): re-reads the model's directory and config and applies its
     /// version policy. Errors when nothing of what was asked could be published.
     pub async fn load(&self, name: &str) -> Result<(), ControlError> {
+        self.load_from(name, None).await
+    }
+
+    /// Explicit load of a model the request brings (Triton's load with `config` and `file:`
+    /// parameters): written into the repository (`registry::upload`), then loaded as
+    /// [`ModelManager::load`] loads, within the same control operation. `max_bytes` bounds
+    /// the files together.
+    pub async fn load_uploaded(
+        &self,
+        name: &str,
+        upload: Upload,
+        max_bytes: usize,
+    ) -> Result<(), ControlError> {
+        self.load_from(name, Some((upload, max_bytes))).await
+    }
+
+    async fn load_from(
+        &self,
+        name: &str,
+        upload: Option<(Upload, usize)>,
+    ) -> Result<(), ControlError> {
         if self.mode != ModelControlMode::Explicit {
             return Err(ControlError::NotAllowed(format!(
                 "loading models through the API needs --model-control-mode explicit (this server runs in {} mode)",
                 self.mode.as_str()
             )));
         }
-        let dir = self.dir(name)?;
+        if !repository::valid_model_name(name) {
+            return Err(ControlError::InvalidName(name.to_owned()));
+        }
         let mut ops = self.ops.lock().await;
+        if let Some((upload, max_bytes)) = upload {
+            let with_files = !upload.files.is_empty();
+            // A config override needs the model in the repository; an upload brings it.
+            if !with_files {
+                self.dir(name)?;
+            }
+            // One model's directory (`model_name`) has no place for another model's files.
+            if self.root.is_single_model() {
+                return Err(ControlError::Repository(
+                    "uploads need a model repository; this server serves one model's directory (model_name)".to_owned(),
+                ));
+            }
+            let root = self
+                .root
+                .root()
+                .canonicalize()
+                .map_err(|e| ControlError::Repository(e.to_string()))?;
+            tokio::task::spawn_blocking({
+                let name = name.to_owned();
+                move || upload::write(&root, &name, &upload, max_bytes)
+            })
+            .await
+            .map_err(|e| ControlError::Repository(format!("upload task failed: {e}")))??;
+        }
+        let dir = match self.dir(name) {
+            Err(ControlError::NotFound(_)) => {
+                return Err(ControlError::NotInRepository(name.to_owned()))
+            }
+            other => other?,
+        };
         self.unloaded_set().remove(name);
         ops.insert(name.to_owned(), disk_state(&dir));
         match self.sync(dir).await {
