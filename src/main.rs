@@ -26,7 +26,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Serve the models of a repository over HTTP and gRPC.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Measure a server: closed- or open-loop load on one model, latency percentiles.
     Bench(ferroserve::loadgen::BenchArgs),
     /// List, load or unload the models of a running server (its repository API).
@@ -257,7 +257,7 @@ async fn one_signal() {
 fn main() -> anyhow::Result<ExitCode> {
     let cli = Cli::parse();
     match cli.command {
-        Command::Serve(args) => serve(args).map(|()| ExitCode::SUCCESS),
+        Command::Serve(args) => serve(*args).map(|()| ExitCode::SUCCESS),
         // The load generator builds its own runtime (`--threads`), separate from the server's.
         Command::Bench(args) => ferroserve::loadgen::main(args),
         Command::Models(args) => models_cli::run(args).map(|()| ExitCode::SUCCESS),
