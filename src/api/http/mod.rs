@@ -2,6 +2,9 @@
 //! configuration and statistics routes. Handlers translate and call `Router`; nothing more. The
 //! inference body is [`codec`], the metadata/config/statistics JSON [`views`], the traffic
 //! control plane [`traffic`].
+//! Long because the one route table holds every handler of the OIP and Triton's extensions
+//! (inference with compression, shared memory and classification, model control with load
+//! parameters); splitting the infer and repository handlers into files of their own is next.
 
 mod budget;
 pub(super) mod codec;
