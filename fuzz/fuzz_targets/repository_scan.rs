@@ -12,7 +12,7 @@ use std::sync::OnceLock;
 
 use ferroserve::registry::open::read_inside;
 use ferroserve::registry::repository::{
-    parse_version, scan, scan_one, valid_model_name, MODEL_FILE,
+    parse_version, scan, scan_one, valid_model_name, Repository, MODEL_FILE,
 };
 use libfuzzer_sys::fuzz_target;
 
@@ -103,9 +103,10 @@ fuzz_target!(|input: &[u8]| {
     let tops = build(&root, &out, text);
     let root = root.canonicalize().expect("a canonical root");
 
-    let mut models = scan(&root).expect("the root scans");
+    let repo: Repository = root.as_path().into();
+    let mut models = scan(&repo).expect("the root scans");
     for name in tops.iter().filter(|n| valid_model_name(n)) {
-        if let Ok(Ok(one)) = scan_one(&root, name) {
+        if let Ok(Ok(one)) = scan_one(&repo, name) {
             models.push(one);
         }
     }
