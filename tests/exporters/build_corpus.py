@@ -75,7 +75,7 @@ def sklearn_models():
     yield "simple_imputer", "imputers", impute.SimpleImputer().fit(xm), {"input": xm[:4]}, floats
     colours = np.array([["red", "s"], ["green", "m"], ["blue", "l"], ["red", "l"], ["green", "s"]], dtype=object)
     yield ("onehot_encoder", "one-hot encoders (string inputs)", preprocessing.OneHotEncoder().fit(colours),
-           {"input": colours}, [("input", StringTensorType([None, 2]))])
+           {"input": colours[:4]}, [("input", StringTensorType([None, 2]))])
     pipe = pipeline.make_pipeline(preprocessing.StandardScaler(), linear_model.LogisticRegression(max_iter=500))
     yield "pipeline_scaler_logistic", "pipelines + ZipMap", pipe.fit(xi, yi), rows_i, floats
 
