@@ -3,6 +3,7 @@
 #   - apt package libb64-0d (perf_analyzer links libb64.so.0d), installed only when missing;
 #   - the virtualenv .venv at the repo root with tests/python/requirements.txt installed,
 #     re-installed only when the requirements (or the interpreter) changed.
+#   - the torch venv .venv-torch of the exporter corpus (scripts/setup-torch-env.sh).
 # Environment: PYTHON=<interpreter> to pick the Python used for the venv (default python3).
 set -euo pipefail
 
@@ -90,3 +91,7 @@ if [ -n "$pa" ] && [ -x "$pa" ]; then
         exit 1
     fi
 fi
+
+# 4. The torch venv of the exporter corpus (tests/exporters/requirements-torch.txt), kept in
+#    ~/.cache/ferroserve and linked as .venv-torch: see scripts/setup-torch-env.sh.
+PYTHON="$PYTHON" "$ROOT/scripts/setup-torch-env.sh"

@@ -9,7 +9,8 @@ writes
     OUT/repo/NAME-onnxruntime/...     the same file, served by ONNX Runtime
     OUT/expected/NAME.json            sample inputs and ONNX Runtime's outputs, run in-process on
                                       the same file (ZipMap outputs as the [N, C] tensor in label
-                                      order, the form ferroserve serves them in)
+                                      order, the form ferroserve serves them in); for the torch
+                                      models {"samples": [...]} of several sizes on the dynamic axes
 
 NAME has no config.toml (the server derives it, issue 14 item 4: `backend = "auto"`), the engine
 copies a config.toml of one line (`backend = ...`). With --with-config (until serving with no
@@ -17,9 +18,13 @@ config.toml is merged) every copy gets a config.toml with `max_batch_size = 0` t
 signature comes from the graph), and NAME is served by the first engine support.json lists.
 tests/python/test_exporters.py runs it without --with-config.
 
-torch is not used: its PyPI wheel is 539 MB without the ~2.5 GB of nvidia packages it pulls and
-download.pytorch.org is not reachable here, so the small CNN and transformer block are written
-with the onnx helper API, with the dynamic axes torch.onnx.export would give them.
+The torch models (a small CNN, nn.TransformerEncoderLayer and a hand-written attention block,
+with dynamic batch and sequence axes) are written by torch.onnx.export in a second process,
+tests/exporters/torch_models.py, run with the torch venv's Python ($FERROSERVE_TORCH_PYTHON, or
+<repo>/.venv-torch/bin/python, which scripts/setup-test-env.sh makes from
+tests/exporters/requirements-torch.txt); their files are served exactly as torch saved them
+(external data included), and ONNX Runtime's answers are checked against torch's before they
+become the reference.
 """
 
 from __future__ import annotations
@@ -27,7 +32,9 @@ from __future__ import annotations
 import argparse
 import copy
 import json
+import os
 import shutil
+import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -40,7 +47,13 @@ from sklearn import cluster, datasets, ensemble, impute, linear_model, pipeline,
 
 SEED = 0
 ENGINES = ("tract", "onnxruntime")
-SUPPORT = json.loads((Path(__file__).parent / "support.json").read_text())
+HERE = Path(__file__).parent
+SUPPORT = json.loads((HERE / "support.json").read_text())
+TORCH_FAMILIES = {
+    "cnn": "CNN (Conv, MaxPool, Gemm)",
+    "transformer_block": "transformer block (nn.TransformerEncoderLayer: attention, LayerNorm)",
+    "attention_block": "hand-written attention block (multi-head attention, LayerNorm, GELU)",
+}
 
 
 def iris():
@@ -80,12 +93,11 @@ def sklearn_models():
     yield "pipeline_scaler_logistic", "pipelines + ZipMap", pipe.fit(xi, yi), rows_i, floats
 
 
-def helper_models(rng):
-    """Models torch.onnx.export would write, written with the onnx helper API instead."""
+def helper_cnn(rng) -> onnx.ModelProto:
+    """A small CNN (Conv-Relu-MaxPool-Flatten-Gemm, dynamic batch) for the external-data copy."""
     def init(name, *shape):
         return numpy_helper.from_array(rng.standard_normal(shape).astype(np.float32) * 0.3, name)
 
-    # A small CNN: Conv-Relu-MaxPool-Flatten-Gemm, dynamic batch.
     nodes = [
         helper.make_node("Conv", ["image", "conv_w", "conv_b"], ["c"], kernel_shape=[3, 3], pads=[1, 1, 1, 1]),
         helper.make_node("Relu", ["c"], ["r"]),
@@ -99,42 +111,12 @@ def helper_models(rng):
         [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", 10])],
         [init("conv_w", 4, 1, 3, 3), init("conv_b", 4), init("fc_w", 10, 64), init("fc_b", 10)],
     )
-    cnn = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
-    yield "cnn", "CNN (Conv, MaxPool, Gemm)", cnn, {"image": rng.standard_normal((2, 1, 8, 8)).astype(np.float32)}, None
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
 
-    # A transformer block: single-head attention + LayerNorm + MLP, dynamic batch and sequence.
-    d = 8
-    nodes = [
-        helper.make_node("MatMul", ["x", "wq"], ["q"]),
-        helper.make_node("MatMul", ["x", "wk"], ["k"]),
-        helper.make_node("MatMul", ["x", "wv"], ["v"]),
-        helper.make_node("Transpose", ["k"], ["kt"], perm=[0, 2, 1]),
-        helper.make_node("MatMul", ["q", "kt"], ["s"]),
-        helper.make_node("Mul", ["s", "scale"], ["ss"]),
-        helper.make_node("Softmax", ["ss"], ["a"], axis=-1),
-        helper.make_node("MatMul", ["a", "v"], ["att"]),
-        helper.make_node("Add", ["x", "att"], ["h"]),
-        helper.make_node("LayerNormalization", ["h", "ln_g", "ln_b"], ["n"], axis=-1, epsilon=1e-5),
-        helper.make_node("MatMul", ["n", "w1"], ["m1"]),
-        helper.make_node("Relu", ["m1"], ["m1r"]),
-        helper.make_node("MatMul", ["m1r", "w2"], ["m2"]),
-        helper.make_node("Add", ["n", "m2"], ["y"]),
-    ]
-    inits = [init("wq", d, d), init("wk", d, d), init("wv", d, d), init("w1", d, 16), init("w2", 16, d),
-             numpy_helper.from_array(np.array(1 / np.sqrt(d), np.float32), "scale"),
-             numpy_helper.from_array(np.ones(d, np.float32), "ln_g"),
-             numpy_helper.from_array(np.zeros(d, np.float32), "ln_b")]
-    graph = helper.make_graph(
-        nodes, "transformer_block",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", "sequence", d])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", "sequence", d])],
-        inits,
-    )
-    block = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
-    yield "transformer_block", "transformer block (attention, LayerNorm)", block, {"x": rng.standard_normal((2, 5, d)).astype(np.float32)}, None
 
-    # The tensor forms exporters write: a scalar (rank-0) output, FP16 and INT8 tensors, and the
-    # oldest and newest opsets (7, the first with numpy broadcasting; 21, the newest this
+def helper_models(rng):
+    """The tensor forms exporters write, each in a graph of its own (onnx helper API)."""
+    # A scalar (rank-0) output, FP16 and INT8 tensors, and the oldest and newest opsets (7, the first with numpy broadcasting; 21, the newest this
     # onnxruntime runs in-process).
     vi = helper.make_tensor_value_info
     def small(name, nodes, x, y, opset, ir, inputs, family):
@@ -177,15 +159,54 @@ def expected(path: Path, inputs: dict) -> dict:
     return {"inputs": {k: to_json(v) for k, v in inputs.items()}, "outputs": outputs}
 
 
-def write(repo: Path, name: str, model: onnx.ModelProto, with_config: bool, external: bool = False) -> Path:
-    """NAME (no config, or tract's with --with-config) and one copy per engine."""
+def torch_python() -> str:
+    python = os.environ.get("FERROSERVE_TORCH_PYTHON") or str(HERE.parent.parent / ".venv-torch" / "bin" / "python")
+    if not Path(python).exists():
+        raise SystemExit(f"build_corpus: no torch venv ({python}): run scripts/setup-test-env.sh, "
+                         "or set FERROSERVE_TORCH_PYTHON to a Python with tests/exporters/requirements-torch.txt")
+    return python
+
+
+def torch_models(out: Path):
+    """(name, family, exporter, folder as torch wrote it, samples: [(inputs, torch's outputs)])."""
+    subprocess.run([torch_python(), str(HERE / "torch_models.py"), str(out)], check=True)
+    for meta_path in sorted(out.glob("*.json")):
+        meta = json.loads(meta_path.read_text())
+        folder = out / meta_path.stem
+        samples = [tuple({k: as_numpy(v) for k, v in sample[part].items()} for part in ("inputs", "outputs"))
+                   for sample in meta["samples"]]
+        base = meta_path.stem.removeprefix("torch_").removesuffix("_torchscript")
+        family = TORCH_FAMILIES[base]
+        if any(f.name != "model.onnx" for f in folder.iterdir()):
+            family += " + external data"
+        yield meta_path.stem, family, f"{meta['exporter']}, torch {meta['torch']}", folder, samples
+
+
+def check_against_torch(name: str, reference: dict, torch_outputs: dict) -> None:
+    """ONNX Runtime on torch's file answers like torch itself (else the export is wrong)."""
+    for out, want in torch_outputs.items():
+        have = as_numpy(reference["outputs"][out])
+        np.testing.assert_allclose(have, want, rtol=1e-4, atol=1e-4 * float(np.max(np.abs(want))),
+                                   err_msg=f"{name}/{out}: ONNX Runtime differs from torch")
+
+
+def as_numpy(tensor: dict) -> np.ndarray:
+    return np.array(tensor["data"], dtype=np.float32).reshape(tensor["shape"])
+
+
+def write(repo: Path, name: str, model: onnx.ModelProto | Path, with_config: bool, external: bool = False) -> Path:
+    """NAME (no config, or tract's with --with-config) and one copy per engine; `model` is a
+    ModelProto to save, or a folder whose files (an exporter's output) are copied as they are."""
     first = None
     # With --with-config, NAME stands in for `auto` with the first engine support.json lists.
     auto = SUPPORT.get(name, ENGINES)[0] if with_config else None
     for target, backend in [(name, auto)] + [(f"{name}-{e}", e) for e in ENGINES]:
         version = repo / target / "1"
         version.mkdir(parents=True)
-        if external:
+        if isinstance(model, Path):
+            for file in model.iterdir():
+                shutil.copyfile(file, version / file.name)
+        elif external:
             # save_model moves the weights out of `model` itself: save a copy each time.
             onnx.save_model(copy.deepcopy(model), version / "model.onnx", save_as_external_data=True,
                             all_tensors_to_one_file=True, location="model.onnx.data", size_threshold=0)
@@ -216,13 +237,20 @@ def main() -> None:
         path = write(repo, name, model, args.with_config)
         families[name] = {"exporter": "skl2onnx", "family": family}
         (exp / f"{name}.json").write_text(json.dumps(expected(path, inputs)))
+    for name, family, exporter, folder, samples in torch_models(args.out / "torch-export"):
+        path = write(repo, name, folder, args.with_config)
+        families[name] = {"exporter": exporter, "family": family}
+        references = [expected(path, inputs) for inputs, _ in samples]
+        for reference, (_, torch_outputs) in zip(references, samples):
+            check_against_torch(name, reference, torch_outputs)
+        (exp / f"{name}.json").write_text(json.dumps({"samples": references}))
     for name, family, model, inputs, _ in helper_models(rng):
         onnx.checker.check_model(model)
         path = write(repo, name, model, args.with_config)
-        families[name] = {"exporter": "onnx helper (torch.onnx.export's graph)", "family": family}
+        families[name] = {"exporter": "onnx helper", "family": family}
         (exp / f"{name}.json").write_text(json.dumps(expected(path, inputs)))
-    # One model saved with external data (its weights in model.onnx.data next to model.onnx).
-    cnn = next(m for n, _, m, _, _ in helper_models(np.random.default_rng(SEED)) if n == "cnn")
+    # One model saved with external data by onnx itself (weights in model.onnx.data).
+    cnn = helper_cnn(np.random.default_rng(SEED))
     path = write(repo, "cnn_external_data", cnn, args.with_config, external=True)
     families["cnn_external_data"] = {"exporter": "onnx.save_model(save_as_external_data=True)", "family": "external data"}
     inputs = {"image": np.random.default_rng(SEED + 1).standard_normal((2, 1, 8, 8)).astype(np.float32)}
