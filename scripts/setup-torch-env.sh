@@ -14,7 +14,13 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 REQS="$ROOT/tests/exporters/requirements-torch.txt"
 PYTHON="${PYTHON:-python3}"
-CACHE="${FERROSERVE_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/ferroserve}"
+if [ -n "${FERROSERVE_CACHE_DIR:-}" ]; then
+    CACHE="$FERROSERVE_CACHE_DIR"
+elif [ -n "${XDG_CACHE_HOME:-}${HOME:-}" ]; then
+    CACHE="${XDG_CACHE_HOME:-$HOME/.cache}/ferroserve"
+else
+    CACHE="$ROOT/.cache/ferroserve" # no home: kept with the work tree only
+fi
 LINK="$ROOT/.venv-torch"
 
 log() { echo "setup-torch-env: $*" >&2; }
