@@ -389,7 +389,7 @@ async fn an_unsupported_config_field_is_refused_by_name() {
     assert_eq!(status, 400, "{answer}");
     let msg = answer["error"].as_str().unwrap();
     assert!(
-        msg.starts_with("Invalid config override: field 'sequence_batching' is not supported"),
+        msg.starts_with("failed to load 'mlp', failed to poll from model repository: Invalid config override: field 'sequence_batching' is not supported"),
         "{msg}"
     );
     let mut params = HashMap::new();
