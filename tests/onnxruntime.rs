@@ -63,7 +63,7 @@ impl From<Answer> for (u16, Value) {
 
 /// The metadata of a model that must fail to load, once it has.
 async fn failed_model(server: &TestServer, model: &str) -> (u16, Value) {
-    get_settled(server, &format!("/v2/models/{model}"), |status, body| {
+    get_settled(server, &format!("/v2/models/{model}"), |_, body| {
         let loading = body["error"]
             .as_str()
             .is_some_and(|e| e.contains("loading"));
