@@ -525,3 +525,59 @@ async fn an_output_region_too_small_for_the_result_is_refused_naming_the_output(
     assert_eq!(b.read(), vec![0; 8], "nothing was written");
     assert_still_serves(&server).await;
 }
+
+/// tritonclient sends gRPC `raw_input_contents` only for the inputs not in shared memory, and
+/// Triton reads them in that order: one input by region beside one raw (Triton's `simple`).
+#[tokio::test]
+async fn grpc_an_input_by_region_beside_a_raw_one_takes_the_raw_entry() {
+    let data = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/triton");
+    let repo = common::repo([common::copy_model("simple").from(&data)]);
+    let server = TestServer::builder()
+        .repo(repo.path())
+        .admin_token(TOKEN)
+        .configure(|c| c.allow_shared_memory = true)
+        .start()
+        .await;
+    let le = |v: &[i32]| v.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>();
+    let (in0, in1): (Vec<i32>, Vec<i32>) = ((0..16).collect(), vec![1; 16]);
+    let a = Shm::new(&le(&in0));
+    assert_eq!(register(&server, "in0", &a.key, 0, 64).await.0, 200);
+    let by_region = [
+        (
+            "shared_memory_region".to_string(),
+            param(ParameterChoice::StringParam("in0".into())),
+        ),
+        (
+            "shared_memory_byte_size".into(),
+            param(ParameterChoice::Int64Param(64)),
+        ),
+    ];
+    let input = |name: &str| pb::model_infer_request::InferInputTensor {
+        name: name.into(),
+        datatype: "INT32".into(),
+        shape: vec![1, 16],
+        ..Default::default()
+    };
+    let req = pb::ModelInferRequest {
+        model_name: "simple".into(),
+        inputs: vec![
+            pb::model_infer_request::InferInputTensor {
+                parameters: by_region.into_iter().collect(),
+                ..input("INPUT0")
+            },
+            input("INPUT1"),
+        ],
+        raw_input_contents: vec![le(&in1).into()],
+        ..Default::default()
+    };
+    let mut client = GrpcInferenceServiceClient::connect(server.grpc_url())
+        .await
+        .unwrap();
+    let resp = client.model_infer(req).await.unwrap().into_inner();
+    let names: Vec<&str> = resp.outputs.iter().map(|o| o.name.as_str()).collect();
+    assert_eq!(names, ["OUTPUT0", "OUTPUT1"]);
+    let sum: Vec<i32> = in0.iter().zip(&in1).map(|(a, b)| a + b).collect();
+    let diff: Vec<i32> = in0.iter().zip(&in1).map(|(a, b)| a - b).collect();
+    assert_eq!(resp.raw_output_contents[0].as_ref(), le(&sum).as_slice());
+    assert_eq!(resp.raw_output_contents[1].as_ref(), le(&diff).as_slice());
+}

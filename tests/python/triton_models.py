@@ -2,7 +2,9 @@
 
     python tests/python/triton_models.py DIR [--backend tract|onnxruntime]
 
-writes them into DIR (a model repository); the suite calls `write_repository`. Shapes as the
+writes them into DIR (a model repository); the suite calls `write_repository`, and
+`tests/data/triton/` holds their output for the Rust tests (regenerate with
+`python tests/python/triton_models.py tests/data/triton`). Shapes as the
 examples use them (`[-1, 16]`, max_batch_size 8):
 - `simple`: INT32 INPUT0, INPUT1 -> OUTPUT0 = INPUT0 + INPUT1, OUTPUT1 = INPUT0 - INPUT1;
 - `simple_int8`: the same in INT8;
