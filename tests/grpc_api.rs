@@ -152,14 +152,15 @@ async fn health_metadata_config_and_statistics_answer() {
         .await
         .unwrap();
     assert!(ready.into_inner().ready);
-    let err = c
+    // As Triton: a model it does not serve is not ready (OK, false), not an error.
+    let unknown = c
         .model_ready(pb::ModelReadyRequest {
             name: "nope".into(),
             version: String::new(),
         })
         .await
-        .unwrap_err();
-    assert_eq!(err.code(), tonic::Code::NotFound);
+        .unwrap();
+    assert!(!unknown.into_inner().ready);
 
     let meta = c
         .server_metadata(pb::ServerMetadataRequest {})
@@ -220,7 +221,7 @@ async fn unsupported_rpcs_answer_unimplemented_with_a_reason() {
     let server = TestServer::start().await;
     let mut c = client(&server).await;
     let err = c
-        .cuda_shared_memory_status(pb::CudaSharedMemoryStatusRequest::default())
+        .cuda_shared_memory_register(pb::CudaSharedMemoryRegisterRequest::default())
         .await
         .unwrap_err();
     assert_eq!(err.code(), tonic::Code::Unimplemented);

@@ -389,7 +389,7 @@ async fn an_unsupported_config_field_is_refused_by_name() {
     assert_eq!(status, 400, "{answer}");
     let msg = answer["error"].as_str().unwrap();
     assert!(
-        msg.starts_with("Invalid config override: field 'sequence_batching' is not supported"),
+        msg.starts_with("failed to load 'mlp', failed to poll from model repository: Invalid config override: field 'sequence_batching' is not supported"),
         "{msg}"
     );
     let mut params = HashMap::new();
@@ -450,5 +450,39 @@ async fn unload_dependents_is_accepted_and_changes_nothing() {
         .await
         .unwrap();
     assert_eq!(server.get("/v2/models/mlp/ready").await.0, 404);
+    server.stop().await.unwrap();
+}
+
+/// Triton's answer: a model that is not loaded has nothing to unload, so the unload succeeds,
+/// whether the model was unloaded before or was never in the repository.
+#[tokio::test]
+async fn unloading_a_model_not_loaded_succeeds_as_in_triton() {
+    let (server, dir) = server(false, |_| {}).await;
+    let unload = |model: &'static str| {
+        reqwest::Client::new()
+            .post(server.url(&format!("/v2/repository/models/{model}/unload")))
+            .bearer_auth(TOKEN)
+            .send()
+    };
+    for (model, why) in [
+        ("mlp", "first unload"),
+        ("mlp", "already unloaded"),
+        ("never_there", "not in the repository"),
+    ] {
+        let resp = unload(model).await.unwrap();
+        assert_eq!(resp.status().as_u16(), 200, "{why}");
+    }
+    assert_eq!(server.get("/v2/models/mlp/ready").await.0, 404);
+    let mut client = GrpcInferenceServiceClient::connect(server.grpc_url())
+        .await
+        .unwrap();
+    let mut req = tonic::Request::new(RepositoryModelUnloadRequest {
+        model_name: "never_there".into(),
+        ..Default::default()
+    });
+    req.metadata_mut()
+        .insert("authorization", format!("Bearer {TOKEN}").parse().unwrap());
+    client.repository_model_unload(req).await.unwrap();
+    assert_repository_holds(dir.path(), &["mlp"]);
     server.stop().await.unwrap();
 }

@@ -79,7 +79,10 @@ async fn assert_tract_model_serves(server: &TestServer) {
 /// The ONNX Runtime model is unavailable everywhere it is asked about, with `reason` and the fix.
 async fn assert_onnxruntime_model_unavailable(server: &TestServer, reason: &str) {
     let (status, body) = server.get("/v2/models/scaler").await;
-    assert_eq!(status, 503, "metadata: {body}");
+    assert_eq!(
+        status, 404,
+        "metadata (Triton's NOT_FOUND: no available version): {body}"
+    );
     let msg = body["error"].as_str().unwrap();
     assert!(msg.contains(reason), "says why ({reason}): {msg}");
     assert!(msg.contains(FIX), "names the fix: {msg}");
@@ -93,7 +96,7 @@ async fn assert_onnxruntime_model_unavailable(server: &TestServer, reason: &str)
     let r = reference("scaler");
     let req = json!({"inputs": r.inputs.iter().map(|t| t.json()).collect::<Vec<_>>()});
     let (status, body) = post(server, "/v2/models/scaler/infer", &req).await;
-    assert_eq!(status, 503, "infer: {body}");
+    assert_eq!(status, 404, "infer: {body}");
 
     let (status, index) = post(server, "/v2/repository/index", &json!({})).await;
     assert_eq!(status, 200, "{index}");

@@ -255,14 +255,14 @@ async fn out_of_bounds_offsets_and_sizes_are_refused_naming_the_region() {
 }
 
 #[tokio::test]
-async fn an_unregistered_region_is_refused_with_tritons_wording() {
+async fn an_unregistered_region_is_not_found_in_tritons_words_and_code() {
     let server = server(true).await;
     let (input, shape) = mlp_input();
     let body = infer_body(&shape, input.len(), 0, 40);
     assert_error(
         "infer",
         post(&server, "/v2/models/mlp/infer", body).await,
-        400,
+        404,
         "Unable to find shared memory region: 'in'",
     );
     assert_error(
@@ -270,7 +270,7 @@ async fn an_unregistered_region_is_refused_with_tritons_wording() {
         server
             .get("/v2/systemsharedmemory/region/nope/status")
             .await,
-        400,
+        404,
         "Unable to find system shared memory region: 'nope'",
     );
     assert_still_serves(&server).await;
@@ -428,11 +428,12 @@ async fn unregister_all_with_none_registered_succeeds_on_both_transports() {
 }
 
 #[tokio::test]
-async fn cuda_shared_memory_is_unimplemented_with_a_message() {
+async fn cuda_shared_memory_register_is_unimplemented_with_a_message() {
     let server = server(true).await;
+    let body = json!({"raw_handle": {"b64": ""}, "device_id": 0, "byte_size": 64});
     assert_error(
         "http",
-        server.get("/v2/cudasharedmemory/status").await,
+        post(&server, "/v2/cudasharedmemory/region/r/register", body).await,
         501,
         "CUDA shared memory is not supported",
     );
@@ -440,7 +441,7 @@ async fn cuda_shared_memory_is_unimplemented_with_a_message() {
         .await
         .unwrap();
     let err = client
-        .cuda_shared_memory_status(pb::CudaSharedMemoryStatusRequest::default())
+        .cuda_shared_memory_register(pb::CudaSharedMemoryRegisterRequest::default())
         .await
         .unwrap_err();
     assert_eq!(err.code(), tonic::Code::Unimplemented);
@@ -448,6 +449,53 @@ async fn cuda_shared_memory_is_unimplemented_with_a_message() {
         err.message().contains("CUDA shared memory"),
         "{}",
         err.message()
+    );
+}
+
+/// Triton's CPU-only answers, which tritonclient's shm examples rely on (they unregister all
+/// CUDA regions first): nothing to unregister, an empty status, a named region not found.
+#[tokio::test]
+async fn cuda_shared_memory_has_no_regions_to_unregister_or_list() {
+    let server = server(true).await;
+    let (status, body) = post(&server, "/v2/cudasharedmemory/unregister", json!({})).await;
+    assert_eq!((status, body), (200, json!({})));
+    let (status, body) = post(
+        &server,
+        "/v2/cudasharedmemory/region/r/unregister",
+        json!({}),
+    )
+    .await;
+    assert_eq!((status, body), (200, json!({})));
+    assert_eq!(
+        server.get("/v2/cudasharedmemory/status").await,
+        (200, json!([]))
+    );
+    assert_error(
+        "status of one",
+        server.get("/v2/cudasharedmemory/region/r/status").await,
+        404,
+        "Unable to find cuda shared memory region: 'r'",
+    );
+    let mut client = GrpcInferenceServiceClient::connect(server.grpc_url())
+        .await
+        .unwrap();
+    client
+        .cuda_shared_memory_unregister(pb::CudaSharedMemoryUnregisterRequest::default())
+        .await
+        .unwrap();
+    let all = client
+        .cuda_shared_memory_status(pb::CudaSharedMemoryStatusRequest::default())
+        .await
+        .unwrap();
+    assert!(all.into_inner().regions.is_empty());
+    let err = client
+        .cuda_shared_memory_status(pb::CudaSharedMemoryStatusRequest { name: "r".into() })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::NotFound);
+    assert_eq!(
+        err.message(),
+        "Unable to find cuda shared memory region: 'r'"
     );
 }
 
@@ -476,4 +524,60 @@ async fn an_output_region_too_small_for_the_result_is_refused_naming_the_output(
     );
     assert_eq!(b.read(), vec![0; 8], "nothing was written");
     assert_still_serves(&server).await;
+}
+
+/// tritonclient sends gRPC `raw_input_contents` only for the inputs not in shared memory, and
+/// Triton reads them in that order: one input by region beside one raw (Triton's `simple`).
+#[tokio::test]
+async fn grpc_an_input_by_region_beside_a_raw_one_takes_the_raw_entry() {
+    let data = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/triton");
+    let repo = common::repo([common::copy_model("simple").from(&data)]);
+    let server = TestServer::builder()
+        .repo(repo.path())
+        .admin_token(TOKEN)
+        .configure(|c| c.allow_shared_memory = true)
+        .start()
+        .await;
+    let le = |v: &[i32]| v.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>();
+    let (in0, in1): (Vec<i32>, Vec<i32>) = ((0..16).collect(), vec![1; 16]);
+    let a = Shm::new(&le(&in0));
+    assert_eq!(register(&server, "in0", &a.key, 0, 64).await.0, 200);
+    let by_region = [
+        (
+            "shared_memory_region".to_string(),
+            param(ParameterChoice::StringParam("in0".into())),
+        ),
+        (
+            "shared_memory_byte_size".into(),
+            param(ParameterChoice::Int64Param(64)),
+        ),
+    ];
+    let input = |name: &str| pb::model_infer_request::InferInputTensor {
+        name: name.into(),
+        datatype: "INT32".into(),
+        shape: vec![1, 16],
+        ..Default::default()
+    };
+    let req = pb::ModelInferRequest {
+        model_name: "simple".into(),
+        inputs: vec![
+            pb::model_infer_request::InferInputTensor {
+                parameters: by_region.into_iter().collect(),
+                ..input("INPUT0")
+            },
+            input("INPUT1"),
+        ],
+        raw_input_contents: vec![le(&in1).into()],
+        ..Default::default()
+    };
+    let mut client = GrpcInferenceServiceClient::connect(server.grpc_url())
+        .await
+        .unwrap();
+    let resp = client.model_infer(req).await.unwrap().into_inner();
+    let names: Vec<&str> = resp.outputs.iter().map(|o| o.name.as_str()).collect();
+    assert_eq!(names, ["OUTPUT0", "OUTPUT1"]);
+    let sum: Vec<i32> = in0.iter().zip(&in1).map(|(a, b)| a + b).collect();
+    let diff: Vec<i32> = in0.iter().zip(&in1).map(|(a, b)| a - b).collect();
+    assert_eq!(resp.raw_output_contents[0].as_ref(), le(&sum).as_slice());
+    assert_eq!(resp.raw_output_contents[1].as_ref(), le(&diff).as_slice());
 }

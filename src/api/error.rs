@@ -23,6 +23,10 @@ pub enum ApiError {
     /// No route has this path.
     #[error("{0}")]
     NoRoute(String),
+    /// A named thing the request refers to is not there (a shared memory region: Triton's
+    /// NOT_FOUND).
+    #[error("{0}")]
+    NotFound(String),
     #[error("{0}")]
     MethodNotAllowed(String),
     #[error(transparent)]
@@ -46,7 +50,7 @@ impl ApiError {
             ApiError::BadRequest(_) => ErrorCode::InvalidArgument,
             ApiError::PayloadTooLarge(_) => ErrorCode::PayloadTooLarge,
             ApiError::Unimplemented(_) => ErrorCode::Unimplemented,
-            ApiError::NoRoute(_) => ErrorCode::NotFound,
+            ApiError::NoRoute(_) | ApiError::NotFound(_) => ErrorCode::NotFound,
             ApiError::MethodNotAllowed(_) => ErrorCode::MethodNotAllowed,
             ApiError::Control(e) => e.code(),
             ApiError::Unauthenticated(_) => ErrorCode::Unauthenticated,
@@ -239,9 +243,9 @@ mod tests {
                     model: s(),
                     reason: s(),
                 },
-                503,
-                tonic::Code::Unavailable,
-                "unavailable",
+                404,
+                tonic::Code::NotFound,
+                "not_found",
             ),
             (
                 InferError::Unavailable(s()),
@@ -311,6 +315,7 @@ mod tests {
             ),
             (ApiError::Forbidden(s()), 403, tonic::Code::PermissionDenied),
             (ApiError::NoRoute(s()), 404, tonic::Code::NotFound),
+            (ApiError::NotFound(s()), 404, tonic::Code::NotFound),
             (
                 ApiError::MethodNotAllowed(s()),
                 405,

@@ -79,11 +79,22 @@ pub fn upload(
     Ok(any.then_some(up))
 }
 
+/// Triton answers a config override it cannot use with `failed to load 'X', failed to poll
+/// from model repository` (its poll failed; the reason goes to its log), which clients match
+/// on; we say the reason after it. The code stays INVALID_ARGUMENT (Triton's is INTERNAL): the
+/// request is at fault.
+fn override_refused(model: &str, why: &str) -> String {
+    format!(
+        "failed to load {}, failed to poll from model repository: Invalid config override: {why}",
+        quote(model)
+    )
+}
+
 /// Triton's JSON model configuration as our `config.toml`, validated by the same parser as a
 /// file. Fields we do not serve are refused by name (unless empty or zero, as Triton's own
 /// `get_model_config` output carries them).
 pub fn config_toml(model: &str, json: &str) -> Result<String, ApiError> {
-    let invalid = |why: String| bad(format!("Invalid config override: {why}"));
+    let invalid = |why: String| bad(override_refused(model, &why));
     let v: Value = serde_json::from_str(json).map_err(|e| invalid(e.to_string()))?;
     let Value::Object(fields) = v else {
         return Err(invalid(
@@ -119,7 +130,7 @@ pub fn config_toml(model: &str, json: &str) -> Result<String, ApiError> {
                 out.insert("backend".into(), engine.into());
             }
             "max_batch_size" => {
-                out.insert("max_batch_size".into(), int(value, key)?.into());
+                out.insert("max_batch_size".into(), int(value, key).map_err(invalid)?.into());
             }
             "input" | "output" => {
                 let list = tensors(value, key).map_err(invalid)?;
@@ -156,10 +167,10 @@ fn is_empty(v: &Value) -> bool {
 }
 
 /// An integer, as a JSON number or (protobuf's JSON for 64-bit fields) a string.
-fn int(v: &Value, key: &str) -> Result<i64, ApiError> {
+fn int(v: &Value, key: &str) -> Result<i64, String> {
     v.as_i64()
         .or_else(|| v.as_str().and_then(|s| s.parse().ok()))
-        .ok_or_else(|| bad(format!("Invalid config override: {key} must be an integer")))
+        .ok_or_else(|| format!("{key} must be an integer"))
 }
 
 fn tensors(v: &Value, key: &str) -> Result<Vec<toml::Value>, String> {
@@ -308,7 +319,7 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(
-            err.starts_with("Invalid config override: field 'sequence_batching'"),
+            err.starts_with("failed to load 'm', failed to poll from model repository: Invalid config override: field 'sequence_batching'"),
             "{err}"
         );
         let err = config_toml(

@@ -83,9 +83,19 @@ fn bad(msg: impl Into<String>) -> ApiError {
     ApiError::BadRequest(msg.into())
 }
 
+/// Triton's answer to a region that is not registered, and its code (NOT_FOUND).
 fn not_found(name: &str) -> ApiError {
-    bad(format!(
+    ApiError::NotFound(format!(
         "Unable to find shared memory region: '{}'",
+        shown(name)
+    ))
+}
+
+/// CUDA shared memory is not offered, so no CUDA region is ever registered: Triton's answer
+/// (its CPU-only build) to the status of one by name.
+pub fn cuda_not_found(name: &str) -> ApiError {
+    ApiError::NotFound(format!(
+        "Unable to find cuda shared memory region: '{}'",
         shown(name)
     ))
 }
@@ -255,7 +265,7 @@ impl SharedMemory {
         match name {
             None => Ok(table.values().map(|r| r.status.clone()).collect()),
             Some(n) => table.get(n).map(|r| vec![r.status.clone()]).ok_or_else(|| {
-                bad(format!(
+                ApiError::NotFound(format!(
                     "Unable to find system shared memory region: '{}'",
                     shown(n)
                 ))

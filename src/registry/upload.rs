@@ -30,7 +30,8 @@ pub enum UploadError {
     Invalid(String),
     #[error("{0}")]
     TooLarge(String),
-    #[error("cannot write the model into the repository: {0}")]
+    /// Triton's words (its poll of the model failed: INTERNAL), then what could not be written.
+    #[error("{0}")]
     Io(String),
 }
 
@@ -121,7 +122,11 @@ pub fn write(
 ) -> Result<(), UploadError> {
     let paths = check(upload, max_bytes)?;
     let io = |what: &str, p: &Path, e: std::io::Error| {
-        UploadError::Io(format!("{what} {}: {e}", p.display()))
+        UploadError::Io(format!(
+            "failed to load {}, failed to poll from model repository: cannot {what} {} in the repository: {e}",
+            crate::error::quote(name),
+            p.strip_prefix(root).unwrap_or(p).display()
+        ))
     };
     let tag = format!(
         "{}-{}-{}",

@@ -58,8 +58,8 @@ pub enum InferError {
     /// A version string that is not a number (Triton: INVALID_ARG, not NOT_FOUND).
     #[error("{}", bad_version(.0))]
     BadVersion(String),
-    /// No version of the model is ready (Triton's "has no available versions"; we answer 503
-    /// as for every model that is not ready, and say why).
+    /// No version of the model is ready: Triton's "has no available versions" and its code,
+    /// NOT_FOUND (its `model_lifecycle.cc`), with the reason added.
     #[error("Request for unknown model: {} has no available versions ({reason})", quote(.model))]
     NotReady { model: String, reason: String },
     /// The version named is known but not ready (loading, or failed to load).
@@ -90,12 +90,13 @@ impl InferError {
     /// Its code, from which the HTTP status, gRPC code and `requests_total` label derive.
     pub fn code(&self) -> ErrorCode {
         match self {
-            InferError::ModelNotFound(_) | InferError::VersionNotFound { .. } => {
-                ErrorCode::NotFound
+            InferError::ModelNotFound(_)
+            | InferError::VersionNotFound { .. }
+            | InferError::NotReady { .. } => ErrorCode::NotFound,
+            // A named version that is loading or failed: Triton's UNAVAILABLE.
+            InferError::VersionNotReady { .. } | InferError::Unavailable(_) => {
+                ErrorCode::Unavailable
             }
-            InferError::NotReady { .. }
-            | InferError::VersionNotReady { .. }
-            | InferError::Unavailable(_) => ErrorCode::Unavailable,
             InferError::InvalidInput(_) | InferError::BadVersion(_) => ErrorCode::InvalidArgument,
             InferError::Overloaded { .. } | InferError::ServerOverloaded(_) => {
                 ErrorCode::ResourceExhausted

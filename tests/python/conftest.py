@@ -98,6 +98,7 @@ def start_server(
     https_context: ssl.SSLContext | None = None,
     repository: str | Path = "models",
     serve_args: list[str] | None = None,
+    unset_env: tuple[str, ...] = (),
 ) -> Server:
     """Starts the release binary on 127.0.0.1 with ephemeral ports and waits until it is ready.
 
@@ -107,6 +108,8 @@ def start_server(
     exits, logs no addresses, or is not ready within `timeout_s`.
     `serve_args`: the arguments of `ferroserve serve` instead of the repository and ephemeral
     ports above (they must bind port 0 on 127.0.0.1 themselves).
+    `unset_env`: variables removed from the environment after the defaults (e.g. the suite's
+    admin token, for a server run as Triton's examples expect: no token).
     """
     binary = _server_binary()
     if not binary.is_file():
@@ -135,6 +138,8 @@ def start_server(
     # default admin token file (a server without one makes a token and writes it there).
     env.setdefault("FERROSERVE_ADMIN_TOKEN", "e2e-suite-admin-token")
     env.update(env_overrides or {})
+    for name in unset_env:
+        env.pop(name, None)
     with open(log_path, "wb") as log_file:
         process = subprocess.Popen(
             cmd,

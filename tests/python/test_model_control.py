@@ -77,8 +77,7 @@ def test_upload_with_config_and_files_serves_what_the_repository_model_serves(up
     x = np.random.default_rng(7).uniform(-1, 1, size=(3, 64)).astype(np.float32)
     np.testing.assert_array_equal(infer(module, client, name, x), infer(module, client, "mlp", x))
     client.unload_model(name, headers=AUTH, unload_dependents=True)
-    # Over HTTP (gRPC's ModelReady answers NOT_FOUND for a model no longer loaded).
-    assert not httpclient.InferenceServerClient(srv.http_url).is_model_ready(name)
+    assert not client.is_model_ready(name)
     assert client.is_model_ready("mlp")
 
 

@@ -208,15 +208,22 @@ pub fn decode(req: Request<pb::ModelInferRequest>) -> Result<Decoded, ApiError> 
             quote(&r.model_name)
         )));
     }
-    if !raw.is_empty() && raw.len() != r.inputs.len() {
+    // Inputs in shared memory have no raw entry: the others take raw_input_contents in order
+    // (as tritonclient sends them and Triton reads them), all of them or none.
+    let in_raw = r
+        .inputs
+        .iter()
+        .filter(|i| !shm_ref(&i.parameters).is_ok_and(|at| at.is_some()))
+        .count();
+    if !raw.is_empty() && raw.len() != in_raw {
         return Err(bad(format!(
-            "raw_input_contents has {} entries for {} inputs; send all inputs raw or none",
-            raw.len(),
-            r.inputs.len()
+            "raw_input_contents has {} entries for {in_raw} inputs not in shared memory; send all of them raw or none",
+            raw.len()
         )));
     }
     let mut inputs = Vec::with_capacity(r.inputs.len());
     let mut shm = ShmUse::default();
+    let mut raw_entries = raw.iter();
     for (ix, input) in r.inputs.into_iter().enumerate() {
         let name = input.name;
         let dtype = DataType::from_wire(&input.datatype)
@@ -235,7 +242,7 @@ pub fn decode(req: Request<pb::ModelInferRequest>) -> Result<Decoded, ApiError> 
             });
             continue;
         }
-        let tensor = match (raw.get(ix), &input.contents) {
+        let tensor = match (raw_entries.next(), &input.contents) {
             (Some(bytes), _) => match Tensor::new(dtype, shape, Bytes::clone(bytes)) {
                 Err(TensorError::ByteSize {
                     expected, actual, ..

@@ -25,7 +25,7 @@ use super::load_params::{self, Param};
 use super::server_extensions;
 use super::shm::{RegionStatus, SharedMemory};
 use crate::metrics::Protocol;
-use crate::routing::Router;
+use crate::routing::{InferError, Router};
 
 use crate::proto::inference as pb;
 use pb::grpc_inference_service_server::{GrpcInferenceService, GrpcInferenceServiceServer};
@@ -94,10 +94,12 @@ impl GrpcInferenceService for InferenceService {
         req: Request<pb::ModelReadyRequest>,
     ) -> GrpcResult<pb::ModelReadyResponse> {
         let r = req.into_inner();
-        let ready = self
-            .router
-            .model_ready(&r.name, Some(&r.version))
-            .map_err(ApiError::from)?;
+        // As Triton: a model or version it does not serve is not ready (OK, false), which
+        // tritonclient's `is_model_ready` reads; a malformed version is still an error.
+        let ready = match self.router.model_ready(&r.name, Some(&r.version)) {
+            Err(InferError::ModelNotFound(_) | InferError::VersionNotFound { .. }) => false,
+            other => other.map_err(ApiError::from)?,
+        };
         Ok(Response::new(pb::ModelReadyResponse { ready }))
     }
 
@@ -311,11 +313,16 @@ impl GrpcInferenceService for InferenceService {
         Ok(Response::new(pb::SystemSharedMemoryUnregisterResponse {}))
     }
 
+    /// No CUDA region is ever registered (Triton's CPU-only build answers the same).
     async fn cuda_shared_memory_status(
         &self,
-        _: Request<pb::CudaSharedMemoryStatusRequest>,
+        req: Request<pb::CudaSharedMemoryStatusRequest>,
     ) -> GrpcResult<pb::CudaSharedMemoryStatusResponse> {
-        unimplemented("CUDA shared memory (system shared memory is, when enabled)")
+        let name = req.into_inner().name;
+        if !name.is_empty() {
+            return Err(super::shm::cuda_not_found(&name).into());
+        }
+        Ok(Response::new(pb::CudaSharedMemoryStatusResponse::default()))
     }
 
     async fn cuda_shared_memory_register(
@@ -325,11 +332,12 @@ impl GrpcInferenceService for InferenceService {
         unimplemented("CUDA shared memory (system shared memory is, when enabled)")
     }
 
+    /// Nothing to unregister: succeeds, as in Triton (tritonclient's shm examples call it).
     async fn cuda_shared_memory_unregister(
         &self,
         _: Request<pb::CudaSharedMemoryUnregisterRequest>,
     ) -> GrpcResult<pb::CudaSharedMemoryUnregisterResponse> {
-        unimplemented("CUDA shared memory (system shared memory is, when enabled)")
+        Ok(Response::new(pb::CudaSharedMemoryUnregisterResponse {}))
     }
 
     async fn trace_setting(

@@ -2,6 +2,7 @@
 //! [`crate::api::shm`]; the CUDA shared memory routes answer that this server has none.
 
 use axum::extract::{Path, State};
+use axum::http::Method;
 use axum::Json;
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -80,9 +81,21 @@ pub(super) async fn unregister_one(
     Ok(Json(json!({})))
 }
 
-pub(super) async fn cuda() -> ApiError {
-    ApiError::Unimplemented(
-        "CUDA shared memory is not supported by this server (system shared memory is, when enabled)"
-            .into(),
-    )
+/// `/v2/cudasharedmemory/...` as Triton's CPU-only build answers it: there are never CUDA
+/// regions, so unregistering (all or one) succeeds, the status is empty and a named region is
+/// not found; registering is not offered.
+pub(super) async fn cuda(
+    method: Method,
+    Path(rest): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let parts: Vec<&str> = rest.split('/').collect();
+    match (method, parts.as_slice()) {
+        (Method::POST, ["unregister"] | ["region", _, "unregister"]) => Ok(Json(json!({}))),
+        (Method::GET, ["status"]) => Ok(Json(json!([]))),
+        (Method::GET, ["region", name, "status"]) => Err(crate::api::shm::cuda_not_found(name)),
+        _ => Err(ApiError::Unimplemented(
+            "CUDA shared memory is not supported by this server (system shared memory is, when enabled)"
+                .into(),
+        )),
+    }
 }

@@ -230,7 +230,8 @@ impl ModelManager {
     }
 
     /// Explicit unload: new requests get NOT_FOUND at once; requests in flight finish; returns
-    /// once the versions' queues are answered and their threads joined.
+    /// once the versions' queues are answered and their threads joined. A model not loaded
+    /// (or not in the repository) has nothing to unload: success, as in Triton.
     pub async fn unload(&self, name: &str) -> Result<(), ControlError> {
         if self.mode != ModelControlMode::Explicit {
             return Err(ControlError::NotAllowed(format!(
@@ -243,7 +244,7 @@ impl ModelManager {
         }
         let mut ops = self.ops.lock().await;
         if !self.registry.snapshot().models.contains_key(name) {
-            return Err(ControlError::NotFound(name.to_owned()));
+            return Ok(());
         }
         ops.remove(name);
         self.unloaded_set().insert(name.to_owned());
