@@ -124,13 +124,14 @@ impl Source for CsvSource {
         if records.is_empty() {
             return Ok(None);
         }
-        let resolved = self.kinds.get_or_insert_with(|| {
-            infer_text_kinds(kinds, |i| {
-                records
-                    .iter()
-                    .all(|(_, r)| r.get(i).is_none_or(|c| Builder::parse_number(c).is_some()))
-            })
-        });
+        let resolved =
+            self.kinds.get_or_insert_with(|| {
+                infer_text_kinds(kinds, |i| {
+                    super::mostly_numbers(records.iter().filter_map(|(_, r)| r.get(i)).map(|c| {
+                        (!c.trim().is_empty()).then(|| Builder::parse_number(c).is_some())
+                    }))
+                })
+            });
         // Kinds set after the first batch still count.
         for (r, k) in resolved.iter_mut().zip(kinds) {
             if let Some(k) = k {

@@ -171,9 +171,12 @@ impl Source for JsonlSource {
         let names = &self.names;
         let resolved = self.kinds.get_or_insert_with(|| {
             infer_text_kinds(kinds, |i| {
-                batch
-                    .iter()
-                    .all(|(_, o)| o.as_ref().is_none_or(|o| is_number(o.get(&names[i]))))
+                super::mostly_numbers(batch.iter().filter_map(|(_, o)| o.as_ref()).map(|o| {
+                    match o.get(&names[i]) {
+                        None | Some(Value::Null) => None,
+                        v => Some(is_number(v)),
+                    }
+                }))
             })
         });
         for (r, k) in resolved.iter_mut().zip(kinds) {

@@ -13,7 +13,8 @@
 //! [`DataError`]s.
 //!
 //! Columns not given a kind are read as the file types them: CSV and JSONL columns whose first
-//! batch holds only numbers (or empty cells) are numbers ([`Values::F64`]), the rest text;
+//! batch holds mostly numbers (more than half of its non-empty cells; or only empty cells) are
+//! numbers ([`Values::F64`]), their other cells row errors; the rest are text;
 //! Parquet and `.npy` keep their stored type (F32, F64, integers as I64, strings).
 //!
 //! Writing: [`Writer::create`] with the output column names; [`Writer::write`] appends a batch
@@ -398,6 +399,18 @@ pub(crate) fn to_text(values: &Values) -> Values {
         Values::I64(v) => Values::Str(v.iter().map(|x| x.to_string()).collect()),
         Values::Str(v) => Values::Str(v.clone()),
     }
+}
+
+/// Whether a text column is numbers, from its first batch's cells (`None`: empty, `Some(ok)`:
+/// parsed as a number or not): more than half of the non-empty cells are, or all are empty. A
+/// stray bad cell then is a row error of a number column, not a column turned to text.
+pub(crate) fn mostly_numbers(cells: impl Iterator<Item = Option<bool>>) -> bool {
+    let (mut numbers, mut filled) = (0usize, 0usize);
+    for c in cells.flatten() {
+        filled += 1;
+        numbers += usize::from(c);
+    }
+    filled == 0 || numbers * 2 > filled
 }
 
 /// Column names must be unique to be mapped by name.
