@@ -86,7 +86,14 @@ pub fn main(args: PredictArgs) -> anyhow::Result<ExitCode> {
         .enable_all()
         .build()
         .context("tokio runtime")?;
-    runtime.block_on(run(args))
+    // Errors are printed as one line (with their causes), not as a backtrace: a CLI's answer.
+    match runtime.block_on(run(args)) {
+        Ok(code) => Ok(code),
+        Err(e) => {
+            eprintln!("predict: error: {e:#}");
+            Ok(ExitCode::FAILURE)
+        }
+    }
 }
 
 /// Loads the model as the server does, in explicit mode: only this model.
