@@ -132,3 +132,46 @@ def test_a_string_column_pipeline_predicts_as_the_server_answers(tmp_path):
     label = next(k for k in got[0] if k.endswith("label"))
     labels = {g[label] for g in got}
     assert labels == {"0", "1"}, "both classes appear: the string column matters"
+
+
+def test_predict_reads_the_parquet_pandas_writes_and_pandas_reads_its_output(tmp_path, server):
+    """pandas' default Parquet (pyarrow, snappy, float64 columns, a string column) scored by
+    predict equals the server's HTTP answers; pandas reads predict's Parquet output back."""
+    import pandas as pd
+
+    rng = np.random.default_rng(2)
+    n = 130
+    frame = pd.DataFrame({
+        "id": [f"k{i}" for i in range(n)],
+        "sepal_length": rng.uniform(4.3, 7.9, n).round(1),
+        "sepal_width": rng.uniform(2.0, 4.4, n).round(1),
+        "petal_length": rng.uniform(1.0, 6.9, n).round(1),
+        "petal_width": rng.uniform(0.1, 2.5, n).round(1),
+        "species": rng.choice(["setosa", "versicolor"], n),
+    })
+    data = tmp_path / "in.parquet"
+    frame.to_parquet(data)
+    out = tmp_path / "out.parquet"
+    done = subprocess.run(
+        [str(_server_binary()), "predict", "--model-repository", "models", "--model", "iris",
+         "--input", str(data), "--output", str(out), "--keep", "id"],
+        cwd=REPO_ROOT, capture_output=True, text=True, timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    got = pd.read_parquet(out)
+    assert list(got.columns) == ["id", "label", "probabilities_0", "probabilities_1", "probabilities_2"]
+    assert got["probabilities_0"].dtype == np.float32 and got["label"].dtype == np.int64
+    assert list(got["id"]) == list(frame["id"])
+
+    features = frame[["sepal_length", "sepal_width", "petal_length", "petal_width"]].to_numpy()
+    for start in range(0, n, 64):
+        chunk = features[start:start + 64]
+        answer = _post(f"http://{server.http_url}/v2/models/iris/infer", {"inputs": [
+            {"name": "input", "datatype": "FP32", "shape": list(chunk.shape),
+             "data": chunk.flatten().tolist()}]})
+        outputs = {o["name"]: o["data"] for o in answer["outputs"]}
+        rows = got.iloc[start:start + len(chunk)]
+        assert list(rows["label"]) == outputs["label"]
+        probs = np.array(outputs["probabilities"], dtype=np.float32).reshape(len(chunk), 3)
+        mine = rows[["probabilities_0", "probabilities_1", "probabilities_2"]].to_numpy()
+        assert mine.tobytes() == probs.tobytes(), start
