@@ -489,3 +489,38 @@ async fn ctrl_c_stops_with_what_was_scored_flushed_and_exit_code_130() {
         "{err}"
     );
 }
+
+#[test]
+fn a_file_that_breaks_after_some_batches_keeps_those_batches_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("in.npy");
+    write_file(&p, &feature_columns(&rows(10, 4, 8.0, 1))[1..]);
+    let bytes = std::fs::read(&p).unwrap();
+    std::fs::write(&p, &bytes[..bytes.len() - 20]).unwrap();
+    let out = dir.path().join("o.csv");
+    let repo = repo();
+    let o = predict(&[
+        "--model-repository",
+        &repo,
+        "--model",
+        "iris",
+        "--input",
+        s(&p),
+        "--output",
+        s(&out),
+        "--batch-size",
+        "4",
+    ]);
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("truncated: the data ends within rows 9..10"),
+        "{err}"
+    );
+    assert!(
+        err.contains("stopped; the rows read before are in"),
+        "{err}"
+    );
+    // Rows 1..8 scored and flushed: a header and 8 lines.
+    assert_eq!(std::fs::read_to_string(&out).unwrap().lines().count(), 9);
+}

@@ -3,7 +3,7 @@
 //! column and invalid UTF-8 are row errors with the record's line.
 
 use std::fs::File;
-use std::io::{BufReader, BufWriter};
+use std::io::{BufReader, BufWriter, Read};
 use std::path::{Path, PathBuf};
 
 use super::{
@@ -11,9 +11,40 @@ use super::{
     RowError, Sink, Source, Values,
 };
 
+/// The longest line read: the csv crate buffers a whole record, so a file with no newline must
+/// not grow it without bound.
+const MAX_LINE: u64 = super::jsonl::MAX_LINE;
+
+/// Fails the read when a line passes [`MAX_LINE`] bytes.
+struct LineLimit<R> {
+    inner: R,
+    since_newline: u64,
+    line: u64,
+}
+
+impl<R: Read> Read for LineLimit<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        let mut rest = &buf[..n];
+        while let Some(i) = memchr::memchr(b'\n', rest) {
+            self.since_newline = 0;
+            self.line += 1;
+            rest = &rest[i + 1..];
+        }
+        self.since_newline += rest.len() as u64;
+        if self.since_newline > MAX_LINE {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!("line {}: longer than {} MiB", self.line, MAX_LINE >> 20),
+            ));
+        }
+        Ok(n)
+    }
+}
+
 pub(crate) struct CsvSource {
     path: PathBuf,
-    reader: csv::Reader<BufReader<File>>,
+    reader: csv::Reader<LineLimit<BufReader<File>>>,
     names: Vec<String>,
     /// Decided at the first batch.
     kinds: Option<Vec<Kind>>,
@@ -37,7 +68,11 @@ impl CsvSource {
         let len = file.metadata().map(|m| m.len()).unwrap_or(0);
         let mut reader = csv::ReaderBuilder::new()
             .flexible(true)
-            .from_reader(BufReader::with_capacity(1 << 16, file));
+            .from_reader(LineLimit {
+                inner: BufReader::with_capacity(1 << 16, file),
+                since_newline: 0,
+                line: 1,
+            });
         let names: Vec<String> = match reader.headers() {
             Ok(h) => h.iter().map(|s| s.trim().to_owned()).collect(),
             Err(e) => {

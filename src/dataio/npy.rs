@@ -114,7 +114,7 @@ impl NpySource {
         let header = String::from_utf8_lossy(&header);
         let (elem, dims) = parse_header(&header).map_err(|e| corrupt(path, e))?;
         let cols = dims.get(1).copied().unwrap_or(1);
-        if cols == 0 || cols > 1 << 20 {
+        if cols == 0 || cols > 1 << 16 {
             return Err(corrupt(path, format!("{cols} columns")));
         }
         Ok(NpySource {

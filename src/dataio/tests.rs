@@ -137,3 +137,18 @@ fn dropping_bad_rows_keeps_the_rest_aligned() {
         Some(&Values::Str(vec!["x".into(), "z".into()]))
     );
 }
+
+#[test]
+fn a_csv_line_past_the_limit_ends_the_read_instead_of_growing() {
+    let (_d, p) = tmp("t.csv");
+    let mut text = String::from("a,b\n1,2\n");
+    text.push_str(&"9".repeat((jsonl::MAX_LINE + 10) as usize));
+    std::fs::write(&p, text).expect("write");
+    let mut r = Reader::open(&p).expect("open");
+    let e = r
+        .next_batch(10)
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default();
+    assert!(e.contains("line 3: longer than 16 MiB"), "{e}");
+}

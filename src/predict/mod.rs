@@ -151,6 +151,8 @@ async fn load(args: &PredictArgs) -> anyhow::Result<(Arc<Router>, Arc<ModelVersi
 enum End {
     Done,
     BadRows(Vec<RowError>),
+    /// The file broke after some rows were read.
+    Unreadable(crate::dataio::DataError),
     Interrupted,
 }
 
@@ -193,8 +195,15 @@ async fn run(args: PredictArgs) -> anyhow::Result<ExitCode> {
             end = End::Interrupted;
             break;
         }
-        let Some(mut batch) = reader.next_batch(rows_per_batch)? else {
-            break;
+        let mut batch = match reader.next_batch(rows_per_batch) {
+            Ok(Some(batch)) => batch,
+            Ok(None) => break,
+            // What was read before stays scored and written.
+            Err(e) if plans.is_some() => {
+                end = End::Unreadable(e);
+                break;
+            }
+            Err(e) => return Err(e.into()),
         };
         let plan = match &plans {
             Some(p) => p,
@@ -285,6 +294,11 @@ async fn run(args: PredictArgs) -> anyhow::Result<ExitCode> {
             }
             eprintln!("predict: --on-error skip leaves bad rows out and scores the rest");
             ExitCode::from(EXIT_BAD_ROW)
+        }
+        End::Unreadable(e) => {
+            progress.finish(&format!("stopped; the rows read before are in {output}"));
+            eprintln!("predict: error: {e}");
+            ExitCode::FAILURE
         }
         End::Interrupted => {
             progress.finish(&format!(
