@@ -149,7 +149,17 @@ impl Source for NpySource {
         }
         let width = self.names.len();
         let size = self.elem.size();
-        let mut buf = vec![0u8; n * width * size];
+        let bytes = n
+            .checked_mul(width)
+            .and_then(|x| x.checked_mul(size))
+            .filter(|&b| b <= 1 << 30)
+            .ok_or_else(|| {
+                corrupt(
+                    &self.path,
+                    format!("{n} rows of {width} columns: too large a batch"),
+                )
+            })?;
+        let mut buf = vec![0u8; bytes];
         if self.reader.read_exact(&mut buf).is_err() {
             return Err(corrupt(
                 &self.path,
