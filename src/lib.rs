@@ -23,6 +23,8 @@
 //! - [`proto`]: the code generated from `proto/` (messages, services, clients), used by the
 //!   transports, the load generator, the CLIs, the tests and the examples.
 //! - [`loadgen`]: `ferroserve bench`, the load generator (closed/open loop, HTTP and gRPC).
+//! - [`predict`]: `ferroserve predict`, offline scoring of files through the registry and the
+//!   router; [`dataio`]: the streaming CSV / Parquet / JSONL / `.npy` readers and writers.
 //!
 //! Dependencies point down only: the order is the `layers` block of `docs/ARCHITECTURE.md`,
 //! and `tests/layering.rs` fails on any `crate::` path that points back up.
@@ -31,10 +33,12 @@ pub mod api;
 pub mod backend;
 pub mod batching;
 pub mod config;
+pub mod dataio;
 pub mod error;
 pub mod loadgen;
 pub mod metrics;
 pub mod policy;
+pub mod predict;
 pub mod proto;
 pub mod registry;
 pub mod rollout;

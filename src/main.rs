@@ -35,6 +35,8 @@ enum Command {
     Traffic(traffic_cli::TrafficArgs),
     /// Start, watch or abort a progressive rollout of a model version.
     Rollout(traffic_cli::RolloutArgs),
+    /// Score a file (CSV, Parquet, JSONL, .npy) with a model of a repository, offline.
+    Predict(Box<ferroserve::predict::PredictArgs>),
 }
 
 /// Flags override `FERROSERVE_*` variables, which override the config file.
@@ -209,8 +211,13 @@ impl ServeArgs {
 }
 
 fn init_logging(format: LogFormat) {
+    init_logging_default(format, "info");
+}
+
+/// Logging with `default` as the filter when RUST_LOG is unset.
+fn init_logging_default(format: LogFormat, default: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
@@ -263,6 +270,10 @@ fn main() -> anyhow::Result<ExitCode> {
         Command::Models(args) => models_cli::run(args).map(|()| ExitCode::SUCCESS),
         Command::Traffic(args) => traffic_cli::traffic(args).map(|()| ExitCode::SUCCESS),
         Command::Rollout(args) => traffic_cli::rollout(args).map(|()| ExitCode::SUCCESS),
+        Command::Predict(args) => {
+            init_logging_default(LogFormat::Text, "warn");
+            ferroserve::predict::main(*args)
+        }
     }
 }
 
