@@ -19,6 +19,7 @@ use crate::config::ServerConfig;
 use crate::config::{ModelControlMode, TlsPort};
 use crate::metrics::Metrics;
 use crate::registry::manager::ModelManager;
+use crate::registry::source::ObjectSource;
 use crate::registry::{repository, Registry, VersionState};
 use crate::routing::Router;
 
@@ -67,18 +68,39 @@ pub async fn run(
             .with_max_inflight_bytes(config.max_inflight_bytes),
     );
 
-    let root = &config.model_repository;
+    // A repository on object storage is served from its local mirror (registry::source).
+    let source = match config.object_repository() {
+        Some(url) => Some(Arc::new(
+            ObjectSource::open(
+                url,
+                &config.model_repository_options,
+                &config.model_cache_dir(),
+                config.model_cache_max_bytes,
+                metrics.clone(),
+            )
+            .map_err(anyhow::Error::msg)?,
+        )),
+        None => None,
+    };
+    let root = match &source {
+        Some(s) => s.tree().to_path_buf(),
+        None => config.model_repository.clone(),
+    };
     let repo = repository::Repository::new(root.clone(), config.model_name.clone())
         .map_err(anyhow::Error::msg)?;
     repository::scan(&repo)
         .with_context(|| format!("cannot read the model repository {}", root.display()))?;
-    let manager = Arc::new(ModelManager::new(
+    let manager = ModelManager::new(
         registry.clone(),
         metrics.clone(),
         repo,
         config.model_control_mode,
         config.shutdown.timeout(),
-    ));
+    );
+    let manager = Arc::new(match source {
+        Some(s) => manager.with_source(s),
+        None => manager,
+    });
     let traffic = crate::rollout::TrafficControl::new(registry.clone(), metrics.clone());
     let admin = Arc::new(Admin::new(manager.clone(), traffic, &config)?);
 
