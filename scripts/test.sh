@@ -92,6 +92,8 @@ stage "python test environment" "$ROOT/scripts/setup-test-env.sh"
 # The object-storage tests (tests/s3_repository.rs) start SeaweedFS from the venv; here they must
 # not skip.
 export WEED_BIN="$ROOT/.venv/bin/weed" FERROSERVE_REQUIRE_WEED=1
+# The MLflow registry tests (tests/python/test_mlflow_source.py) run MLflow from .venv-mlflow.
+export MLFLOW_PYTHON="$ROOT/.venv-mlflow/bin/python" FERROSERVE_REQUIRE_MLFLOW=1
 fetch_onnxruntime() {
     ORT_DYLIB_PATH="$("$ROOT/scripts/fetch-onnxruntime.sh")"
     export ORT_DYLIB_PATH

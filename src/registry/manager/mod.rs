@@ -10,7 +10,7 @@ use std::time::Duration;
 use tokio::sync::Mutex;
 
 use super::repository::{self, ModelDir};
-use super::source::ObjectSource;
+use super::source::{mlflow::MlflowSource, ObjectSource};
 use super::upload::{self, Upload, UploadError};
 use super::{ModelEntry, Registry, VersionState};
 use crate::config::ModelControlMode;
@@ -89,6 +89,8 @@ pub struct ModelManager {
     loading: std::sync::Mutex<BTreeSet<(String, u64)>>,
     /// A repository on object storage, mirrored into `root` before each scan.
     source: Option<Arc<ObjectSource>>,
+    /// Models whose versions come from an MLflow registry, generated before each scan.
+    mlflow: Option<Arc<MlflowSource>>,
 }
 
 impl ModelManager {
@@ -109,6 +111,7 @@ impl ModelManager {
             unloaded: std::sync::Mutex::new(BTreeSet::new()),
             loading: std::sync::Mutex::new(BTreeSet::new()),
             source: None,
+            mlflow: None,
         }
     }
 
@@ -118,9 +121,18 @@ impl ModelManager {
         self
     }
 
+    /// Models from an MLflow registry: synced into the repository's mirror before each scan.
+    pub fn with_mlflow(mut self, mlflow: Arc<MlflowSource>) -> ModelManager {
+        self.mlflow = Some(mlflow);
+        self
+    }
+
     async fn pull(&self) {
         if let Some(source) = &self.source {
             source.sync().await;
+        }
+        if let Some(mlflow) = &self.mlflow {
+            mlflow.sync(self.root.root()).await;
         }
     }
 
@@ -369,6 +381,9 @@ impl ModelManager {
         }
         if let Some(source) = &self.source {
             sync::note_source(&mut rows, &source.status());
+        }
+        if let Some(mlflow) = &self.mlflow {
+            sync::note_registry(&mut rows, &mlflow.status());
         }
         if ready_only {
             rows.retain(|r| r.state == "READY");

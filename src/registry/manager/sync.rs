@@ -56,6 +56,18 @@ pub(super) fn note_source(
     }
 }
 
+/// Each registry model's aliases, versions and last sync (or error) on its rows.
+pub(super) fn note_registry(rows: &mut [super::IndexRow], notes: &BTreeMap<String, String>) {
+    for row in rows.iter_mut() {
+        if let Some(note) = notes.get(&row.name) {
+            if !row.reason.is_empty() {
+                row.reason.push_str("; ");
+            }
+            row.reason.push_str(note);
+        }
+    }
+}
+
 impl ModelManager {
     /// Brings one model in line with its directory and publishes the result. Returns the
     /// failure reason when nothing of what was wanted could be published.

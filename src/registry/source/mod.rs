@@ -9,6 +9,7 @@
 
 mod cache;
 mod fetch;
+pub mod mlflow;
 pub mod plan;
 
 use std::collections::BTreeMap;
