@@ -218,6 +218,7 @@ impl ObjectSource {
 
     async fn list(&self) -> Result<Vec<Listed>, (&'static str, String)> {
         let prefix = (!self.prefix.is_empty()).then(|| ObjectPath::from(self.prefix.as_str()));
+        let started = std::time::Instant::now();
         let listed = tokio::time::timeout(
             LIST_TIMEOUT,
             self.store.list(prefix.as_ref()).try_collect::<Vec<_>>(),
@@ -228,6 +229,11 @@ impl ObjectSource {
             Ok(Err(e)) => return Err(self.failed(kind(&e), e.to_string())),
             Ok(Ok(metas)) => metas,
         };
+        self.metrics
+            .source
+            .list_duration
+            .with_label_values(&[SOURCE])
+            .set(started.elapsed().as_secs_f64());
         let skip = match self.prefix.is_empty() {
             true => 0,
             false => self.prefix.len() + 1,
