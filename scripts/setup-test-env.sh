@@ -76,6 +76,18 @@ else
     echo "$want" >"$STAMP"
 fi
 
+# 2b. The MLflow environment (.venv-mlflow) of tests/python/test_mlflow_source.py: mlflow's pins
+#     apart from tritonclient's; re-installed only when tests/python/requirements-mlflow.txt changes.
+MLFLOW_REQS="tests/python/requirements-mlflow.txt"
+MLFLOW_VENV="$ROOT/.venv-mlflow"
+[ -x "$MLFLOW_VENV/bin/python" ] || "$PYTHON" -m venv "$MLFLOW_VENV"
+mlflow_want="$( { sha256sum "$MLFLOW_REQS" | cut -d' ' -f1; "$MLFLOW_VENV/bin/python" -c 'import sys; print(sys.version)'; } | sha256sum | cut -d' ' -f1)"
+if [ "$mlflow_want" != "$(cat "$MLFLOW_VENV/.requirements.sha256" 2>/dev/null || true)" ]; then
+    echo "setup-test-env: installing $MLFLOW_REQS into $MLFLOW_VENV"
+    "$MLFLOW_VENV/bin/python" -m pip install --quiet -r "$MLFLOW_REQS"
+    echo "$mlflow_want" >"$MLFLOW_VENV/.requirements.sha256"
+fi
+
 # 3. Report where perf_analyzer and libcudart are, and that perf_analyzer's libraries resolve.
 site="$("$VENV/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')"
 pa="$VENV/bin/perf_analyzer"

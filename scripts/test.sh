@@ -89,6 +89,11 @@ run_python_tests() {
 stage "cargo fmt --check" cargo fmt --all --check
 stage "cargo clippy (release, -D warnings)" cargo clippy --release "${LOCKED[@]}" --all-targets -- -D warnings
 stage "python test environment" "$ROOT/scripts/setup-test-env.sh"
+# The object-storage tests (tests/s3_repository.rs) start SeaweedFS from the venv; here they must
+# not skip.
+export WEED_BIN="$ROOT/.venv/bin/weed" FERROSERVE_REQUIRE_WEED=1
+# The MLflow registry tests (tests/python/test_mlflow_source.py) run MLflow from .venv-mlflow.
+export MLFLOW_PYTHON="$ROOT/.venv-mlflow/bin/python" FERROSERVE_REQUIRE_MLFLOW=1
 fetch_onnxruntime() {
     ORT_DYLIB_PATH="$("$ROOT/scripts/fetch-onnxruntime.sh")"
     export ORT_DYLIB_PATH

@@ -45,9 +45,16 @@ struct ServeArgs {
     /// TOML file with server settings.
     #[arg(long)]
     config: Option<PathBuf>,
-    /// Model repository: <dir>/<model>/config.toml (optional) and <dir>/<model>/<version>/model.onnx.
+    /// Model repository: <dir>/<model>/config.toml (optional) and <dir>/<model>/<version>/model.onnx,
+    /// or s3://bucket/prefix in that layout (AWS_* variables; a version needs its `ready` object).
     #[arg(long)]
     model_repository: Option<PathBuf>,
+    /// Where an s3:// repository is cached (one server process per directory).
+    #[arg(long)]
+    model_cache_dir: Option<PathBuf>,
+    /// Bound on the model cache, in bytes.
+    #[arg(long)]
+    model_cache_max_bytes: Option<u64>,
     /// Serve --model-repository as the directory of one model with this name: a bare model.onnx
     /// (version 1) or version directories, config.toml optional (KServe's /mnt/models).
     #[arg(long, value_name = "NAME")]
@@ -147,6 +154,16 @@ impl ServeArgs {
                 .map(|p| p.to_string_lossy().into_owned()),
         );
         set("model_name", self.model_name.clone());
+        set(
+            "model_cache_dir",
+            self.model_cache_dir
+                .as_ref()
+                .map(|p| p.to_string_lossy().into_owned()),
+        );
+        set(
+            "model_cache_max_bytes",
+            self.model_cache_max_bytes.map(|v| v.to_string()),
+        );
         set("host", self.host.clone());
         set("server_name", self.server_name.clone());
         set("http_port", self.http_port.map(|p| p.to_string()));

@@ -33,6 +33,15 @@ pub struct ServerConfig {
     pub grpc_port: u16,
     pub metrics_port: u16,
     pub model_repository: PathBuf,
+    /// A `model_repository` of `s3://bucket/prefix` is mirrored here (default: the system
+    /// temporary directory's `ferroserve-model-cache`); one server process per directory.
+    pub model_cache_dir: Option<PathBuf>,
+    /// The bound on the cache's bytes; a version that would pass it is not downloaded.
+    pub model_cache_max_bytes: u64,
+    /// `[model_repository_options]`: object_store's S3 settings (`aws_endpoint`, `aws_region`,
+    /// `aws_virtual_hosted_style_request`, ...) over the `AWS_*` environment. Keep credentials
+    /// in the environment (a Secret), not in a file.
+    pub model_repository_options: std::collections::BTreeMap<String, String>,
     /// Serve `model_repository` as one model's directory under this name (KServe mounts one
     /// model at `/mnt/models` and routes `/v2/models/{InferenceService name}`): a bare
     /// `model.onnx` there is version 1, else its version directories.
@@ -169,6 +178,9 @@ impl Default for ServerConfig {
             metrics_port: 8002,
             model_repository: PathBuf::from("models"),
             model_name: None,
+            model_cache_dir: None,
+            model_cache_max_bytes: 10 * 1024 * 1024 * 1024,
+            model_repository_options: Default::default(),
             max_request_bytes: DEFAULT_MAX_REQUEST_BYTES,
             strict_readiness: true,
             log_format: LogFormat::default(),
@@ -207,7 +219,31 @@ impl ServerConfig {
             .unwrap_or_else(default_admin_token_file)
     }
 
+    /// Where a repository on object storage is cached.
+    pub fn model_cache_dir(&self) -> PathBuf {
+        self.model_cache_dir
+            .clone()
+            .unwrap_or_else(|| std::env::temp_dir().join("ferroserve-model-cache"))
+    }
+
+    /// `model_repository` when it is on object storage (`s3://`).
+    pub fn object_repository(&self) -> Option<&str> {
+        self.model_repository
+            .to_str()
+            .filter(|r| r.starts_with("s3://"))
+    }
+
     pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.object_repository().is_some() && self.model_name.is_some() {
+            return Err(ConfigError::Invalid(
+                "model_name needs a local model_repository (an s3:// repository holds model directories)".into(),
+            ));
+        }
+        if self.model_cache_max_bytes == 0 {
+            return Err(ConfigError::Invalid(
+                "model_cache_max_bytes must be positive".into(),
+            ));
+        }
         if !(0.05..=86_400.0).contains(&self.repository_poll_secs) {
             return Err(ConfigError::Invalid(format!(
                 "repository_poll_secs must be 0.05..=86400, got {}",

@@ -8,9 +8,11 @@ use prometheus::{
 
 mod process;
 mod series;
+mod source;
 mod stats;
 
 pub use series::VersionSeries;
+pub use source::SourceMetrics;
 pub use stats::{BatchTimes, Duration64, PhaseTimes, VersionStats};
 
 pub const PREFIX: &str = "ferroserve";
@@ -106,6 +108,7 @@ pub struct Metrics {
     pub load_failures: IntCounterVec,
     pub tls_reloads: IntCounterVec,
     pub traffic: TrafficMetrics,
+    pub source: SourceMetrics,
     live: series::Live,
 }
 
@@ -191,10 +194,12 @@ impl Metrics {
                 &["result"],
             )?,
             traffic: TrafficMetrics::new()?,
+            source: SourceMetrics::new()?,
             live: Default::default(),
             registry,
         };
         m.traffic.register(&m.registry)?;
+        m.source.register(&m.registry)?;
         m.registry.register(Box::new(m.requests.clone()))?;
         m.registry.register(Box::new(m.request_duration.clone()))?;
         m.registry.register(Box::new(m.queue_duration.clone()))?;

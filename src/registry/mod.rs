@@ -12,6 +12,7 @@ mod onnx_ml;
 pub mod open;
 pub mod reconcile;
 pub mod repository;
+pub mod source;
 pub mod upload;
 
 use std::collections::BTreeMap;

@@ -18,6 +18,9 @@ pub const MODEL_FILE: &str = "model.onnx";
 pub struct Repository {
     root: PathBuf,
     single: Option<String>,
+    /// Where models whose `config.toml` names a `[source]` (`registry::source::mlflow`) are
+    /// read from instead: `<mirror>/<model>`, generated from the source.
+    mirror: Option<PathBuf>,
 }
 
 impl Repository {
@@ -28,7 +31,29 @@ impl Repository {
                 "model_name {name:?}: use 1 to 128 of A-Z a-z 0-9 _ - . (not starting with '.')"
             ));
         }
-        Ok(Repository { root, single })
+        Ok(Repository {
+            root,
+            single,
+            mirror: None,
+        })
+    }
+
+    /// Models that name a `[source]` are read from `<mirror>/<model>`.
+    pub fn with_mirror(mut self, mirror: PathBuf) -> Repository {
+        self.mirror = Some(mirror);
+        self
+    }
+
+    /// A model directory, or its generated mirror when its config names a source.
+    fn read_model(&self, root: &Path, name: &str) -> ModelDir {
+        let declared = super::source::mlflow::declared_source(&root.join(name).join(CONFIG_FILE));
+        match (&self.mirror, declared) {
+            (Some(mirror), Some(_)) => {
+                let mirror = mirror.canonicalize().unwrap_or_else(|_| mirror.clone());
+                read_dir_as(&mirror, mirror.join(name), name)
+            }
+            _ => read_model_dir(root, name),
+        }
     }
 
     pub fn root(&self) -> &Path {
@@ -46,6 +71,7 @@ impl From<&Path> for Repository {
         Repository {
             root: root.to_path_buf(),
             single: None,
+            mirror: None,
         }
     }
 }
@@ -127,7 +153,7 @@ pub fn scan(repo: &Repository) -> std::io::Result<Vec<ModelDir>> {
         // nothing under it is read, as `scan_one` refuses it for explicit loads.
         models.push(match entry.path().canonicalize() {
             Ok(real) if !real.starts_with(&root) => outside_model_dir(&root, &name, &real),
-            _ => read_model_dir(&root, &name),
+            _ => repo.read_model(&root, &name),
         });
     }
     models.sort_by(|a, b| a.name.cmp(&b.name));
@@ -155,7 +181,7 @@ pub fn scan_one(repo: &Repository, name: &str) -> std::io::Result<Result<ModelDi
     let path = root.join(name);
     Ok(match path.canonicalize() {
         Ok(real) if !real.starts_with(&root) => Err(Missing::Outside),
-        Ok(real) if real.is_dir() => Ok(read_model_dir(&root, name)),
+        Ok(real) if real.is_dir() => Ok(repo.read_model(&root, name)),
         _ => Err(Missing::Absent),
     })
 }

@@ -14,6 +14,7 @@ mod process;
 pub mod raw_codec;
 pub mod raw_grpc;
 pub mod raw_h2;
+pub mod seaweed;
 mod server;
 pub mod traffic;
 mod wait;

@@ -10,6 +10,7 @@ use std::time::Duration;
 use tokio::sync::Mutex;
 
 use super::repository::{self, ModelDir};
+use super::source::{mlflow::MlflowSource, ObjectSource};
 use super::upload::{self, Upload, UploadError};
 use super::{ModelEntry, Registry, VersionState};
 use crate::config::ModelControlMode;
@@ -86,6 +87,10 @@ pub struct ModelManager {
     /// Versions being loaded right now, for the index. They are not in the table until ready:
     /// a load must not change what serves or what readiness says before it succeeds.
     loading: std::sync::Mutex<BTreeSet<(String, u64)>>,
+    /// A repository on object storage, mirrored into `root` before each scan.
+    source: Option<Arc<ObjectSource>>,
+    /// Models whose versions come from an MLflow registry, generated before each scan.
+    mlflow: Option<Arc<MlflowSource>>,
 }
 
 impl ModelManager {
@@ -105,6 +110,29 @@ impl ModelManager {
             ops: Mutex::new(HashMap::new()),
             unloaded: std::sync::Mutex::new(BTreeSet::new()),
             loading: std::sync::Mutex::new(BTreeSet::new()),
+            source: None,
+            mlflow: None,
+        }
+    }
+
+    /// The repository is `source`'s mirror (`root` is its tree): synced before every scan.
+    pub fn with_source(mut self, source: Arc<ObjectSource>) -> ModelManager {
+        self.source = Some(source);
+        self
+    }
+
+    /// Models from an MLflow registry: synced into the repository's mirror before each scan.
+    pub fn with_mlflow(mut self, mlflow: Arc<MlflowSource>) -> ModelManager {
+        self.mlflow = Some(mlflow);
+        self
+    }
+
+    async fn pull(&self) {
+        if let Some(source) = &self.source {
+            source.sync().await;
+        }
+        if let Some(mlflow) = &self.mlflow {
+            mlflow.sync(self.root.root()).await;
         }
     }
 
@@ -115,6 +143,7 @@ impl ModelManager {
     /// Start-up: every model (modes none and poll) or the named ones (explicit), concurrently.
     pub async fn load_initial(&self, names: &[String]) -> Result<(), ControlError> {
         let mut ops = self.ops.lock().await;
+        self.pull().await;
         let mut dirs =
             repository::scan(&self.root).map_err(|e| ControlError::Repository(e.to_string()))?;
         if self.mode == ModelControlMode::Explicit {
@@ -188,7 +217,13 @@ impl ModelManager {
             return Err(ControlError::InvalidName(name.to_owned()));
         }
         let mut ops = self.ops.lock().await;
+        self.pull().await;
         if let Some((upload, max_bytes)) = upload {
+            if self.source.is_some() {
+                return Err(ControlError::NotAllowed(
+                    "uploads need a local model repository; this one is on object storage".into(),
+                ));
+            }
             let with_files = !upload.files.is_empty();
             // A config override needs the model in the repository; an upload brings it.
             if !with_files {
@@ -255,6 +290,7 @@ impl ModelManager {
     /// Poll mode: one rescan. New or changed versions load, removed ones unload.
     pub async fn poll(&self) {
         let mut ops = self.ops.lock().await;
+        self.pull().await;
         let dirs = match repository::scan(&self.root) {
             Ok(d) => d,
             Err(e) => {
@@ -343,6 +379,12 @@ impl ModelManager {
             for (v, (state, reason)) in versions {
                 rows.push(row(v.to_string(), state, reason));
             }
+        }
+        if let Some(source) = &self.source {
+            sync::note_source(&mut rows, &source.status());
+        }
+        if let Some(mlflow) = &self.mlflow {
+            sync::note_registry(&mut rows, &mlflow.status());
         }
         if ready_only {
             rows.retain(|r| r.state == "READY");

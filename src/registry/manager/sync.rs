@@ -25,6 +25,49 @@ pub(super) fn disk_state(dir: &ModelDir) -> DiskState {
     )
 }
 
+/// A source's failures on the index rows they concern: a listing error on every row, a
+/// model's download or cache-bound error on its rows (what serves is unchanged by either).
+pub(super) fn note_source(
+    rows: &mut Vec<super::IndexRow>,
+    status: &crate::registry::source::SourceStatus,
+) {
+    // A model none of whose versions could be mirrored yet has no row of its own.
+    for name in status.model_errors.keys() {
+        if !rows.iter().any(|r| &r.name == name) {
+            rows.push(super::IndexRow {
+                name: name.clone(),
+                version: String::new(),
+                state: String::new(),
+                reason: String::new(),
+            });
+        }
+    }
+    for row in rows.iter_mut() {
+        let notes = status
+            .error
+            .iter()
+            .chain(status.model_errors.get(&row.name));
+        for note in notes {
+            if !row.reason.is_empty() {
+                row.reason.push_str("; ");
+            }
+            row.reason.push_str(note);
+        }
+    }
+}
+
+/// Each registry model's aliases, versions and last sync (or error) on its rows.
+pub(super) fn note_registry(rows: &mut [super::IndexRow], notes: &BTreeMap<String, String>) {
+    for row in rows.iter_mut() {
+        if let Some(note) = notes.get(&row.name) {
+            if !row.reason.is_empty() {
+                row.reason.push_str("; ");
+            }
+            row.reason.push_str(note);
+        }
+    }
+}
+
 impl ModelManager {
     /// Brings one model in line with its directory and publishes the result. Returns the
     /// failure reason when nothing of what was wanted could be published.

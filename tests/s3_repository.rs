@@ -1,0 +1,340 @@
+//! A model repository on S3-compatible object storage, against a real SeaweedFS (`weed mini`,
+//! tests/common/seaweed.rs): served from the bucket, versions added under load, half-uploaded
+//! versions never loaded, the cache serving while the bucket is down, replicas converging.
+
+mod common;
+
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::seaweed::{Seaweed, ACCESS_KEY, SECRET_KEY};
+use common::traffic::{infer, perturbed, traffic_policy, TOKEN};
+use common::{bundled_models, poll_until, Builder, TestServer};
+use ferroserve::config::ModelControlMode;
+use serde_json::Value;
+
+const POLL_SECS: f64 = 0.3;
+const LIMIT: Duration = Duration::from_secs(60);
+
+fn mlp_bytes() -> Vec<u8> {
+    std::fs::read(bundled_models().join("mlp/1/model.onnx")).unwrap()
+}
+
+/// mlp's config (every listed version served) plus `extra`, and version 1 with its marker.
+async fn seed(weed: &Seaweed, extra: &str) {
+    let config = format!("max_batch_size = 64\nversion_policy = \"all\"\n{extra}\n");
+    weed.put("mlp/config.toml", config.into_bytes()).await;
+    weed.put("mlp/1/model.onnx", mlp_bytes()).await;
+    weed.put("mlp/1/ready", Vec::new()).await;
+}
+
+/// Version `v` of mlp with perturbed weights (answers differ from version 1).
+async fn put_version(weed: &Seaweed, v: u64, ready: bool) {
+    weed.put(&format!("mlp/{v}/model.onnx"), perturbed(mlp_bytes()))
+        .await;
+    if ready {
+        weed.put(&format!("mlp/{v}/ready"), Vec::new()).await;
+    }
+}
+
+fn server_on(weed: &Seaweed, cache: &Path) -> Builder {
+    let options = weed.options();
+    let cache = cache.to_path_buf();
+    TestServer::builder()
+        .admin_token(TOKEN)
+        .control(ModelControlMode::Poll)
+        .poll_secs(POLL_SECS)
+        .configure(move |c| {
+            c.model_repository = "s3://models".into();
+            c.model_repository_options = options;
+            c.model_cache_dir = Some(cache);
+        })
+}
+
+async fn index(server: &TestServer) -> Vec<Value> {
+    let r = reqwest::Client::new()
+        .post(server.url("/v2/repository/index"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    r.json::<Vec<Value>>().await.unwrap()
+}
+
+/// "version:state" of mlp's rows, in order.
+async fn versions(server: &TestServer) -> String {
+    let rows = index(server).await;
+    rows.iter()
+        .filter(|r| r["name"] == "mlp")
+        .map(|r| {
+            format!(
+                "{}:{}",
+                r["version"].as_str().unwrap_or(""),
+                r["state"].as_str().unwrap_or("")
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// The metric line's value, 0 when absent.
+fn metric(text: &str, prefix: &str) -> f64 {
+    text.lines()
+        .find(|l| l.starts_with(prefix))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0)
+}
+
+/// Waits until the server has completed `n` more listings than when called.
+async fn syncs(server: &TestServer, n: usize) {
+    let key = "ferroserve_model_source_last_sync_timestamp_seconds{source=\"s3\"}";
+    for _ in 0..n {
+        let before = metric(&server.metrics_text().await, key);
+        poll_until(
+            LIMIT,
+            "no further listing",
+            || async { metric(&server.metrics_text().await, key) },
+            |t| *t > before,
+        )
+        .await;
+    }
+}
+
+macro_rules! weed_or_skip {
+    () => {
+        match Seaweed::start().await {
+            Some(w) => w,
+            None => return,
+        }
+    };
+}
+
+#[tokio::test]
+async fn a_model_in_a_bucket_is_served_and_cached_by_etag() {
+    let weed = weed_or_skip!();
+    seed(&weed, "").await;
+    let cache = tempfile::tempdir().unwrap();
+    let server = server_on(&weed, cache.path()).start().await;
+    let c = reqwest::Client::new();
+    assert_eq!(infer(&c, &server, None, None).await.unwrap().0, "1");
+    assert_eq!(versions(&server).await, "1:READY");
+    let cached = std::fs::read(cache.path().join("repo/mlp/1/model.onnx")).unwrap();
+    assert_eq!(cached, mlp_bytes());
+    let blobs: Vec<_> = std::fs::read_dir(cache.path().join("blobs"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(blobs.len(), 2, "config and model, once each: {blobs:?}");
+}
+
+#[tokio::test]
+async fn an_unchanged_bucket_reloads_nothing() {
+    let weed = weed_or_skip!();
+    seed(&weed, "").await;
+    let cache = tempfile::tempdir().unwrap();
+    let server = server_on(&weed, cache.path()).start().await;
+    let c = reqwest::Client::new();
+    for _ in 0..3 {
+        infer(&c, &server, None, None).await.unwrap();
+    }
+    let file = cache.path().join("repo/mlp/1/model.onnx");
+    let inode = std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(&file).unwrap());
+    syncs(&server, 3).await;
+    // A reload would start the version's statistics again from zero.
+    let (status, stats) = server.get("/v2/models/mlp/versions/1/stats").await;
+    assert_eq!(status, 200, "{stats}");
+    assert_eq!(
+        stats["model_stats"][0]["inference_stats"]["success"]["count"],
+        3
+    );
+    let now = std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(&file).unwrap());
+    assert_eq!(inode, now, "the cached file was rewritten");
+}
+
+#[tokio::test]
+async fn a_version_added_under_load_serves_with_no_failed_request() {
+    let weed = weed_or_skip!();
+    seed(&weed, "").await;
+    let cache = tempfile::tempdir().unwrap();
+    let server = Arc::new(server_on(&weed, cache.path()).start().await);
+    let done = Arc::new(AtomicBool::new(false));
+    let clients: Vec<_> = (0..8)
+        .map(|_| {
+            let (server, done) = (server.clone(), done.clone());
+            tokio::spawn(async move {
+                let c = reqwest::Client::new();
+                let (mut ok, mut failed, mut v2) = (0, Vec::new(), 0);
+                while !done.load(Ordering::Relaxed) {
+                    match infer(&c, &server, None, None).await {
+                        Ok((v, _)) => {
+                            ok += 1;
+                            v2 += usize::from(v == "2");
+                        }
+                        Err(e) => failed.push(e),
+                    }
+                }
+                (ok, failed, v2)
+            })
+        })
+        .collect();
+    put_version(&weed, 2, true).await;
+    let c = reqwest::Client::new();
+    poll_until(
+        LIMIT,
+        "version 2 never answered",
+        || async {
+            infer(&c, &server, None, None)
+                .await
+                .map(|r| r.0)
+                .unwrap_or_default()
+        },
+        |v| v == "2",
+    )
+    .await;
+    done.store(true, Ordering::Relaxed);
+    let (mut ok, mut v2) = (0, 0);
+    for client in clients {
+        let (o, failed, v) = client.await.unwrap();
+        assert!(failed.is_empty(), "failed requests: {failed:?}");
+        ok += o;
+        v2 += v;
+    }
+    assert!(ok > 0 && v2 > 0, "{ok} answers, {v2} from version 2");
+    assert_eq!(versions(&server).await, "1:READY,2:READY");
+}
+
+#[tokio::test]
+async fn a_half_uploaded_version_never_loads() {
+    let weed = weed_or_skip!();
+    seed(&weed, "").await;
+    let cache = tempfile::tempdir().unwrap();
+    let server = server_on(&weed, cache.path()).start().await;
+    put_version(&weed, 2, false).await;
+    syncs(&server, 3).await;
+    assert_eq!(versions(&server).await, "1:READY");
+    assert!(!cache.path().join("repo/mlp/2").exists());
+    weed.put("mlp/2/ready", Vec::new()).await;
+    poll_until(
+        LIMIT,
+        "version 2 never loaded",
+        || versions(&server),
+        |v| v == "1:READY,2:READY",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn a_restarted_server_serves_its_cache_while_the_bucket_is_down() {
+    let mut weed = weed_or_skip!();
+    seed(&weed, "").await;
+    let cache = tempfile::tempdir().unwrap();
+    let first = server_on(&weed, cache.path()).start().await;
+    first.stop().await.unwrap();
+    weed.pause();
+    let server = server_on(&weed, cache.path()).start().await;
+    let c = reqwest::Client::new();
+    assert_eq!(infer(&c, &server, None, None).await.unwrap().0, "1");
+    let rows = index(&server).await;
+    let reason = rows[0]["reason"].as_str().unwrap().to_owned();
+    assert!(reason.contains("serving the cached versions"), "{reason}");
+    let metrics = server.metrics_text().await;
+    let errors = metric(
+        &metrics,
+        "ferroserve_model_source_errors_total{kind=\"unreachable\",source=\"s3\"}",
+    );
+    assert!(errors >= 1.0, "{metrics}");
+    for text in [&reason, &metrics] {
+        assert!(!text.contains(SECRET_KEY) && !text.contains(ACCESS_KEY));
+    }
+    weed.resume().await;
+    put_version(&weed, 2, true).await;
+    poll_until(
+        LIMIT,
+        "version 2 never loaded",
+        || versions(&server),
+        |v| v == "1:READY,2:READY",
+    )
+    .await;
+    let rows = index(&server).await;
+    assert!(
+        !rows[0]["reason"].as_str().unwrap().contains("cached"),
+        "{rows:?}"
+    );
+}
+
+#[tokio::test]
+async fn forbidden_credentials_are_reported_without_them() {
+    let weed = weed_or_skip!();
+    seed(&weed, "").await;
+    let cache = tempfile::tempdir().unwrap();
+    server_on(&weed, cache.path())
+        .start()
+        .await
+        .stop()
+        .await
+        .unwrap();
+    let wrong = "wrong-secret-access-key-987654321";
+    let server = server_on(&weed, cache.path())
+        .configure(|c| {
+            c.model_repository_options
+                .insert("aws_secret_access_key".into(), wrong.into());
+        })
+        .start()
+        .await;
+    let rows = index(&server).await;
+    let reason = rows[0]["reason"].as_str().unwrap().to_owned();
+    assert!(reason.contains("serving the cached versions"), "{reason}");
+    assert_eq!(rows[0]["state"], "READY");
+    let metrics = server.metrics_text().await;
+    let forbidden = metric(
+        &metrics,
+        "ferroserve_model_source_errors_total{kind=\"forbidden\",source=\"s3\"}",
+    );
+    assert!(forbidden >= 1.0, "{reason}\n{metrics}");
+    for text in [&reason, &metrics] {
+        assert!(
+            !text.contains(wrong) && !text.contains(ACCESS_KEY),
+            "{text}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn two_servers_on_one_bucket_converge_to_the_same_versions_and_weights() {
+    let weed = weed_or_skip!();
+    seed(&weed, "").await;
+    let (ca, cb) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let a = server_on(&weed, ca.path()).start().await;
+    let b = server_on(&weed, cb.path()).start().await;
+    put_version(&weed, 2, true).await;
+    let config = "max_batch_size = 64\nversion_policy = \"all\"\n[traffic]\nweights = { \"1\" = 70, \"2\" = 30 }\n";
+    weed.put("mlp/config.toml", config.as_bytes().to_vec())
+        .await;
+    for server in [&a, &b] {
+        poll_until(
+            LIMIT,
+            "version 2 never loaded",
+            || versions(server),
+            |v| v == "1:READY,2:READY",
+        )
+        .await;
+        poll_until(
+            LIMIT,
+            "the weights never arrived",
+            || traffic_policy(server),
+            |p| p["weights"]["2"] == 30,
+        )
+        .await;
+    }
+    assert_eq!(traffic_policy(&a).await, traffic_policy(&b).await);
+    let c = reqwest::Client::new();
+    let (va, vb) = (
+        infer(&c, &a, Some("2"), None).await.unwrap(),
+        infer(&c, &b, Some("2"), None).await.unwrap(),
+    );
+    assert_eq!(va.1, vb.1, "both serve the same version 2");
+}
