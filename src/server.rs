@@ -18,8 +18,7 @@ use crate::api::tls::{PortTls, Tls};
 use crate::config::ServerConfig;
 use crate::config::{ModelControlMode, TlsPort};
 use crate::metrics::Metrics;
-use crate::registry::manager::ModelManager;
-use crate::registry::source::{mlflow::MlflowSource, ObjectSource};
+use crate::registry::source::location::Location;
 use crate::registry::{repository, Registry, VersionState};
 use crate::routing::Router;
 
@@ -68,54 +67,27 @@ pub async fn run(
             .with_max_inflight_bytes(config.max_inflight_bytes),
     );
 
-    // A repository on object storage is served from its local mirror (registry::source).
-    let source = match config.object_repository() {
-        Some(url) => Some(Arc::new(
-            ObjectSource::open(
-                url,
-                &config.model_repository_options,
-                &config.model_cache_dir(),
-                config.model_cache_max_bytes,
-                metrics.clone(),
-            )
-            .map_err(anyhow::Error::msg)?,
-        )),
-        None => None,
-    };
-    let root = match &source {
-        Some(s) => s.tree().to_path_buf(),
-        None => config.model_repository.clone(),
-    };
-    let mut repo = repository::Repository::new(root.clone(), config.model_name.clone())
-        .map_err(anyhow::Error::msg)?;
-    // Models from an MLflow registry (`[source]` in their config.toml) are generated into the
-    // model cache: only with a cache of this server's own, or such a model present at start.
-    let mlflow = (config.model_cache_dir.is_some() || declares_source(&root)).then(|| {
-        let mirror = config.model_cache_dir().join("mlflow");
-        repo = repo.clone().with_mirror(mirror.clone());
-        Arc::new(MlflowSource::new(
-            mirror,
-            config.model_cache_max_bytes,
-            metrics.clone(),
-        ))
-    });
-    repository::scan(&repo)
+    // A directory, or a bucket's local mirror (registry::source), with the models an MLflow
+    // registry feeds; the same opening as `ferroserve predict`'s.
+    let opened = Location {
+        repository: &config.model_repository,
+        model_name: config.model_name.clone(),
+        options: &config.model_repository_options,
+        cache_dir: config.model_cache_dir(),
+        cache_max_bytes: config.model_cache_max_bytes,
+        own_cache: config.model_cache_dir.is_some(),
+    }
+    .open(&metrics)
+    .map_err(anyhow::Error::msg)?;
+    let root = opened.root().to_path_buf();
+    repository::scan(&opened.repo)
         .with_context(|| format!("cannot read the model repository {}", root.display()))?;
-    let manager = ModelManager::new(
+    let manager = Arc::new(opened.manager(
         registry.clone(),
         metrics.clone(),
-        repo,
         config.model_control_mode,
         config.shutdown.timeout(),
-    );
-    let manager = match source {
-        Some(s) => manager.with_source(s),
-        None => manager,
-    };
-    let manager = Arc::new(match mlflow {
-        Some(m) => manager.with_mlflow(m),
-        None => manager,
-    });
+    ));
     let traffic = crate::rollout::TrafficControl::new(registry.clone(), metrics.clone());
     let admin = Arc::new(Admin::new(manager.clone(), traffic, &config)?);
 
@@ -331,16 +303,4 @@ fn log_summary(
         startup_ms = started.elapsed().as_millis() as u64,
         "ferroserve serving"
     );
-}
-
-/// Whether a model directory of `root` names a `[source]` (an MLflow registry).
-fn declares_source(root: &std::path::Path) -> bool {
-    std::fs::read_dir(root)
-        .into_iter()
-        .flatten()
-        .flatten()
-        .any(|e| {
-            crate::registry::source::mlflow::declared_source(&e.path().join("config.toml"))
-                .is_some()
-        })
 }

@@ -338,3 +338,69 @@ async fn two_servers_on_one_bucket_converge_to_the_same_versions_and_weights() {
     );
     assert_eq!(va.1, vb.1, "both serve the same version 2");
 }
+
+/// `ferroserve predict` on `s3://`: endpoint and keys from the standard AWS variables.
+fn predict_from(repository: &str, cache: &Path, input: &Path, output: &Path, weed: &Seaweed) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_ferroserve"))
+        .args(["predict", "--model-repository", repository, "--model", "iris"])
+        .arg("--model-cache-dir")
+        .arg(cache)
+        .arg("--input")
+        .arg(input)
+        .arg("--output")
+        .arg(output)
+        .args(["--keep", "id"])
+        .env("AWS_ENDPOINT_URL", weed.endpoint())
+        .env("AWS_ACCESS_KEY_ID", ACCESS_KEY)
+        .env("AWS_SECRET_ACCESS_KEY", SECRET_KEY)
+        .env("AWS_REGION", "us-east-1")
+        .output()
+        .expect("ferroserve runs");
+    assert!(
+        out.status.success(),
+        "predict from {repository}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[tokio::test]
+async fn predict_scores_a_model_in_the_bucket_as_the_same_model_on_disk() {
+    let weed = weed_or_skip!();
+    let iris = bundled_models().join("iris");
+    weed.put(
+        "iris/config.toml",
+        std::fs::read(iris.join("config.toml")).unwrap(),
+    )
+    .await;
+    weed.upload_version("iris", 1, &iris.join("1"), true).await;
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in.csv");
+    let rows: String = (0..300)
+        .map(|i| {
+            let f = |k: u32| f64::from((i * 7 + k * 13) % 80) / 10.0;
+            format!("r{i},{},{},{},{}\n", f(0), f(1), f(2), f(3))
+        })
+        .collect();
+    std::fs::write(&input, format!("id,a,b,c,d\n{rows}")).unwrap();
+    let (from_bucket, from_disk) = (dir.path().join("s3.csv"), dir.path().join("disk.csv"));
+    predict_from(
+        "s3://models",
+        &dir.path().join("cache"),
+        &input,
+        &from_bucket,
+        &weed,
+    );
+    predict_from(
+        bundled_models().to_str().unwrap(),
+        &dir.path().join("unused"),
+        &input,
+        &from_disk,
+        &weed,
+    );
+    let (a, b) = (
+        std::fs::read_to_string(&from_bucket).unwrap(),
+        std::fs::read_to_string(&from_disk).unwrap(),
+    );
+    assert_eq!(a.lines().count(), 301, "a header and 300 rows: {a:.200}");
+    assert_eq!(a, b, "the bucket's iris scores as the directory's");
+}

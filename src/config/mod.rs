@@ -19,7 +19,7 @@ pub use model::{BackendKind, BatchingConfig, ModelConfig, QueuePolicy, TensorCon
 pub use onnxruntime::{Device, GraphOptimizationLevel, OnnxRuntimeConfig, OnnxRuntimeOptions};
 pub use server::{
     default_admin_token_file, LogFormat, ModelControlMode, ServerConfig, ShutdownConfig,
-    DEFAULT_MAX_REQUEST_BYTES,
+    DEFAULT_MAX_REQUEST_BYTES, DEFAULT_MODEL_CACHE_MAX_BYTES,
 };
 pub use tls::{TlsConfig, TlsPort};
 pub use version_policy::VersionPolicy;

@@ -15,6 +15,9 @@ pub const DEFAULT_MAX_REQUEST_BYTES: usize = 64 * 1024 * 1024;
 /// decoded tensors are about as large again, so this bounds request memory near 2 GiB.
 pub const DEFAULT_MAX_INFLIGHT_BYTES: usize = 1024 * 1024 * 1024;
 
+/// The default bound of the local cache of a bucket's or a registry's files (10 GiB).
+pub const DEFAULT_MODEL_CACHE_MAX_BYTES: u64 = 10 * 1024 * 1024 * 1024;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum LogFormat {
@@ -179,7 +182,7 @@ impl Default for ServerConfig {
             model_repository: PathBuf::from("models"),
             model_name: None,
             model_cache_dir: None,
-            model_cache_max_bytes: 10 * 1024 * 1024 * 1024,
+            model_cache_max_bytes: DEFAULT_MODEL_CACHE_MAX_BYTES,
             model_repository_options: Default::default(),
             max_request_bytes: DEFAULT_MAX_REQUEST_BYTES,
             strict_readiness: true,

@@ -23,8 +23,8 @@ use futures_util::stream::{FuturesOrdered, StreamExt};
 use crate::config::ModelControlMode;
 use crate::dataio::{Batch, Column, Reader, RowError, Writer};
 use crate::metrics::{Metrics, Protocol};
-use crate::registry::manager::ModelManager;
-use crate::registry::{repository::Repository, ModelVersion, Registry};
+use crate::registry::source::location::Location;
+use crate::registry::{ModelVersion, Registry};
 use crate::routing::{InferRequest, InferResponse, Router};
 use mapping::InputPlan;
 use progress::Progress;
@@ -46,9 +46,14 @@ pub enum OnError {
 /// Score a file with a model of a repository, offline, as the server would.
 #[derive(clap::Args, Debug)]
 pub struct PredictArgs {
-    /// The model repository (as `serve --model-repository`).
+    /// The model repository, as `serve --model-repository`: a directory or `s3://bucket/prefix`
+    /// (credentials and endpoint from the standard AWS variables); models fed by an MLflow
+    /// registry (`[source]` in their config.toml) are fetched as the server fetches them.
     #[arg(long)]
     pub model_repository: PathBuf,
+    /// Where a bucket's or a registry's files are cached (one process at a time per folder).
+    #[arg(long, value_name = "DIR")]
+    pub model_cache_dir: Option<PathBuf>,
     /// The model's name in the repository.
     #[arg(long)]
     pub model: String,
@@ -102,11 +107,24 @@ async fn load(args: &PredictArgs) -> anyhow::Result<(Arc<Router>, Arc<ModelVersi
     let metrics = Arc::new(Metrics::new().context("metrics registry")?);
     let registry = Arc::new(Registry::default());
     let router = Arc::new(Router::new(registry.clone(), metrics.clone(), false));
-    let repo = Repository::new(args.model_repository.clone(), None).map_err(|e| anyhow!(e))?;
-    let manager = ModelManager::new(
+    let options = std::collections::BTreeMap::new();
+    let cache_dir = args
+        .model_cache_dir
+        .clone()
+        .unwrap_or_else(|| std::env::temp_dir().join("ferroserve-predict-cache"));
+    let manager = Location {
+        repository: &args.model_repository,
+        model_name: None,
+        options: &options,
+        cache_dir,
+        cache_max_bytes: crate::config::DEFAULT_MODEL_CACHE_MAX_BYTES,
+        own_cache: false,
+    }
+    .open(&metrics)
+    .map_err(|e| anyhow!(e))?
+    .manager(
         registry.clone(),
         metrics,
-        repo,
         ModelControlMode::Explicit,
         Duration::from_secs(5),
     );

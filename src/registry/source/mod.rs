@@ -9,6 +9,7 @@
 
 mod cache;
 mod fetch;
+pub mod location;
 pub mod mlflow;
 pub mod plan;
 
