@@ -22,6 +22,8 @@
 //!   from `/proc`) and the statistics extension's counters, wiring and shutdown.
 //! - [`proto`]: the code generated from `proto/` (messages, services, clients), used by the
 //!   transports, the load generator, the CLIs, the tests and the examples.
+//! - [`telemetry`]: OpenTelemetry traces (off by default): the subscriber, W3C context, the
+//!   spans of the data path and their bounded OTLP export.
 //! - [`loadgen`]: `ferroserve bench`, the load generator (closed/open loop, HTTP and gRPC).
 //!
 //! Dependencies point down only: the order is the `layers` block of `docs/ARCHITECTURE.md`,
@@ -40,4 +42,5 @@ pub mod registry;
 pub mod rollout;
 pub mod routing;
 pub mod server;
+pub mod telemetry;
 pub mod tensor;

@@ -9,7 +9,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use ferroserve::config::{LogFormat, ServerConfig};
+use ferroserve::config::ServerConfig;
 use ferroserve::server::{self, Listeners};
 
 #[derive(Parser)]
@@ -208,20 +208,6 @@ impl ServeArgs {
     }
 }
 
-fn init_logging(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(ansi)
-        .with_writer(std::io::stderr);
-    match format {
-        LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().init(),
-    }
-}
-
 /// Resolves on the first SIGTERM or SIGINT; a second one, during the drain, exits at once.
 async fn shutdown_signal() {
     one_signal().await;
@@ -272,7 +258,8 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     if !args.load_models.is_empty() {
         config.load_models = args.load_models.clone();
     }
-    init_logging(config.log_format);
+    // Flushes the trace exporter when `serve` returns.
+    let _telemetry = ferroserve::telemetry::init(config.log_format, &config.tracing)?;
     let listeners = Listeners::bind(&config)
         .await
         .with_context(|| format!("cannot listen on {}", config.host))?;

@@ -9,9 +9,11 @@ use prometheus::{
 mod process;
 mod series;
 mod stats;
+mod trace;
 
 pub use series::VersionSeries;
 pub use stats::{BatchTimes, Duration64, PhaseTimes, VersionStats};
+pub use trace::{trace_spans_dropped, TRACE_SPANS_DROPPED};
 
 pub const PREFIX: &str = "ferroserve";
 pub const REQUESTS_TOTAL: &str = "requests_total";
@@ -209,6 +211,7 @@ impl Metrics {
         m.registry.register(Box::new(m.rejected.clone()))?;
         m.registry.register(Box::new(m.load_failures.clone()))?;
         m.registry.register(Box::new(m.tls_reloads.clone()))?;
+        m.registry.register(Box::new(trace_spans_dropped()))?;
         let build = IntGaugeVec::new(
             Opts::new(
                 BUILD_INFO,

@@ -9,12 +9,14 @@ pub mod certs;
 pub mod forms;
 pub mod hostile;
 mod models;
+pub mod otlp;
 pub mod probe;
 mod process;
 pub mod raw_codec;
 pub mod raw_grpc;
 pub mod raw_h2;
 mod server;
+pub mod spawned;
 pub mod traffic;
 mod wait;
 
