@@ -12,6 +12,7 @@ pub(super) mod data;
 mod params;
 mod reject;
 mod shm;
+mod status;
 mod traffic;
 mod views;
 mod wire;
@@ -40,6 +41,7 @@ use crate::routing::request::{route_key, ROUTE_KEY};
 use crate::routing::Router;
 use crate::telemetry;
 use reject::{Body, Mutation};
+pub use status::MetricsPort;
 
 pub const HEADER_CONTENT_LENGTH: &str = "inference-header-content-length";
 
@@ -147,6 +149,7 @@ pub fn app(
             "/v2/cudasharedmemory/{*rest}",
             get(shm::cuda).post(shm::cuda),
         )
+        .merge(status::routes())
         .fallback(reject::no_route)
         .method_not_allowed_fallback(reject::method_not_allowed)
         .layer(DefaultBodyLimit::max(max_request_bytes))
