@@ -312,3 +312,44 @@ async fn with_the_collector_down_requests_are_served_and_lost_spans_counted() {
     // failed export.
     assert!(dropped <= 500.0, "{dropped}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_caller_that_did_not_sample_its_trace_gets_no_spans_exported() {
+    let rx = otlp::http().await;
+    let repo = common::repo([copy_model("mlp")]);
+    let server = Spawned::start(
+        repo.path(),
+        &otel_env("http/protobuf", format!("http://{}", rx.addr)),
+    )
+    .await;
+    let client = reqwest::Client::new();
+    let unsampled = "22222222222222222222222222222222";
+    let sampled = "33333333333333333333333333333333";
+    for (trace, flags) in [(unsampled, "00"), (sampled, "01")] {
+        let resp = client
+            .post(format!("http://{}/v2/models/mlp/infer", server.http))
+            .header("traceparent", format!("00-{trace}-{PARENT}-{flags}"))
+            .json(&one_row())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200);
+    }
+    // Spans are exported in the order they end: once the later request's are in, the earlier
+    // one's would be too.
+    trace_of(&rx, sampled, &["request", "queue_wait", "encode_output"]).await;
+    let leaked: Vec<Span> = rx
+        .received
+        .spans()
+        .into_iter()
+        .filter(|s| hex(&s.trace_id) == unsampled)
+        .collect();
+    assert!(leaked.is_empty(), "{leaked:#?}");
+    let batches = rx.received.named("batch_compute");
+    assert_eq!(
+        batches.len(),
+        1,
+        "only the sampled request's batch: {batches:#?}"
+    );
+    assert_eq!(hex(&batches[0].trace_id), sampled);
+}
