@@ -78,9 +78,9 @@ pub fn init(format: LogFormat, file: &TracingConfig) -> Result<Guard, TelemetryE
     if let Some(s) = &settings {
         let p = tracer_provider(s)?;
         let tracer = p.tracer("ferroserve");
-        let spans_only = tracing_subscriber::filter::filter_fn(|m| {
-            m.is_span() && m.target().starts_with("ferroserve")
-        });
+        // Decided once per callsite (cached), not per event: the layer raises the global max
+        // level to TRACE, and hyper's, h2's and tonic's trace events must stay one atomic load.
+        let spans_only = OwnSpans;
         layers.push(
             tracing_opentelemetry::layer()
                 .with_tracer(tracer)
@@ -102,6 +102,39 @@ pub fn init(format: LogFormat, file: &TracingConfig) -> Result<Guard, TelemetryE
         );
     }
     Ok(Guard { provider })
+}
+
+/// What the OTLP layer sees: our spans (the transports', the router's, the batcher's), no
+/// events and nothing of other crates.
+struct OwnSpans;
+
+fn own_span(m: &tracing::Metadata<'_>) -> bool {
+    m.is_span() && m.target().starts_with("ferroserve")
+}
+
+impl<S> tracing_subscriber::layer::Filter<S> for OwnSpans {
+    fn enabled(
+        &self,
+        m: &tracing::Metadata<'_>,
+        _: &tracing_subscriber::layer::Context<'_, S>,
+    ) -> bool {
+        own_span(m)
+    }
+
+    fn callsite_enabled(
+        &self,
+        m: &'static tracing::Metadata<'static>,
+    ) -> tracing::subscriber::Interest {
+        if own_span(m) {
+            tracing::subscriber::Interest::always()
+        } else {
+            tracing::subscriber::Interest::never()
+        }
+    }
+
+    fn max_level_hint(&self) -> Option<tracing_subscriber::filter::LevelFilter> {
+        Some(tracing_subscriber::filter::LevelFilter::TRACE)
+    }
 }
 
 fn tracer_provider(s: &Settings) -> Result<SdkTracerProvider, TelemetryError> {

@@ -74,7 +74,7 @@ pub fn record_grpc_code(span: &Span, code: i32) {
 
 /// The routing decision, on the router's `request` span (the current one).
 pub fn record_route(model: &str, version: &str, reason: &str, protocol: Protocol) {
-    if !enabled() {
+    if !enabled() || !current_sampled() {
         return;
     }
     let span = Span::current();
@@ -86,7 +86,7 @@ pub fn record_route(model: &str, version: &str, reason: &str, protocol: Protocol
 
 /// The outcome (`requests_total`'s code label), on the current span.
 pub fn record_outcome(code: &'static str) {
-    if enabled() {
+    if enabled() && current_sampled() {
         Span::current().set_attribute("ferroserve.status_code", code);
     }
 }
