@@ -33,6 +33,7 @@ fn pendings(count: usize, width: usize) -> (Vec<Pending>, Vec<Receiver>) {
                 enqueued: now,
                 deadline: Some(now + Duration::from_secs(3600)),
                 reply: tx,
+                trace: Default::default(),
             };
             (p, rx)
         })

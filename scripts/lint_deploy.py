@@ -134,7 +134,64 @@ SERVICE_MONITOR = {
 # (apiVersion, kind) -> schema: the custom resources this project ships. Their CRDs are not part
 # of Kubernetes, so kubernetes-validate has no schema for them.
 # KServe's are written down in kserve_schema.py (from the CRDs of a pinned release).
-CRDS = {("monitoring.coreos.com/v1", "ServiceMonitor"): SERVICE_MONITOR, **KSERVE_SCHEMAS}
+# monitoring.coreos.com/v1 PrometheusRule (k8s/monitoring/prometheus-rules.yaml): groups of
+# recording and alerting rules, the Prometheus Operator API's fields.
+PROMETHEUS_RULE_RULE = {
+    "type": "object",
+    "additionalProperties": False,
+    "required": ["expr"],
+    "oneOf": [{"required": ["record"]}, {"required": ["alert"]}],
+    "properties": {
+        "record": {"type": "string", "pattern": "^[a-zA-Z_:][a-zA-Z0-9_:]*$"},
+        "alert": {"type": "string", "minLength": 1},
+        "expr": {"type": ["string", "integer"]},
+        "for": DURATION,
+        "keep_firing_for": DURATION,
+        "labels": STRING_MAP,
+        "annotations": STRING_MAP,
+    },
+}
+PROMETHEUS_RULE = {
+    "type": "object",
+    "additionalProperties": False,
+    "required": ["apiVersion", "kind", "metadata", "spec"],
+    "properties": {
+        "apiVersion": {"const": "monitoring.coreos.com/v1"},
+        "kind": {"const": "PrometheusRule"},
+        "metadata": METADATA,
+        "spec": {
+            "type": "object",
+            "additionalProperties": False,
+            "required": ["groups"],
+            "properties": {
+                "groups": {
+                    "type": "array",
+                    "minItems": 1,
+                    "items": {
+                        "type": "object",
+                        "additionalProperties": False,
+                        "required": ["name", "rules"],
+                        "properties": {
+                            "name": {"type": "string", "minLength": 1},
+                            "interval": DURATION,
+                            "query_offset": DURATION,
+                            "limit": {"type": "integer", "minimum": 0},
+                            "partial_response_strategy": {"type": "string"},
+                            "labels": STRING_MAP,
+                            "rules": {"type": "array", "minItems": 1, "items": PROMETHEUS_RULE_RULE},
+                        },
+                    },
+                },
+            },
+        },
+    },
+}
+
+CRDS = {
+    ("monitoring.coreos.com/v1", "ServiceMonitor"): SERVICE_MONITOR,
+    ("monitoring.coreos.com/v1", "PrometheusRule"): PROMETHEUS_RULE,
+    **KSERVE_SCHEMAS,
+}
 
 _WARN = re.compile(r"^WARN (?P<file>\S+) Couldn't find schema for kind (?P<kind>\S+) with api version (?P<api>\S+) ")
 

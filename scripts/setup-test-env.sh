@@ -48,6 +48,23 @@ else
     apt_install libb64-0d
 fi
 
+# 1b. Monitoring and status-page tests (tests/python/test_monitoring.py, test_status_page.py): a
+#     real Prometheus with promtool (pinned: bookworm's), and headless Chromium (not pinned: the
+#     security archive replaces each build, so an old pin would stop installing).
+PROMETHEUS_DEB="prometheus=2.42.0+ds-5+deb12u1"
+if deb_installed prometheus; then
+    echo "setup-test-env: prometheus already installed"
+else
+    echo "setup-test-env: installing $PROMETHEUS_DEB"
+    apt_install "$PROMETHEUS_DEB"
+fi
+if deb_installed chromium; then
+    echo "setup-test-env: chromium already installed"
+else
+    echo "setup-test-env: installing chromium"
+    apt_install chromium
+fi
+
 # 2. The virtualenv.
 if ! command -v "$PYTHON" >/dev/null 2>&1; then
     echo "setup-test-env: no '$PYTHON' on PATH" >&2

@@ -22,6 +22,8 @@
 //!   from `/proc`) and the statistics extension's counters, wiring and shutdown.
 //! - [`proto`]: the code generated from `proto/` (messages, services, clients), used by the
 //!   transports, the load generator, the CLIs, the tests and the examples.
+//! - [`telemetry`]: OpenTelemetry traces (off by default): the subscriber, W3C context, the
+//!   spans of the data path and their bounded OTLP export.
 //! - [`loadgen`]: `ferroserve bench`, the load generator (closed/open loop, HTTP and gRPC).
 //! - [`predict`]: `ferroserve predict`, offline scoring of files through the registry and the
 //!   router; [`dataio`]: the streaming CSV / Parquet / JSONL / `.npy` readers and writers.
@@ -44,4 +46,5 @@ pub mod registry;
 pub mod rollout;
 pub mod routing;
 pub mod server;
+pub mod telemetry;
 pub mod tensor;

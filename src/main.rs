@@ -9,7 +9,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use ferroserve::config::{LogFormat, ServerConfig};
+use ferroserve::config::ServerConfig;
 use ferroserve::server::{self, Listeners};
 
 #[derive(Parser)]
@@ -227,25 +227,6 @@ impl ServeArgs {
     }
 }
 
-fn init_logging(format: LogFormat) {
-    init_logging_default(format, "info");
-}
-
-/// Logging with `default` as the filter when RUST_LOG is unset.
-fn init_logging_default(format: LogFormat, default: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(ansi)
-        .with_writer(std::io::stderr);
-    match format {
-        LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().init(),
-    }
-}
-
 /// Resolves on the first SIGTERM or SIGINT; a second one, during the drain, exits at once.
 async fn shutdown_signal() {
     one_signal().await;
@@ -288,7 +269,7 @@ fn main() -> anyhow::Result<ExitCode> {
         Command::Traffic(args) => traffic_cli::traffic(args).map(|()| ExitCode::SUCCESS),
         Command::Rollout(args) => traffic_cli::rollout(args).map(|()| ExitCode::SUCCESS),
         Command::Predict(args) => {
-            init_logging_default(LogFormat::Text, "warn");
+            ferroserve::telemetry::init_logs(ferroserve::config::LogFormat::Text, "warn");
             ferroserve::predict::main(*args)
         }
     }
@@ -300,7 +281,8 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     if !args.load_models.is_empty() {
         config.load_models = args.load_models.clone();
     }
-    init_logging(config.log_format);
+    // Flushes the trace exporter when `serve` returns.
+    let _telemetry = ferroserve::telemetry::init(config.log_format, &config.tracing)?;
     let listeners = Listeners::bind(&config)
         .await
         .with_context(|| format!("cannot listen on {}", config.host))?;

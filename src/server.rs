@@ -122,7 +122,9 @@ pub async fn run(
         shm.clone(),
         config.max_request_bytes,
         &config.server_name,
-    );
+    )
+    // The status page links to the metrics port.
+    .layer(axum::Extension(api::http::MetricsPort(metrics_addr.port())));
     let limits = conn_limits(&config);
     let http = tokio::spawn(api::serve::serve(
         listeners.http,

@@ -342,7 +342,13 @@ async fn two_servers_on_one_bucket_converge_to_the_same_versions_and_weights() {
 /// `ferroserve predict` on `s3://`: endpoint and keys from the standard AWS variables.
 fn predict_from(repository: &str, cache: &Path, input: &Path, output: &Path, weed: &Seaweed) {
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_ferroserve"))
-        .args(["predict", "--model-repository", repository, "--model", "iris"])
+        .args([
+            "predict",
+            "--model-repository",
+            repository,
+            "--model",
+            "iris",
+        ])
         .arg("--model-cache-dir")
         .arg(cache)
         .arg("--input")

@@ -78,8 +78,17 @@ fn execute(shared: &Shared, backend: &mut dyn Backend, batch: Vec<Pending>) {
     let rows: Vec<usize> = live.iter().map(|p| p.rows).collect();
     let total_rows: usize = rows.iter().sum();
 
+    let mut live = live;
+    let (model, version) = &shared.names;
+    let (span, _requests) = crate::telemetry::batch_span(
+        model,
+        version,
+        (live.len(), total_rows),
+        live.iter_mut().map(|p| &mut p.trace),
+    );
     let mut times = PhaseTimes::default();
-    let result = run_batch(backend, &live, &rows, &mut times);
+    let result = span.in_scope(|| run_batch(backend, &live, &rows, &mut times));
+    drop(span);
     shared.stats.record_batch(live.len(), total_rows, times);
     shared
         .metrics

@@ -110,6 +110,8 @@ struct Shared {
     /// Requests submitted and not yet handed to an instance (or dropped).
     queued: AtomicUsize,
     max_queue_size: usize,
+    /// Model and version, for the batch's trace span.
+    names: (String, String),
 }
 
 impl Shared {
@@ -156,6 +158,7 @@ impl Batcher {
             },
             queued: AtomicUsize::new(0),
             max_queue_size: config.max_queue_size,
+            names: (config.model.clone(), config.version.clone()),
         });
         let core = Arc::new(Core {
             state: Mutex::new(State {
@@ -216,6 +219,7 @@ impl Batcher {
             enqueued: Instant::now(),
             deadline,
             reply,
+            trace: crate::telemetry::Queued::start(),
         };
         {
             let mut state = self.core.lock();

@@ -18,6 +18,8 @@ pub struct Pending {
     pub enqueued: Instant,
     pub deadline: Option<Instant>,
     pub reply: Reply,
+    /// Its request and queue-wait spans (empty with trace export off).
+    pub trace: crate::telemetry::Queued,
 }
 
 impl Pending {
@@ -211,6 +213,7 @@ mod tests {
                 enqueued: Instant::now(),
                 deadline: None,
                 reply: tx,
+                trace: Default::default(),
             },
             rx,
         )

@@ -9,6 +9,7 @@ mod model;
 mod onnxruntime;
 mod server;
 mod tls;
+mod tracing;
 mod traffic;
 mod version_policy;
 mod warmup;
@@ -22,6 +23,7 @@ pub use server::{
     DEFAULT_MAX_REQUEST_BYTES, DEFAULT_MODEL_CACHE_MAX_BYTES,
 };
 pub use tls::{TlsConfig, TlsPort};
+pub use tracing::TracingConfig;
 pub use version_policy::VersionPolicy;
 pub use warmup::{WarmupConfig, WarmupInput};
 

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::{ConfigError, OnnxRuntimeConfig, TlsConfig};
+use super::{ConfigError, OnnxRuntimeConfig, TlsConfig, TracingConfig};
 
 /// Request bodies above this are refused (HTTP 413 / gRPC RESOURCE_EXHAUSTED) unless configured.
 pub const DEFAULT_MAX_REQUEST_BYTES: usize = 64 * 1024 * 1024;
@@ -115,6 +115,8 @@ pub struct ServerConfig {
     /// The name server metadata reports (`GET /v2`, gRPC ServerMetadata), for clients that check
     /// it (some programs insist on `triton`).
     pub server_name: String,
+    /// `[tracing]`: OpenTelemetry trace export (off by default; `OTEL_*` variables win).
+    pub tracing: TracingConfig,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
@@ -210,6 +212,7 @@ impl Default for ServerConfig {
             http2_max_concurrent_streams: 1024,
             tls: TlsConfig::default(),
             server_name: "ferroserve".into(),
+            tracing: TracingConfig::default(),
         }
     }
 }
@@ -310,6 +313,7 @@ impl ServerConfig {
             ));
         }
         self.tls.validate()?;
+        self.tracing.validate()?;
         let name = &self.server_name;
         if name.trim().is_empty() || name.len() > 128 || name.chars().any(char::is_control) {
             return Err(ConfigError::Invalid(format!(

@@ -10,10 +10,12 @@ mod process;
 mod series;
 mod source;
 mod stats;
+mod trace;
 
 pub use series::VersionSeries;
 pub use source::SourceMetrics;
 pub use stats::{BatchTimes, Duration64, PhaseTimes, VersionStats};
+pub use trace::{trace_spans_dropped, TRACE_SPANS_DROPPED};
 
 pub const PREFIX: &str = "ferroserve";
 pub const REQUESTS_TOTAL: &str = "requests_total";
@@ -214,6 +216,7 @@ impl Metrics {
         m.registry.register(Box::new(m.rejected.clone()))?;
         m.registry.register(Box::new(m.load_failures.clone()))?;
         m.registry.register(Box::new(m.tls_reloads.clone()))?;
+        m.registry.register(Box::new(trace_spans_dropped()))?;
         let build = IntGaugeVec::new(
             Opts::new(
                 BUILD_INFO,

@@ -275,6 +275,12 @@ impl Router {
                 route.reason.as_str(),
             ])
             .inc();
+        crate::telemetry::record_route(
+            &mv.name,
+            &mv.version_label,
+            route.reason.as_str(),
+            protocol,
+        );
         let unanswered = Unanswered::new(&self.metrics, &mv, protocol);
         let mut mirror = None;
         let result = self
@@ -301,6 +307,7 @@ impl Router {
             }
         };
         mv.stats.touch();
+        crate::telemetry::record_outcome(outcome);
         let labels = [
             mv.name.as_str(),
             mv.version_label.as_str(),

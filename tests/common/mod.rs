@@ -9,6 +9,7 @@ pub mod certs;
 pub mod forms;
 pub mod hostile;
 mod models;
+pub mod otlp;
 pub mod probe;
 mod process;
 pub mod raw_codec;
@@ -16,6 +17,7 @@ pub mod raw_grpc;
 pub mod raw_h2;
 pub mod seaweed;
 mod server;
+pub mod spawned;
 pub mod traffic;
 mod wait;
 

@@ -26,6 +26,8 @@ use super::server_extensions;
 use super::shm::{RegionStatus, SharedMemory};
 use crate::metrics::Protocol;
 use crate::routing::{InferError, Router};
+use crate::telemetry;
+use tracing::Instrument;
 
 use crate::proto::inference as pb;
 use pb::grpc_inference_service_server::{GrpcInferenceService, GrpcInferenceServiceServer};
@@ -69,6 +71,41 @@ type GrpcResult<T> = Result<Response<T>, Status>;
 
 fn unimplemented<T>(what: &str) -> GrpcResult<T> {
     Err(ApiError::Unimplemented(format!("{what} is not supported by this server")).into())
+}
+
+impl InferenceService {
+    /// ModelInfer itself (the trait method adds the trace span).
+    async fn infer_untraced(
+        &self,
+        req: Request<pb::ModelInferRequest>,
+    ) -> GrpcResult<pb::ModelInferResponse> {
+        let model = req.get_ref().model_name.clone();
+        let mut decoded = codec::decode(req)
+            .inspect_err(|_| self.router.count_undecodable(&model, Protocol::Grpc))?;
+        let pending = std::mem::take(&mut decoded.shm.inputs);
+        let _held = (!pending.is_empty())
+            .then(|| {
+                self.router
+                    .take_inflight_bytes(super::shm::input_bytes(&pending))
+            })
+            .transpose()
+            .map_err(ApiError::from)?;
+        self.shm
+            .resolve(&mut decoded.request, pending, self.max_request_bytes)
+            .await?;
+        let mut resp = self
+            .router
+            .infer(decoded.request)
+            .await
+            .map_err(ApiError::from)?;
+        self.router
+            .classify(&mut resp, &decoded.classification)
+            .map_err(ApiError::from)?;
+        self.shm.deliver(&resp, &decoded.shm.outputs).await?;
+        let encoded =
+            telemetry::encode_span().in_scope(|| codec::encode(resp, &decoded.shm.outputs));
+        Ok(Response::new(encoded))
+    }
 }
 
 #[tonic::async_trait]
@@ -130,30 +167,22 @@ impl GrpcInferenceService for InferenceService {
         &self,
         req: Request<pb::ModelInferRequest>,
     ) -> GrpcResult<pb::ModelInferResponse> {
-        let model = req.get_ref().model_name.clone();
-        let mut decoded = codec::decode(req)
-            .inspect_err(|_| self.router.count_undecodable(&model, Protocol::Grpc))?;
-        let pending = std::mem::take(&mut decoded.shm.inputs);
-        let _held = (!pending.is_empty())
-            .then(|| {
-                self.router
-                    .take_inflight_bytes(super::shm::input_bytes(&pending))
-            })
-            .transpose()
-            .map_err(ApiError::from)?;
-        self.shm
-            .resolve(&mut decoded.request, pending, self.max_request_bytes)
-            .await?;
-        let mut resp = self
-            .router
-            .infer(decoded.request)
-            .await
-            .map_err(ApiError::from)?;
-        self.router
-            .classify(&mut resp, &decoded.classification)
-            .map_err(ApiError::from)?;
-        self.shm.deliver(&resp, &decoded.shm.outputs).await?;
-        Ok(Response::new(codec::encode(resp, &decoded.shm.outputs)))
+        let meta = |name: &str| req.metadata().get(name).and_then(|v| v.to_str().ok());
+        let span = telemetry::server_span(
+            Protocol::Grpc,
+            "inference.GRPCInferenceService/ModelInfer",
+            meta("traceparent"),
+            meta("tracestate"),
+        );
+        if span.is_disabled() {
+            return self.infer_untraced(req).await;
+        }
+        let answer = self.infer_untraced(req).instrument(span.clone()).await;
+        let code = answer
+            .as_ref()
+            .map_or_else(Status::code, |_| tonic::Code::Ok);
+        telemetry::record_grpc_code(&span, code as i32);
+        answer
     }
 
     type ModelStreamInferStream =

@@ -12,6 +12,7 @@ pub(super) mod data;
 mod params;
 mod reject;
 mod shm;
+mod status;
 mod traffic;
 mod views;
 mod wire;
@@ -26,6 +27,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use axum::{Json, Router as AxumRouter};
 use serde_json::{json, Value};
+use tracing::Instrument;
 
 use super::admin::{Admin, Authorized};
 use super::compression::Encoding;
@@ -37,7 +39,9 @@ use crate::metrics::Protocol;
 use crate::registry::upload::Upload;
 use crate::routing::request::{route_key, ROUTE_KEY};
 use crate::routing::Router;
+use crate::telemetry;
 use reject::{Body, Mutation};
+pub use status::MetricsPort;
 
 pub const HEADER_CONTENT_LENGTH: &str = "inference-header-content-length";
 
@@ -145,6 +149,7 @@ pub fn app(
             "/v2/cudasharedmemory/{*rest}",
             get(shm::cuda).post(shm::cuda),
         )
+        .merge(status::routes())
         .fallback(reject::no_route)
         .method_not_allowed_fallback(reject::method_not_allowed)
         .layer(DefaultBodyLimit::max(max_request_bytes))
@@ -283,7 +288,34 @@ async fn version_infer(
     infer(&s, &model, Some(&version), &headers, body).await
 }
 
+/// One inference call, in its trace span when traces are exported (the caller's W3C
+/// `traceparent` / `tracestate` headers make it a child of the caller's span).
 async fn infer(
+    s: &AppState,
+    model: &str,
+    version: Option<&str>,
+    headers: &HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    let span = telemetry::server_span(
+        Protocol::Http,
+        "POST /v2/models/{model}/infer",
+        header("traceparent"),
+        header("tracestate"),
+    );
+    if span.is_disabled() {
+        return infer_untraced(s, model, version, headers, body).await;
+    }
+    let answer = infer_untraced(s, model, version, headers, body)
+        .instrument(span.clone())
+        .await
+        .unwrap_or_else(IntoResponse::into_response);
+    telemetry::record_http_status(&span, answer.status().as_u16());
+    Ok(answer)
+}
+
+async fn infer_untraced(
     s: &AppState,
     model: &str,
     version: Option<&str>,
@@ -327,12 +359,14 @@ async fn infer(
     let mut response = router.infer(decoded.request).await?;
     router.classify(&mut response, &decoded.classification)?;
     s.shm.deliver(&response, &decoded.shm.outputs).await?;
-    let (body, json_len) = codec::encode(
-        &response,
-        &decoded.output_binary,
-        decoded.binary_default,
-        &decoded.shm.outputs,
-    )?;
+    let (body, json_len) = telemetry::encode_span().in_scope(|| {
+        codec::encode(
+            &response,
+            &decoded.output_binary,
+            decoded.binary_default,
+            &decoded.shm.outputs,
+        )
+    })?;
     let accepted = Encoding::accepted(headers.get(header::ACCEPT_ENCODING).map(|v| v.as_bytes()));
     let mut resp = match accepted {
         Some(enc) => compressed(enc, model, body).await?,
