@@ -2,6 +2,7 @@
 //! `bench` (the load generator of [`ferroserve::loadgen`]).
 
 mod models_cli;
+mod profile_cli;
 mod traffic_cli;
 
 use std::path::PathBuf;
@@ -35,6 +36,8 @@ enum Command {
     Traffic(traffic_cli::TrafficArgs),
     /// Start, watch or abort a progressive rollout of a model version.
     Rollout(traffic_cli::RolloutArgs),
+    /// Build a version's drift reference (profile.json) from a sample of its training data.
+    Profile(profile_cli::ProfileArgs),
 }
 
 /// Flags override `FERROSERVE_*` variables, which override the config file.
@@ -263,6 +266,7 @@ fn main() -> anyhow::Result<ExitCode> {
         Command::Models(args) => models_cli::run(args).map(|()| ExitCode::SUCCESS),
         Command::Traffic(args) => traffic_cli::traffic(args).map(|()| ExitCode::SUCCESS),
         Command::Rollout(args) => traffic_cli::rollout(args).map(|()| ExitCode::SUCCESS),
+        Command::Profile(args) => profile_cli::run(args).map(|()| ExitCode::SUCCESS),
     }
 }
 

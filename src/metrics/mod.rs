@@ -6,6 +6,7 @@ use prometheus::{
     TextEncoder,
 };
 
+pub mod drift;
 mod process;
 mod series;
 mod stats;
@@ -106,6 +107,7 @@ pub struct Metrics {
     pub load_failures: IntCounterVec,
     pub tls_reloads: IntCounterVec,
     pub traffic: TrafficMetrics,
+    pub drift: drift::DriftMetrics,
     live: series::Live,
 }
 
@@ -191,6 +193,7 @@ impl Metrics {
                 &["result"],
             )?,
             traffic: TrafficMetrics::new()?,
+            drift: drift::DriftMetrics::new(&registry)?,
             live: Default::default(),
             registry,
         };

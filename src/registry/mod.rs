@@ -76,6 +76,8 @@ pub struct ModelVersion {
     pub admission: Admission,
     /// Counters a rollout reads over a step's window.
     pub window: Arc<WindowStats>,
+    /// Drift monitoring of `[drift]`, when on.
+    pub drift: Option<Arc<crate::drift::Monitor>>,
     pub load_time: Duration,
     /// Size and modification time of the model file when loaded: a change means reload.
     pub file_fingerprint: Option<(u64, std::time::SystemTime)>,
