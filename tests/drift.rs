@@ -1,0 +1,252 @@
+//! Drift monitoring end to end on the bundled iris: a profile built from the iris data by
+//! `ferroserve profile`, requests drawn from that data, and requests with one feature shifted,
+//! read back from `/metrics` and the drift endpoint.
+
+mod common;
+
+use std::path::Path;
+use std::time::Duration;
+
+use common::{copy_model, poll_until, repo, TestServer};
+use serde_json::{json, Value};
+
+const FEATURES: [&str; 4] = ["sepal_length", "sepal_width", "petal_length", "petal_width"];
+const DRIFT: &str = r#"
+[drift]
+features = ["sepal_length", "sepal_width", "petal_length", "petal_width"]
+window_seconds = 0.05
+min_count = 300
+p_value_threshold = 0.01
+"#;
+
+/// The iris rows of tests/data/iris.csv (four features).
+fn iris_rows() -> Vec<[f32; 4]> {
+    let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/iris.csv"))
+        .unwrap();
+    text.lines()
+        .skip(1)
+        .map(|l| {
+            let v: Vec<f32> = l.split(',').take(4).map(|x| x.parse().unwrap()).collect();
+            [v[0], v[1], v[2], v[3]]
+        })
+        .collect()
+}
+
+/// A repository with iris monitored, its profile written by `ferroserve profile`.
+fn monitored_iris() -> tempfile::TempDir {
+    let dir = repo([copy_model("iris").config(DRIFT)]);
+    profile(&dir.path().join("iris"));
+    dir
+}
+
+fn profile(model_dir: &Path) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_ferroserve"))
+        .args(["profile", "--model-dir"])
+        .arg(model_dir)
+        .arg("--data")
+        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/iris.csv"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("8 features from 150 rows"));
+}
+
+/// Sends every iris row twice (300 rows, one window), `shift` added to feature `shifted`.
+async fn serve_iris(s: &TestServer, shifted: Option<(usize, f32)>) {
+    let client = reqwest::Client::new();
+    let mut rows = iris_rows();
+    rows.extend(iris_rows());
+    for chunk in rows.chunks(20) {
+        let data: Vec<f32> = chunk
+            .iter()
+            .flat_map(|r| {
+                let mut r = *r;
+                if let Some((i, d)) = shifted {
+                    r[i] += d;
+                }
+                r
+            })
+            .collect();
+        let body = json!({"inputs": [{"name": "input", "datatype": "FP32", "shape": [chunk.len(), 4], "data": data}]});
+        let r = client
+            .post(s.url("/v2/models/iris/infer"))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+    }
+}
+
+/// The drift report once its first window has closed.
+async fn closed_report(s: &TestServer) -> Value {
+    poll_until(
+        Duration::from_secs(20),
+        "a drift window closed",
+        || async { s.get("/v2/models/iris/drift").await.1 },
+        |r| r["closed_window"]["index"].as_u64() >= Some(1),
+    )
+    .await
+}
+
+fn input_psi(report: &Value) -> Vec<(String, f64)> {
+    report["features"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|f| f["role"] == "input")
+        .map(|f| {
+            (
+                f["feature"].as_str().unwrap().to_owned(),
+                f["closed_window"]["psi"].as_f64().unwrap(),
+            )
+        })
+        .collect()
+}
+
+/// `ferroserve_drift_psi` of iris' input features in the exposition.
+fn metric_psi(text: &str) -> Vec<(String, f64)> {
+    text.lines()
+        .filter(|l| {
+            l.starts_with("ferroserve_drift_psi{")
+                && l.contains("model=\"iris\"")
+                && l.contains("tensor=\"input\"")
+        })
+        .map(|l| {
+            let feature = l
+                .split("feature=\"")
+                .nth(1)
+                .unwrap()
+                .split('"')
+                .next()
+                .unwrap()
+                .to_owned();
+            (feature, l.rsplit(' ').next().unwrap().parse().unwrap())
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn requests_drawn_from_the_reference_raise_no_drift() {
+    let dir = monitored_iris();
+    let s = TestServer::builder().repo(dir.path()).start().await;
+    serve_iris(&s, None).await;
+    let report = closed_report(&s).await;
+    assert_eq!(report["state"], "monitoring");
+    assert_eq!(report["closed_window"]["rows"], 300);
+    assert_eq!(report["drifting_share"], 0.0, "{report:#}");
+    let psi = input_psi(&report);
+    assert_eq!(
+        psi.iter().map(|p| p.0.as_str()).collect::<Vec<_>>(),
+        FEATURES
+    );
+    for (f, v) in &psi {
+        assert!(*v < 0.01, "{f}: psi {v} of the reference's own rows");
+    }
+    let text = s.metrics_text().await;
+    let exported = metric_psi(&text);
+    assert_eq!(exported.len(), 4, "{text}");
+    assert!(exported.iter().all(|(_, v)| *v < 0.01), "{exported:?}");
+    assert!(
+        text.contains("ferroserve_drift_drifting_features_share{model=\"iris\",version=\"1\"} 0"),
+        "{text}"
+    );
+    assert!(
+        text.contains("ferroserve_drift_samples{model=\"iris\",version=\"1\"} 300"),
+        "{text}"
+    );
+}
+
+#[tokio::test]
+async fn one_shifted_feature_shows_psi_over_a_quarter_for_that_feature_only() {
+    let dir = monitored_iris();
+    let s = TestServer::builder().repo(dir.path()).start().await;
+    serve_iris(&s, Some((1, 1.0))).await;
+    let report = closed_report(&s).await;
+    for (f, v) in input_psi(&report) {
+        if f == "sepal_width" {
+            assert!(v > 0.25, "the shifted feature: psi {v}");
+        } else {
+            assert!(v < 0.25, "{f} was not shifted: psi {v}");
+        }
+    }
+    let sw = &report["features"][1];
+    assert_eq!(sw["feature"], "sepal_width");
+    assert_eq!(sw["closed_window"]["drifting"], true);
+    assert_eq!(
+        sw["reference"].as_array().unwrap().len(),
+        sw["closed_window"]["proportions"].as_array().unwrap().len()
+    );
+    let exported = metric_psi(&s.metrics_text().await);
+    let over: Vec<&str> = exported
+        .iter()
+        .filter(|(_, v)| *v > 0.25)
+        .map(|(f, _)| f.as_str())
+        .collect();
+    assert_eq!(over, ["sepal_width"], "{exported:?}");
+}
+
+#[tokio::test]
+async fn drift_endpoint_of_an_unmonitored_model_is_refused() {
+    let dir = repo([copy_model("iris")]);
+    let s = TestServer::builder().repo(dir.path()).start().await;
+    let (status, body) = s.get("/v2/models/iris/versions/1/drift").await;
+    assert_eq!(status, 400);
+    let msg = body["error"].as_str().unwrap();
+    assert!(
+        msg.contains("drift monitoring is off for model 'iris' version 1"),
+        "{msg}"
+    );
+    let (status, _) = s.get("/v2/models/nope/drift").await;
+    assert_eq!(status, 404);
+}
+
+#[tokio::test]
+async fn drift_without_a_profile_refuses_the_version_with_the_reason() {
+    let dir = repo([copy_model("iris").config(DRIFT)]);
+    let s = TestServer::builder()
+        .repo(dir.path())
+        .wait_ready(false)
+        .start()
+        .await;
+    let report = poll_until(
+        Duration::from_secs(20),
+        "iris failed to load",
+        || async { s.get("/v2/models/iris/ready").await.0 },
+        |status| *status == 503 || *status == 400,
+    )
+    .await;
+    assert_ne!(report, 200);
+    let index = reqwest::Client::new()
+        .post(s.url("/v2/repository/index"))
+        .send()
+        .await
+        .unwrap();
+    let rows: Value = index.json().await.unwrap();
+    let reason = rows[0]["reason"].as_str().unwrap_or_default();
+    assert!(reason.contains("needs profile.json"), "{rows:#}");
+}
+
+#[tokio::test]
+async fn first_rows_served_become_the_baseline() {
+    let config = DRIFT.replace(
+        "p_value_threshold",
+        "baseline = \"first: 300\"\np_value_threshold",
+    );
+    let dir = repo([copy_model("iris").config(&config)]);
+    let s = TestServer::builder().repo(dir.path()).start().await;
+    let (_, before) = s.get("/v2/models/iris/drift").await;
+    assert_eq!(before["state"], "collecting_baseline");
+    assert_eq!(before["baseline"]["needed"], 300);
+    serve_iris(&s, None).await;
+    let (_, after) = s.get("/v2/models/iris/drift").await;
+    assert_eq!(after["state"], "monitoring", "{after:#}");
+    // The same rows again: the window matches its baseline.
+    serve_iris(&s, None).await;
+    let report = closed_report(&s).await;
+    assert_eq!(report["drifting_share"], 0.0, "{report:#}");
+}
