@@ -40,19 +40,26 @@ fn monitored_iris() -> tempfile::TempDir {
 }
 
 fn profile(model_dir: &Path) {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_ferroserve"))
-        .args(["profile", "--model-dir"])
-        .arg(model_dir)
-        .arg("--data")
-        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/iris.csv"))
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(String::from_utf8_lossy(&out.stdout).contains("8 features from 150 rows"));
+    // The library call `ferroserve profile` makes (the shared target's binary may be another build's).
+    let data = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/iris.csv"));
+    let built = std::thread::scope(|s| {
+        s.spawn(|| {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(ferroserve::registry::profile::build_profile(
+                model_dir, data, None,
+            ))
+        })
+        .join()
+        .unwrap()
+    })
+    .unwrap();
+    assert_eq!(built.rows, 150);
+    let features: usize = built.profile.tensors.iter().map(|t| t.features.len()).sum();
+    assert_eq!(features, 8, "4 inputs, the label, 3 probabilities");
+    std::fs::write(&built.path, built.profile.to_json()).unwrap();
 }
 
 /// Sends every iris row twice (300 rows, one window), `shift` added to feature `shifted`.
@@ -243,10 +250,64 @@ async fn first_rows_served_become_the_baseline() {
     assert_eq!(before["state"], "collecting_baseline");
     assert_eq!(before["baseline"]["needed"], 300);
     serve_iris(&s, None).await;
-    let (_, after) = s.get("/v2/models/iris/drift").await;
-    assert_eq!(after["state"], "monitoring", "{after:#}");
+    // The last rows are binned just after their answer: a bounded wait, not a sleep.
+    poll_until(
+        Duration::from_secs(20),
+        "the baseline was built",
+        || async { s.get("/v2/models/iris/drift").await.1 },
+        |r| r["state"] == "monitoring",
+    )
+    .await;
     // The same rows again: the window matches its baseline.
     serve_iris(&s, None).await;
     let report = closed_report(&s).await;
     assert_eq!(report["drifting_share"], 0.0, "{report:#}");
+}
+
+#[tokio::test]
+async fn admin_grpc_reports_the_same_drift_as_http() {
+    use common::admin_pb::{traffic_admin_client::TrafficAdminClient, GetDriftRequest};
+    let dir = monitored_iris();
+    let s = TestServer::builder().repo(dir.path()).start().await;
+    serve_iris(&s, Some((1, 1.0))).await;
+    let http = closed_report(&s).await;
+    let mut client = TrafficAdminClient::connect(s.grpc_url()).await.unwrap();
+    let r = client
+        .get_drift(GetDriftRequest {
+            model: "iris".into(),
+            version: "1".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        (r.model.as_str(), r.version.as_str(), r.state.as_str()),
+        ("iris", "1", "monitoring")
+    );
+    assert_eq!(r.window_rows, 300);
+    let sw = r
+        .features
+        .iter()
+        .find(|f| f.feature == "sepal_width")
+        .unwrap();
+    assert!(sw.drifting && sw.window_closed);
+    assert_eq!(
+        sw.psi,
+        http["features"][1]["closed_window"]["psi"]
+            .as_f64()
+            .unwrap()
+    );
+    let doc: Value = serde_json::from_str(&r.json).unwrap();
+    assert_eq!(
+        doc["features"][1]["reference"],
+        http["features"][1]["reference"]
+    );
+    let missing = client
+        .get_drift(GetDriftRequest {
+            model: "nope".into(),
+            version: String::new(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(missing.code(), tonic::Code::NotFound);
 }

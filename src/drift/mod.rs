@@ -11,6 +11,7 @@
 
 pub mod builder;
 pub mod extract;
+pub mod layout;
 pub mod profile;
 pub mod profile_input;
 pub mod stats;
@@ -20,7 +21,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError, Weak};
 use std::time::{Duration, Instant};
 
-pub use builder::{layout, ProfileBuilder, Slot};
+pub use builder::ProfileBuilder;
+pub use layout::{layout, Slot};
 pub use profile::Profile;
 use profile::{FeatureProfile, Kind, Role};
 use window::{Closed, Counters, Thresholds, WindowState};

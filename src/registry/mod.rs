@@ -10,6 +10,7 @@ pub mod manager;
 pub mod onnx_file;
 mod onnx_ml;
 pub mod open;
+pub mod profile;
 pub mod reconcile;
 pub mod repository;
 pub mod upload;
