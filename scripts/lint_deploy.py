@@ -136,6 +136,41 @@ SERVICE_MONITOR = {
 # KServe's are written down in kserve_schema.py (from the CRDs of a pinned release).
 CRDS = {("monitoring.coreos.com/v1", "ServiceMonitor"): SERVICE_MONITOR, **KSERVE_SCHEMAS}
 
+# monitoring.coreos.com/v1 PrometheusRule (issue 17: k8s/monitoring/drift-rules.yaml). The rule
+# groups themselves are checked by promtool (scripts/lint-deploy.sh step 5); the schema checks the
+# wrapper and the rules' keys.
+PROMETHEUS_RULE = {
+    "type": "object",
+    "additionalProperties": False,
+    "required": ["apiVersion", "kind", "metadata", "spec"],
+    "properties": {
+        "apiVersion": {"const": "monitoring.coreos.com/v1"},
+        "kind": {"const": "PrometheusRule"},
+        "metadata": METADATA,
+        "spec": {
+            "type": "object",
+            "additionalProperties": False,
+            "required": ["groups"],
+            "properties": {
+                "groups": {
+                    "type": "array",
+                    "minItems": 1,
+                    "items": {
+                        "type": "object",
+                        "required": ["name", "rules"],
+                        "properties": {
+                            "name": {"type": "string", "minLength": 1},
+                            "interval": DURATION,
+                            "rules": {"type": "array", "minItems": 1, "items": {"type": "object"}},
+                        },
+                    },
+                },
+            },
+        },
+    },
+}
+CRDS[("monitoring.coreos.com/v1", "PrometheusRule")] = PROMETHEUS_RULE
+
 _WARN = re.compile(r"^WARN (?P<file>\S+) Couldn't find schema for kind (?P<kind>\S+) with api version (?P<api>\S+) ")
 
 

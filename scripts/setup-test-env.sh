@@ -47,6 +47,15 @@ else
     apt_install libb64-0d
 fi
 
+# 1b. promtool (Debian package prometheus) validates and unit-tests the drift alert rules
+# (k8s/monitoring/drift-rules.yaml; scripts/lint-deploy.sh step 5). Issue 17.
+if deb_installed prometheus; then
+    echo "setup-test-env: prometheus (promtool) already installed"
+else
+    echo "setup-test-env: installing prometheus (promtool)"
+    apt_install prometheus=2.42.0+ds-5+deb12u1
+fi
+
 # 2. The virtualenv.
 if ! command -v "$PYTHON" >/dev/null 2>&1; then
     echo "setup-test-env: no '$PYTHON' on PATH" >&2

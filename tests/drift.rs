@@ -311,3 +311,104 @@ async fn admin_grpc_reports_the_same_drift_as_http() {
         .unwrap_err();
     assert_eq!(missing.code(), tonic::Code::NotFound);
 }
+
+/// mlp versions 1 and 2 (2: perturbed weights), both monitored on the same profile (built from
+/// version 1 on a deterministic sample), so their predictions are binned alike.
+fn monitored_mlp_pair() -> tempfile::TempDir {
+    use common::traffic::{repo as traffic_repo, V2};
+    let drift = "[drift]\nfeatures = [0, 1]\nwindow_seconds = 60\nmin_count = 100000\n";
+    let dir = traffic_repo(V2::Perturbed, drift);
+    let mut csv: String = (0..64)
+        .map(|i| format!("p{i}"))
+        .collect::<Vec<_>>()
+        .join(",")
+        + "\n";
+    for r in 0..400u32 {
+        let row: Vec<String> = (0..64u32)
+            .map(|c| ((r * 7 + c * 13) % 17).to_string())
+            .collect();
+        csv += &(row.join(",") + "\n");
+    }
+    let data = dir.path().join("sample.csv");
+    std::fs::write(&data, csv).unwrap();
+    let model_dir = dir.path().join("mlp");
+    let built = std::thread::scope(|s| {
+        s.spawn(|| {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(ferroserve::registry::profile::build_profile(
+                &model_dir,
+                &data,
+                Some(1),
+            ))
+        })
+        .join()
+        .unwrap()
+    })
+    .unwrap();
+    for v in ["1", "2"] {
+        std::fs::write(
+            model_dir.join(v).join("profile.json"),
+            built.profile.to_json(),
+        )
+        .unwrap();
+    }
+    std::fs::remove_file(&data).unwrap();
+    dir
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rollout_whose_candidate_predicts_differently_is_rolled_back_on_its_drift_limit() {
+    use common::traffic::{put_traffic, rollout_until_done, start, start_rollout, Load};
+    let dir = monitored_mlp_pair();
+    let server =
+        std::sync::Arc::new(start(dir.path(), ferroserve::config::ModelControlMode::None).await);
+    put_traffic(&server, json!({"weights": {"1": 100}})).await;
+    let load = Load::start(&server);
+    let (status, started) = start_rollout(
+        &server,
+        json!({"candidate": "2", "steps": [50, 100], "step_duration_s": 1, "max_p99_ratio": 50,
+               "min_requests": 20, "max_prediction_drift": 0.25}),
+    )
+    .await;
+    assert_eq!(status, 200, "{started}");
+    assert_eq!(started["max_prediction_drift"], 0.25);
+    let end = rollout_until_done(&server).await;
+    load.stop().await;
+    assert_eq!(end["state"], "rolled_back", "{end}");
+    assert_eq!(end["step"], 1, "{end}");
+    assert!(
+        end["reason"]
+            .as_str()
+            .unwrap()
+            .contains("candidate predictions drift from stable's: PSI"),
+        "{end}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_drift_limit_without_drift_monitoring_aborts_the_rollout_with_the_reason() {
+    use common::traffic::{
+        put_traffic, repo as traffic_repo, rollout_until_done, start, start_rollout, V2,
+    };
+    let dir = traffic_repo(V2::Perturbed, "");
+    let server = start(dir.path(), ferroserve::config::ModelControlMode::None).await;
+    put_traffic(&server, json!({"weights": {"1": 100}})).await;
+    let (status, started) = start_rollout(
+        &server,
+        json!({"candidate": "2", "steps": [50, 100], "step_duration_s": 1, "max_prediction_drift": 0.25}),
+    )
+    .await;
+    assert_eq!(status, 200, "{started}");
+    let end = rollout_until_done(&server).await;
+    assert_eq!(end["state"], "aborted", "{end}");
+    assert!(
+        end["reason"]
+            .as_str()
+            .unwrap()
+            .contains("needs [drift] monitoring on both versions"),
+        "{end}"
+    );
+}

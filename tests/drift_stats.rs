@@ -210,3 +210,32 @@ fn categorical_mix_moving_from_50_50_to_70_30_is_detected() {
     assert!(s.drifting && s.p_value.unwrap() < 1e-30, "{s:?}");
     assert!((s.psi - 0.1694).abs() < 1e-3, "{s:?}");
 }
+
+#[test]
+fn prediction_drift_compares_versions_on_shared_bins_only() {
+    use ferroserve::drift::prediction_drift;
+    use ferroserve::drift::profile::FeatureProfile;
+    let label = |edges: Vec<f64>| FeatureProfile {
+        name: "score".into(),
+        column: None,
+        summary: None,
+        kind: Kind::Numeric,
+        proportions: vec![0.0; edges.len() + 1],
+        edges,
+        categories: Vec::new(),
+    };
+    let stable = vec![("y".to_owned(), label(vec![0.0, 1.0]), vec![0, 50, 50])];
+    let same = vec![("y".to_owned(), label(vec![0.0, 1.0]), vec![0, 52, 48])];
+    let moved = vec![("y".to_owned(), label(vec![0.0, 1.0]), vec![0, 10, 90])];
+    let other_bins = vec![("y".to_owned(), label(vec![0.0, 2.0]), vec![0, 10, 90])];
+    assert!(prediction_drift(&stable, &same).unwrap() < 0.01);
+    let psi_moved = prediction_drift(&stable, &moved).unwrap();
+    assert!((psi_moved - psi(&[0.0, 0.5, 0.5], &[0.0, 0.1, 0.9])).abs() < 1e-12);
+    assert!(psi_moved > 0.25);
+    assert_eq!(
+        prediction_drift(&stable, &other_bins),
+        None,
+        "different bins are not compared"
+    );
+    assert_eq!(prediction_drift(&[], &moved), None);
+}

@@ -147,6 +147,7 @@ fn rollout_proto(model: &str, s: &RolloutStatus) -> pb::RolloutStatus {
         reason: s.reason.clone().unwrap_or_default(),
         candidate_window: window_proto(&s.candidate_window),
         stable_window: window_proto(&s.stable_window),
+        max_prediction_drift: s.spec.max_prediction_drift,
     }
 }
 
@@ -193,6 +194,7 @@ impl TrafficAdmin for AdminService {
             max_error_rate_increase: r.max_error_rate_increase,
             max_p99_ratio: r.max_p99_ratio,
             min_requests: r.min_requests,
+            max_prediction_drift: r.max_prediction_drift,
         };
         let status = self.admin.start_rollout(auth, &r.model, &request)?;
         Ok(Response::new(rollout_proto(&r.model, &status)))
