@@ -412,3 +412,36 @@ async fn a_drift_limit_without_drift_monitoring_aborts_the_rollout_with_the_reas
         "{end}"
     );
 }
+
+#[tokio::test]
+async fn an_invalid_profile_refuses_the_version_with_the_reason() {
+    let dir = repo([copy_model("iris").config(DRIFT)]);
+    let bad = r#"{"format": "ferroserve-drift-profile/1", "rows": 1, "tensors": [{"tensor": "input",
+        "role": "input", "features": [{"name": "sepal_length", "column": 0, "kind": "numeric",
+        "edges": [2.0, 1.0], "proportions": [0, 1, 0]}]}]}"#;
+    std::fs::write(dir.path().join("iris/1/profile.json"), bad).unwrap();
+    let s = TestServer::builder()
+        .repo(dir.path())
+        .wait_ready(false)
+        .start()
+        .await;
+    let rows = poll_until(
+        Duration::from_secs(20),
+        "iris failed to load",
+        || async {
+            let r = reqwest::Client::new()
+                .post(s.url("/v2/repository/index"))
+                .send()
+                .await
+                .unwrap();
+            r.json::<Value>().await.unwrap()
+        },
+        |rows| rows[0]["state"] == "UNAVAILABLE",
+    )
+    .await;
+    let reason = rows[0]["reason"].as_str().unwrap();
+    assert!(
+        reason.contains("profile.json") && reason.contains("strictly increasing"),
+        "{reason}"
+    );
+}

@@ -239,3 +239,39 @@ fn prediction_drift_compares_versions_on_shared_bins_only() {
     );
     assert_eq!(prediction_drift(&[], &moved), None);
 }
+
+#[test]
+fn inputs_of_rank_above_two_are_summarised_per_row() {
+    let slot = Slot {
+        name: "image".into(),
+        dtype: DataType::F32,
+        dims: vec![2, 3],
+    };
+    let specs = layout(&DriftConfig::default(), &[slot], &[]).unwrap();
+    let names: Vec<&str> = specs[0].features.iter().map(|f| f.name.as_str()).collect();
+    assert_eq!(names, ["mean", "std", "norm"]);
+    let mut b = ProfileBuilder::new(specs, 4, 10);
+    let mut rng = Normal(7);
+    let values: Vec<f32> = (0..600).map(|_| rng.draw(0.0) as f32).collect();
+    b.feed_tensor(0, &Tensor::from_values(vec![100, 2, 3], &values).unwrap())
+        .unwrap();
+    let profile = b.finish().unwrap();
+    assert_eq!(profile.rows, 100);
+    let c = Counters::new(&profile, &["image".into()], &[]).unwrap();
+    // Rows scaled by 10: the norm and std leave the reference's range, the mean's spread widens.
+    let scaled: Vec<f32> = values.iter().map(|v| v * 10.0).collect();
+    c.observe(
+        &[Tensor::from_values(vec![100, 2, 3], &scaled).unwrap()],
+        &[],
+    );
+    let mut w = WindowState::new(&c, Instant::now());
+    let closed = w
+        .tick(&c, Instant::now(), Duration::ZERO, 100, thresholds())
+        .unwrap();
+    let norm = &closed.scores[2];
+    assert!(norm.drifting && norm.psi > 1.0, "{norm:?}");
+    assert!(
+        *closed.counts[2].last().unwrap() > 90,
+        "norms overflow the reference range"
+    );
+}
