@@ -11,8 +11,8 @@ case: a tabular model usually has fewer), sampling every batch (`sample_rate = 1
 reference built from the first 500 rows served (`baseline = "first: 500"`, reached in the
 warm-up). The ratio is on/off of the median over rounds. Memory per feature is counted from the
 data structures of `drift::window` (per bin: the open window's atomic counter, the drained
-window, the cumulative count, the reference proportion and edge), for the bins of the
-profile the server built. Only the Python standard library is used; run.py supplies the helpers.
+window, the cumulative count, the last closed window, the reference proportion and edge), for
+the bins of the profile the server built. Only the Python standard library is used; run.py supplies the helpers.
 """
 
 import argparse
@@ -35,8 +35,10 @@ min_count = 1000
 """ % ", ".join(str(i) for i in range(32))
 MODELS = ["mlp", "dense"]
 PROTOCOLS = ["http-binary", "grpc"]
-# Bytes per bin (five f64/u64 slots) and per feature (name, tensor, vectors' headers, scores).
-PER_BIN = 5 * 8
+# Bytes per bin: six 8-byte slots (the open window's atomic counter, the drained window, the
+# cumulative count, the last closed window, the reference proportion and edge); per feature:
+# its FeatureProfile and Feature structs, names, five vector headers and a window's scores.
+PER_BIN = 6 * 8
 PER_FEATURE = 400
 
 
