@@ -123,4 +123,12 @@ done
 say "4. hadolint Dockerfile"
 "$VENV/bin/hadolint" Dockerfile
 
+# --- 5. promtool: the drift alert rules (issue 17) -----------------------------------------------
+say "5. promtool check rules + test rules: k8s/monitoring/drift-rules.yaml"
+"$VENV/bin/python" -c 'import sys, yaml; yaml.safe_dump(yaml.safe_load(open(sys.argv[1]))["spec"], open(sys.argv[2], "w"))' \
+    k8s/monitoring/drift-rules.yaml "$OUT/drift-rules.rules.yaml"
+promtool check rules "$OUT/drift-rules.rules.yaml"
+cp tests/prometheus/drift-rules.test.yaml "$OUT/"
+(cd "$OUT" && promtool test rules drift-rules.test.yaml)
+
 say "all deployment checks passed"

@@ -134,8 +134,9 @@ SERVICE_MONITOR = {
 # (apiVersion, kind) -> schema: the custom resources this project ships. Their CRDs are not part
 # of Kubernetes, so kubernetes-validate has no schema for them.
 # KServe's are written down in kserve_schema.py (from the CRDs of a pinned release).
-# monitoring.coreos.com/v1 PrometheusRule (k8s/monitoring/prometheus-rules.yaml): groups of
-# recording and alerting rules, the Prometheus Operator API's fields.
+# monitoring.coreos.com/v1 PrometheusRule (k8s/monitoring/prometheus-rules.yaml and drift-rules.yaml):
+# groups of recording and alerting rules, the Prometheus Operator API's fields (the expressions
+# themselves are checked by promtool: scripts/lint-deploy.sh step 5, tests/python/test_monitoring.py).
 PROMETHEUS_RULE_RULE = {
     "type": "object",
     "additionalProperties": False,
@@ -192,6 +193,7 @@ CRDS = {
     ("monitoring.coreos.com/v1", "PrometheusRule"): PROMETHEUS_RULE,
     **KSERVE_SCHEMAS,
 }
+
 
 _WARN = re.compile(r"^WARN (?P<file>\S+) Couldn't find schema for kind (?P<kind>\S+) with api version (?P<api>\S+) ")
 

@@ -49,7 +49,8 @@ else
 fi
 
 # 1b. Monitoring and status-page tests (tests/python/test_monitoring.py, test_status_page.py): a
-#     real Prometheus with promtool (pinned: bookworm's), and headless Chromium (not pinned: the
+#     real Prometheus with promtool (pinned: bookworm's; promtool also checks and unit-tests the
+#     drift rules in scripts/lint-deploy.sh), and headless Chromium (not pinned: the
 #     security archive replaces each build, so an old pin would stop installing).
 PROMETHEUS_DEB="prometheus=2.42.0+ds-5+deb12u1"
 if deb_installed prometheus; then

@@ -9,6 +9,7 @@
 //!   validate, submit; `routing::request` reads the route key and turns client timeouts into
 //!   deadlines; request ids and spans; `routing::shadow` mirrors.
 //! - [`batching`]: per-version queue, batch assembly, hand-off to free instances.
+//! - [`drift`]: drift monitoring: reference profiles, per-feature windows, PSI / JS / chi-square.
 //! - [`backend`]: the `Backend` trait, the tract engine, instance threads.
 //! - [`registry`]: the atomically swapped model table, the repository scan and the loader.
 //! - [`rollout`]: the traffic control plane: policies, promotion, progressive rollouts.
@@ -36,6 +37,7 @@ pub mod backend;
 pub mod batching;
 pub mod config;
 pub mod dataio;
+pub mod drift;
 pub mod error;
 pub mod loadgen;
 pub mod metrics;

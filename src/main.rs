@@ -2,6 +2,7 @@
 //! `bench` (the load generator of [`ferroserve::loadgen`]).
 
 mod models_cli;
+mod profile_cli;
 mod traffic_cli;
 
 use std::path::PathBuf;
@@ -37,6 +38,8 @@ enum Command {
     Rollout(traffic_cli::RolloutArgs),
     /// Score a file (CSV, Parquet, JSONL, .npy) with a model of a repository, offline.
     Predict(Box<ferroserve::predict::PredictArgs>),
+    /// Build a version's drift reference (profile.json) from a sample of its training data.
+    Profile(profile_cli::ProfileArgs),
 }
 
 /// Flags override `FERROSERVE_*` variables, which override the config file.
@@ -272,6 +275,7 @@ fn main() -> anyhow::Result<ExitCode> {
             ferroserve::telemetry::init_logs(ferroserve::config::LogFormat::Text, "warn");
             ferroserve::predict::main(*args)
         }
+        Command::Profile(args) => profile_cli::run(args).map(|()| ExitCode::SUCCESS),
     }
 }
 

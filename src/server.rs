@@ -147,7 +147,7 @@ pub async fn run(
         config.max_request_bytes,
         &config.server_name,
     ))
-    .add_service(api::admin_grpc::service(admin.clone()))
+    .add_service(api::admin_grpc::service(admin.clone(), router.clone()))
     .add_service(health)
     .add_service(reflection_v1)
     .add_service(reflection_v1alpha)

@@ -165,6 +165,7 @@ pub async fn rollout(args: RolloutArgs) -> anyhow::Result<()> {
                 max_error_rate_increase,
                 max_p99_ratio,
                 min_requests,
+                max_prediction_drift: None,
             };
             client
                 .start_rollout(authorized(token, tonic::Request::new(req))?)

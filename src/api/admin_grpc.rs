@@ -19,10 +19,15 @@ use pb::traffic_admin_server::{TrafficAdmin, TrafficAdminServer};
 
 pub struct AdminService {
     admin: Arc<Admin>,
+    /// The drift reports' source (read-only views).
+    router: Arc<crate::routing::Router>,
 }
 
-pub fn service(admin: Arc<Admin>) -> TrafficAdminServer<AdminService> {
-    TrafficAdminServer::new(AdminService { admin })
+pub fn service(
+    admin: Arc<Admin>,
+    router: Arc<crate::routing::Router>,
+) -> TrafficAdminServer<AdminService> {
+    TrafficAdminServer::new(AdminService { admin, router })
 }
 
 /// A mutation's message and the proof its `authorization` metadata passed (both gRPC services).
@@ -142,6 +147,7 @@ fn rollout_proto(model: &str, s: &RolloutStatus) -> pb::RolloutStatus {
         reason: s.reason.clone().unwrap_or_default(),
         candidate_window: window_proto(&s.candidate_window),
         stable_window: window_proto(&s.stable_window),
+        max_prediction_drift: s.spec.max_prediction_drift,
     }
 }
 
@@ -188,6 +194,7 @@ impl TrafficAdmin for AdminService {
             max_error_rate_increase: r.max_error_rate_increase,
             max_p99_ratio: r.max_p99_ratio,
             min_requests: r.min_requests,
+            max_prediction_drift: r.max_prediction_drift,
         };
         let status = self.admin.start_rollout(auth, &r.model, &request)?;
         Ok(Response::new(rollout_proto(&r.model, &status)))
@@ -210,5 +217,58 @@ impl TrafficAdmin for AdminService {
         let model = r.model;
         let status = self.admin.abort_rollout(auth, &model)?;
         Ok(Response::new(rollout_proto(&model, &status)))
+    }
+
+    async fn get_drift(&self, req: Request<pb::GetDriftRequest>) -> GrpcResult<pb::DriftReport> {
+        let r = req.into_inner();
+        let version = Some(r.version.as_str()).filter(|v| !v.is_empty());
+        let report = self
+            .router
+            .drift(&r.model, version)
+            .map_err(super::error::ApiError::from)?;
+        Ok(Response::new(drift_proto(&report)))
+    }
+}
+
+/// The drift report as the admin service answers it; `json` is the HTTP endpoint's document.
+fn drift_proto(r: &crate::drift::Report) -> pb::DriftReport {
+    use crate::drift::profile::Role;
+    pb::DriftReport {
+        model: r.model.clone(),
+        version: r.version.clone(),
+        state: if r.baseline.is_some() {
+            "collecting_baseline"
+        } else {
+            "monitoring"
+        }
+        .into(),
+        closed_windows: r.closed.map_or(0, |c| c.0),
+        window_rows: r.closed.map_or(0, |c| c.1),
+        drifting_share: r.drifting_share,
+        features: r
+            .features
+            .iter()
+            .map(|f| {
+                let (counts, scores) = f.closed.clone().unzip();
+                pb::FeatureDrift {
+                    tensor: f.tensor.clone(),
+                    feature: f.profile.name.clone(),
+                    role: if f.role == Role::Input {
+                        "input"
+                    } else {
+                        "output"
+                    }
+                    .into(),
+                    reference: f.profile.proportions.clone(),
+                    window_counts: counts.unwrap_or_default(),
+                    psi: scores.as_ref().map_or(0.0, |s| s.psi),
+                    js_distance: scores.as_ref().map_or(0.0, |s| s.js_distance),
+                    p_value: scores.as_ref().and_then(|s| s.p_value),
+                    drifting: scores.as_ref().is_some_and(|s| s.drifting),
+                    window_closed: scores.is_some(),
+                }
+            })
+            .collect(),
+        json: super::http::drift::report_json(r).to_string(),
     }
 }

@@ -112,6 +112,8 @@ struct Shared {
     max_queue_size: usize,
     /// Model and version, for the batch's trace span.
     names: (String, String),
+    /// Set once at load when `[drift]` is on: answered requests are binned here.
+    drift: std::sync::OnceLock<Arc<crate::drift::Monitor>>,
 }
 
 impl Shared {
@@ -159,6 +161,7 @@ impl Batcher {
             queued: AtomicUsize::new(0),
             max_queue_size: config.max_queue_size,
             names: (config.model.clone(), config.version.clone()),
+            drift: std::sync::OnceLock::new(),
         });
         let core = Arc::new(Core {
             state: Mutex::new(State {
@@ -255,6 +258,12 @@ impl Batcher {
         async move {
             let _ = rx.wait_for(|s| *s).await;
         }
+    }
+
+    /// Bins every answered request (inputs and outputs) into `monitor`, after its answer is
+    /// sent; a second call is ignored.
+    pub fn monitor_drift(&self, monitor: Arc<crate::drift::Monitor>) {
+        let _ = self.core.shared.drift.set(monitor);
     }
 
     /// Requests waiting for an instance.

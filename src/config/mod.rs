@@ -5,6 +5,7 @@
 //! (the `[traffic]` section), `tls` (the ports' certificates) and `onnxruntime` (ONNX Runtime's
 //! library, devices and options).
 
+pub mod drift;
 mod model;
 mod onnxruntime;
 mod server;
@@ -16,6 +17,7 @@ mod warmup;
 
 use std::path::{Path, PathBuf};
 
+pub use drift::DriftConfig;
 pub use model::{BackendKind, BatchingConfig, ModelConfig, QueuePolicy, TensorConfig};
 pub use onnxruntime::{Device, GraphOptimizationLevel, OnnxRuntimeConfig, OnnxRuntimeOptions};
 pub use server::{

@@ -130,6 +130,8 @@ pub struct ModelConfig {
     pub traffic: Option<TrafficPolicy>,
     /// `[[output]] label_filename`: output name → a file name inside the model directory.
     pub label_files: std::collections::BTreeMap<String, String>,
+    /// `[drift]`: monitoring against the version's reference (`super::drift`); off when absent.
+    pub drift: Option<super::drift::DriftConfig>,
 }
 
 impl ModelConfig {
@@ -198,6 +200,7 @@ pub(super) struct RawModelConfig {
     pub(super) inter_op_threads: Option<usize>,
     pub(super) graph_optimization_level: Option<GraphOptimizationLevel>,
     traffic: Option<RawTraffic>,
+    drift: Option<super::drift::RawDrift>,
     /// Free-form annotations, ignored by the server.
     #[serde(default)]
     #[allow(dead_code)]
@@ -357,6 +360,10 @@ impl ModelConfig {
             device,
             onnxruntime,
             traffic,
+            drift: raw
+                .drift
+                .map(super::drift::RawDrift::validate)
+                .transpose()?,
         })
     }
 }

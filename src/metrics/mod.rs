@@ -6,6 +6,7 @@ use prometheus::{
     TextEncoder,
 };
 
+pub mod drift;
 mod process;
 mod series;
 mod source;
@@ -111,6 +112,7 @@ pub struct Metrics {
     pub tls_reloads: IntCounterVec,
     pub traffic: TrafficMetrics,
     pub source: SourceMetrics,
+    pub drift: drift::DriftMetrics,
     live: series::Live,
 }
 
@@ -197,6 +199,7 @@ impl Metrics {
             )?,
             traffic: TrafficMetrics::new()?,
             source: SourceMetrics::new()?,
+            drift: drift::DriftMetrics::new(&registry)?,
             live: Default::default(),
             registry,
         };

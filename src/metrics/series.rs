@@ -49,6 +49,13 @@ impl Metrics {
         remove_matching(&t.shadow_compared, model, version);
         remove_matching(&t.shadow_mismatches, model, version);
         remove_matching(&t.shadow_max_abs_diff, model, version);
+        let d = &self.drift;
+        remove_matching(&d.psi, model, version);
+        remove_matching(&d.js_distance, model, version);
+        remove_matching(&d.p_value, model, version);
+        remove_matching(&d.samples, model, version);
+        remove_matching(&d.drifting_share, model, version);
+        remove_matching(&d.windows, model, version);
     }
 
     /// Removes the state gauges (`model_ready`, `model_state`) of a version that left the

@@ -14,6 +14,7 @@ use super::ModelVersion;
 use crate::backend::BackendError;
 use crate::batching::{BatchPolicy, Batcher, BatcherConfig};
 use crate::config::ModelConfig;
+use crate::drift::{Monitor, Profile, Slot};
 use crate::metrics::{Metrics, VersionStats};
 use crate::policy::admission::Admission;
 
@@ -40,6 +41,8 @@ pub enum LoadError {
     NoEngine { tract: String, onnxruntime: String },
     #[error("cannot start instance threads: {0}")]
     Threads(#[source] std::io::Error),
+    #[error("drift monitoring: {0}")]
+    Drift(String),
 }
 
 /// Loads `file` as version `version` of model `name`; `file` must resolve inside `root` (the
@@ -57,7 +60,7 @@ pub async fn load_version(
     // Held before any series of this version is created, dropped with the version.
     let series = metrics.hold_version(name, &version_label);
     let source = config;
-    let (built, file_fingerprint) = {
+    let (built, file_fingerprint, profile) = {
         let (root, file, config) = (root.to_path_buf(), file.to_path_buf(), config.clone());
         tokio::task::spawn_blocking(move || {
             // What the backend builds from is the bytes of the file checked at open time.
@@ -75,7 +78,12 @@ pub async fn load_version(
                     .collect();
                 built.signature.output_labels.insert(output.clone(), labels);
             }
-            Ok::<_, LoadError>((built, model.fingerprint))
+            // `[drift]`'s reference: profile.json beside the model file, when there is one.
+            let profile = match &config.drift {
+                Some(_) => read_profile(&root, &file.with_file_name(PROFILE_FILE))?,
+                None => None,
+            };
+            Ok::<_, LoadError>((built, model.fingerprint, profile))
         })
         .await??
     };
@@ -115,6 +123,36 @@ pub async fn load_version(
         &metrics,
     )
     .map_err(LoadError::Threads)?;
+    let drift = match &config.drift {
+        Some(d) => {
+            let slots = |specs: &[super::TensorSpec]| -> Vec<Slot> {
+                specs
+                    .iter()
+                    .map(|t| Slot {
+                        name: t.name.clone(),
+                        dtype: t.dtype,
+                        dims: t.dims.clone(),
+                    })
+                    .collect()
+            };
+            let (inputs, outputs) = (slots(&signature.inputs), slots(&signature.outputs));
+            let monitor = Monitor::new(
+                name,
+                &version_label,
+                d,
+                profile,
+                &inputs,
+                &outputs,
+                metrics.clone(),
+            )
+            .map_err(LoadError::Drift)?;
+            let monitor = Arc::new(monitor);
+            monitor.start();
+            batcher.monitor_drift(monitor.clone());
+            Some(monitor)
+        }
+        None => None,
+    };
     let admission = Admission::new(
         config.queue.max_concurrent_requests,
         Some(
@@ -135,8 +173,23 @@ pub async fn load_version(
         stats,
         admission,
         window: Default::default(),
+        drift,
         load_time: start.elapsed(),
         file_fingerprint,
         series,
     }))
+}
+
+/// The reference profile's file name in a version directory.
+pub const PROFILE_FILE: &str = "profile.json";
+
+/// `profile.json` read inside the repository and validated; `None` when there is none.
+fn read_profile(root: &Path, path: &Path) -> Result<Option<Profile>, LoadError> {
+    match read_inside(root, path) {
+        Ok(f) => Profile::parse(&f.bytes)
+            .map(Some)
+            .map_err(|e| LoadError::Drift(format!("{}: {e}", path.display()))),
+        Err(ReadError::Missing(_)) => Ok(None),
+        Err(e) => Err(e.into()),
+    }
 }

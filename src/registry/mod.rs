@@ -10,6 +10,7 @@ pub mod manager;
 pub mod onnx_file;
 mod onnx_ml;
 pub mod open;
+pub mod profile;
 pub mod reconcile;
 pub mod repository;
 pub mod source;
@@ -77,6 +78,8 @@ pub struct ModelVersion {
     pub admission: Admission,
     /// Counters a rollout reads over a step's window.
     pub window: Arc<WindowStats>,
+    /// Drift monitoring of `[drift]`, when on.
+    pub drift: Option<Arc<crate::drift::Monitor>>,
     pub load_time: Duration,
     /// Size and modification time of the model file when loaded: a change means reload.
     pub file_fingerprint: Option<(u64, std::time::SystemTime)>,

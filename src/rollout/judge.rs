@@ -22,6 +22,9 @@ pub struct RolloutSpec {
     /// A step passes only once the candidate answered this many requests in its window; until
     /// then the window is extended (a step without traffic proves nothing).
     pub min_requests: u64,
+    /// PSI limit on the candidate's predictions against the stable's in the same step (both
+    /// versions monitored by `[drift]` with the same output bins); `None`: not judged.
+    pub max_prediction_drift: Option<f64>,
 }
 
 pub const DEFAULT_MAX_ERROR_RATE_INCREASE: f64 = 0.01;
@@ -38,6 +41,7 @@ pub struct RolloutRequest {
     pub max_error_rate_increase: Option<f64>,
     pub max_p99_ratio: Option<f64>,
     pub min_requests: Option<i64>,
+    pub max_prediction_drift: Option<f64>,
 }
 
 impl RolloutRequest {
@@ -95,6 +99,13 @@ impl RolloutRequest {
         if !(1..=1_000_000_000).contains(&min_requests) {
             return Err(format!("min_requests must be positive, got {min_requests}"));
         }
+        if let Some(d) = self.max_prediction_drift {
+            if !(d.is_finite() && d > 0.0) {
+                return Err(format!(
+                    "max_prediction_drift must be a positive PSI, got {d}"
+                ));
+            }
+        }
         Ok(RolloutSpec {
             candidate,
             stable,
@@ -103,6 +114,7 @@ impl RolloutRequest {
             max_error_rate_increase,
             max_p99_ratio: Some(max_p99_ratio),
             min_requests: min_requests as u64,
+            max_prediction_drift: self.max_prediction_drift,
         })
     }
 }
@@ -153,6 +165,17 @@ pub fn judge(spec: &RolloutSpec, candidate: &WindowSnapshot, baseline: &WindowSn
         }
     }
     Verdict::Pass
+}
+
+/// The prediction-drift limit on a step whose requests passed: `psi` is the candidate's
+/// predictions against the stable's over the same span (`None`: nothing comparable yet).
+pub fn judge_drift(spec: &RolloutSpec, psi: Option<f64>) -> Verdict {
+    match (spec.max_prediction_drift, psi) {
+        (Some(limit), Some(v)) if v > limit => Verdict::Breach(format!(
+            "candidate predictions drift from stable's: PSI {v:.3} above the limit {limit}"
+        )),
+        _ => Verdict::Pass,
+    }
 }
 
 #[cfg(test)]

@@ -5,8 +5,10 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::judge::{judge, RolloutSpec, Verdict};
+use super::judge::{judge, judge_drift, RolloutSpec, Verdict};
 use super::{RolloutState, TrafficControl};
+use crate::drift::profile::FeatureProfile;
+use crate::drift::{prediction_drift, Monitor};
 use crate::policy::window::{WindowSnapshot, WindowStats};
 
 impl TrafficControl {
@@ -99,6 +101,57 @@ impl TrafficControl {
         };
         Ok((get("candidate", candidate)?, get("stable", stable)?))
     }
+
+    /// The drift monitors of the two versions, when both have one.
+    fn monitors(
+        &self,
+        model: &str,
+        candidate: u64,
+        stable: u64,
+    ) -> Option<(Arc<Monitor>, Arc<Monitor>)> {
+        let table = self.registry.snapshot();
+        let entry = table.models.get(model)?;
+        let get = |v: u64| entry.ready(v).and_then(|mv| mv.drift.clone());
+        Some((get(candidate)?, get(stable)?))
+    }
+}
+
+type OutputCounts = Vec<(String, FeatureProfile, Vec<u64>)>;
+
+/// Counts since `start` (same monitor, same feature order).
+fn since(now: OutputCounts, start: &OutputCounts) -> OutputCounts {
+    now.into_iter()
+        .zip(start)
+        .map(|((t, f, c), (_, _, c0))| {
+            let d = c
+                .iter()
+                .zip(c0)
+                .map(|(a, b)| a.saturating_sub(*b))
+                .collect();
+            (t, f, d)
+        })
+        .collect()
+}
+
+/// The step's prediction counts of both versions since the step began.
+struct DriftStep {
+    monitors: (Arc<Monitor>, Arc<Monitor>),
+    start: (OutputCounts, OutputCounts),
+}
+
+impl DriftStep {
+    fn begin(monitors: (Arc<Monitor>, Arc<Monitor>)) -> DriftStep {
+        let start = (monitors.0.output_counts(), monitors.1.output_counts());
+        DriftStep { monitors, start }
+    }
+
+    /// (candidate, stable) counts in the step so far.
+    fn counts(&self) -> (OutputCounts, OutputCounts) {
+        (
+            since(self.monitors.0.output_counts(), &self.start.0),
+            since(self.monitors.1.output_counts(), &self.start.1),
+        )
+    }
 }
 
 /// One rollout, start to end. Each step: publish the split, then look at the step's window
@@ -116,6 +169,8 @@ pub(super) async fn run(
     let candidate = spec.candidate;
     // The stable's latest window with enough requests: at 100 % it serves none of its own.
     let mut baseline: Option<WindowSnapshot> = None;
+    // The stable's predictions of its latest step that had any (the drift limit's reference).
+    let mut drift_baseline: Option<OutputCounts> = None;
     let mut step = 0;
     'steps: while step < spec.steps.len() {
         if !control.advance(&model, id, step) {
@@ -129,6 +184,17 @@ pub(super) async fn run(
             Err(why) => return control.finish(&model, id, RolloutState::Aborted, why),
         };
         let (c0, s0) = (cw.snapshot(), sw.snapshot());
+        let drift = match spec.max_prediction_drift {
+            None => None,
+            Some(_) => match control.monitors(&model, candidate, stable) {
+                Some(m) => Some(DriftStep::begin(m)),
+                None => {
+                    let why =
+                        "max_prediction_drift needs [drift] monitoring on both versions".to_owned();
+                    return control.finish(&model, id, RolloutState::Aborted, why);
+                }
+            },
+        };
         let started = Instant::now();
         loop {
             tokio::time::sleep(tick).await;
@@ -145,7 +211,16 @@ pub(super) async fn run(
             } else {
                 baseline.as_ref().unwrap_or(&swin)
             };
-            let verdict = judge(&spec, &cwin, base);
+            let mut verdict = judge(&spec, &cwin, base);
+            if let (Verdict::Pass, Some(d)) = (&verdict, &drift) {
+                let (c, s) = d.counts();
+                let stable_rows = s.iter().any(|(_, _, n)| n.iter().sum::<u64>() > 0);
+                if stable_rows {
+                    drift_baseline = Some(s);
+                }
+                let reference = drift_baseline.as_deref().unwrap_or(&[]);
+                verdict = judge_drift(&spec, prediction_drift(reference, &c));
+            }
             let due = started.elapsed() >= spec.step_duration;
             let note = match &verdict {
                 Verdict::Wait(why) if due => Some(format!("step {} extended: {why}", step + 1)),

@@ -180,6 +180,7 @@ mod tests {
             stats: Arc::default(),
             admission: Admission::new(0, None),
             window: Arc::default(),
+            drift: None,
             load_time: Duration::ZERO,
             file_fingerprint: None,
             series: Default::default(),

@@ -108,6 +108,24 @@ impl Router {
     }
 }
 
+impl Router {
+    /// The drift report of a model's default version or of one version.
+    pub fn drift(
+        &self,
+        model: &str,
+        version: Option<&str>,
+    ) -> Result<crate::drift::Report, InferError> {
+        let mv = self.version(model, version)?;
+        match &mv.drift {
+            Some(m) => Ok(m.report()),
+            None => Err(InferError::InvalidInput(format!(
+                "drift monitoring is off for model '{model}' version {}: add a [drift] section to its config.toml",
+                mv.version
+            ))),
+        }
+    }
+}
+
 fn ready_versions(entry: &ModelEntry) -> impl Iterator<Item = Arc<ModelVersion>> + '_ {
     entry.versions.values().filter_map(|s| match s {
         VersionState::Ready(mv) => Some(mv.clone()),

@@ -9,6 +9,7 @@
 mod budget;
 pub(super) mod codec;
 pub(super) mod data;
+pub(crate) mod drift;
 mod params;
 mod reject;
 mod shm;
@@ -93,6 +94,11 @@ pub fn app(
         .route(
             "/v2/models/{model}/versions/{version}/config",
             get(version_config),
+        )
+        .route("/v2/models/{model}/drift", get(drift::model_drift))
+        .route(
+            "/v2/models/{model}/versions/{version}/drift",
+            get(drift::version_drift),
         )
         .route("/v2/models/{model}/stats", get(model_stats))
         .route(

@@ -77,6 +77,7 @@ struct RolloutBody {
     max_error_rate_increase: Option<f64>,
     max_p99_ratio: Option<f64>,
     min_requests: Option<i64>,
+    max_prediction_drift: Option<f64>,
 }
 
 pub async fn start_rollout(
@@ -93,6 +94,7 @@ pub async fn start_rollout(
         max_error_rate_increase: b.max_error_rate_increase,
         max_p99_ratio: b.max_p99_ratio,
         min_requests: b.min_requests,
+        max_prediction_drift: b.max_prediction_drift,
     };
     let status = s.admin.start_rollout(auth, &model, &request)?;
     Ok(Json(rollout_json(&status)))
@@ -235,6 +237,7 @@ pub fn rollout_json(s: &RolloutStatus) -> Value {
         "max_error_rate_increase": s.spec.max_error_rate_increase,
         "max_p99_ratio": s.spec.max_p99_ratio,
         "min_requests": s.spec.min_requests,
+        "max_prediction_drift": s.spec.max_prediction_drift,
         "reason": s.reason,
         "window": {
             "candidate": window_json(&s.candidate_window),
