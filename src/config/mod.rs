@@ -22,6 +22,7 @@ pub use server::{
     DEFAULT_MAX_REQUEST_BYTES,
 };
 pub use tls::{TlsConfig, TlsPort};
+pub use traffic::RolloutSection;
 pub use version_policy::VersionPolicy;
 pub use warmup::{WarmupConfig, WarmupInput};
 

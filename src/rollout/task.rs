@@ -3,9 +3,9 @@
 //! longer the task's own (aborted, or replaced by a newer one).
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
-use super::judge::{judge, RolloutSpec, Verdict};
+use super::judge::{judge, step_at, RolloutSpec, Verdict};
 use super::{RolloutState, TrafficControl};
 use crate::policy::window::{WindowSnapshot, WindowStats};
 
@@ -117,7 +117,18 @@ pub(super) async fn run(
     // The stable's latest window with enough requests: at 100 % it serves none of its own.
     let mut baseline: Option<WindowSnapshot> = None;
     let mut step = 0;
+    // On a declared schedule, the step the wall clock says (a replica that starts late joins
+    // the others at theirs; one that starts after the end promotes at once).
+    let due_step = |now: SystemTime| {
+        spec.start
+            .map(|s| step_at(s, now, spec.step_duration, spec.steps.len()))
+    };
     'steps: while step < spec.steps.len() {
+        match due_step(SystemTime::now()) {
+            Some(None) => break,
+            Some(Some(i)) => step = step.max(i),
+            None => {}
+        }
         if !control.advance(&model, id, step) {
             return;
         }
@@ -146,8 +157,15 @@ pub(super) async fn run(
                 baseline.as_ref().unwrap_or(&swin)
             };
             let verdict = judge(&spec, &cwin, base);
-            let due = started.elapsed() >= spec.step_duration;
+            let due = match due_step(SystemTime::now()) {
+                Some(now) => now != Some(step),
+                None => started.elapsed() >= spec.step_duration,
+            };
             let note = match &verdict {
+                Verdict::Wait(why) if due && spec.start.is_some() => Some(format!(
+                    "step {} ended on schedule unjudged: {why}",
+                    step + 1
+                )),
                 Verdict::Wait(why) if due => Some(format!("step {} extended: {why}", step + 1)),
                 _ => None,
             };
@@ -158,6 +176,10 @@ pub(super) async fn run(
                 Verdict::Breach(why) => {
                     let reason = format!("step {} ({percent}%): {why}", step + 1);
                     return control.finish(&model, id, RolloutState::RolledBack, reason);
+                }
+                Verdict::Wait(_) if due && spec.start.is_some() => {
+                    step += 1;
+                    continue 'steps;
                 }
                 Verdict::Pass if due => {
                     if swin.requests() >= spec.min_requests {

@@ -199,6 +199,7 @@ mod tests {
                 })
             }),
             file_traffic: None,
+            file_rollout: None,
         }
     }
 

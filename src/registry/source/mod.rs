@@ -10,6 +10,7 @@
 mod cache;
 mod fetch;
 pub mod mlflow;
+mod mlflow_config;
 pub mod plan;
 
 use std::collections::BTreeMap;
@@ -245,10 +246,14 @@ impl ObjectSource {
                 let etag = m.e_tag.unwrap_or_else(|| {
                     format!("lm{}", m.last_modified.timestamp_nanos_opt().unwrap_or(0))
                 });
+                let modified = u64::try_from(m.last_modified.timestamp_millis())
+                    .ok()
+                    .map(|ms| SystemTime::UNIX_EPOCH + Duration::from_millis(ms));
                 Some(Listed {
                     key,
                     etag,
                     size: m.size,
+                    modified,
                 })
             })
             .collect())
