@@ -3,8 +3,8 @@
 //! a generated directory (`<model_cache_dir>/mlflow/<model>`) that the scan reads instead
 //! (`repository::Repository::with_mirror`). Each sync asks the registry for the model's aliases;
 //! the versions behind them are downloaded once (the `onnx` flavour's files, external data
-//! included, through the tracking server's artifact proxy), the others removed; the generated
-//! `config.toml` is the model's own with `version_policy = { specific = [...] }` and its
+//! included, through the tracking server's artifact proxy, or from the bucket for `s3://`
+//! URIs), the others removed; the generated `config.toml` is the model's own with `version_policy = { specific = [...] }` and its
 //! `[traffic] weights` keyed by version numbers (aliases resolved; an alias that is gone drops
 //! out; no weights: all to `champion`). Registry errors keep the generated directory as it was.
 
@@ -169,9 +169,16 @@ impl MlflowSource {
             )
             .await?;
         let uri = uri["artifact_uri"].as_str().unwrap_or_default().to_owned();
+        let stage = dir.join(format!(".stage-{v}"));
+        let _ = std::fs::remove_dir_all(&stage);
+        std::fs::create_dir_all(&stage).map_err(|e| e.to_string())?;
+        if uri.starts_with("s3://") {
+            self.download_from_bucket(&uri, &stage).await?;
+            return self.finish_download(v, &stage, dir);
+        }
         let Some(path) = uri.strip_prefix("mlflow-artifacts:") else {
             return Err(format!(
-                "version {v}: artifact URI {uri:?}: only mlflow-artifacts: (the tracking server's artifact proxy) is supported"
+                "version {v}: artifact URI {uri:?}: only mlflow-artifacts: (the tracking server's artifact proxy) and s3:// are supported"
             ));
         };
         let path = path.trim_matches('/');
@@ -182,9 +189,6 @@ impl MlflowSource {
                 &[("path", path)],
             )
             .await?;
-        let stage = dir.join(format!(".stage-{v}"));
-        let _ = std::fs::remove_dir_all(&stage);
-        std::fs::create_dir_all(&stage).map_err(|e| e.to_string())?;
         let mut total = 0u64;
         for f in listed["files"].as_array().into_iter().flatten() {
             let (Some(file), false) = (f["path"].as_str(), f["is_dir"].as_bool().unwrap_or(false))
@@ -202,6 +206,11 @@ impl MlflowSource {
                 .await?;
             std::fs::write(stage.join(file), bytes).map_err(|e| e.to_string())?;
         }
+        self.finish_download(v, &stage, dir)
+    }
+
+    /// The staged version with its `onnx` flavour's file as `model.onnx`, renamed in.
+    fn finish_download(&self, v: u64, stage: &Path, dir: &Path) -> Result<(), String> {
         let mlmodel = std::fs::read_to_string(stage.join("MLmodel")).unwrap_or_default();
         let Some(data) = onnx_data(&mlmodel) else {
             return Err(format!("version {v}: its MLmodel has no onnx flavour"));
@@ -210,7 +219,55 @@ impl MlflowSource {
             std::fs::rename(stage.join(&data), stage.join(MODEL_FILE))
                 .map_err(|e| format!("version {v}: {data}: {e}"))?;
         }
-        std::fs::rename(&stage, dir.join(&version)).map_err(|e| e.to_string())
+        std::fs::rename(stage, dir.join(v.to_string())).map_err(|e| e.to_string())
+    }
+
+    /// The files directly under an `s3://bucket/prefix` artifact URI into `stage`, through
+    /// object_store with the environment's credentials (`AWS_ENDPOINT_URL`, keys, IRSA, ...),
+    /// counted against the cache bound.
+    async fn download_from_bucket(&self, uri: &str, stage: &Path) -> Result<(), String> {
+        use futures_util::TryStreamExt;
+        use object_store::{path::Path as ObjectPath, ObjectStore};
+        let (bucket, prefix) = super::parse_url(uri).ok_or("not an s3:// URL")??;
+        let (store, secrets) = super::build_store(uri, &bucket, &BTreeMap::new())?;
+        let blank = |e: String| super::fetch::scrub(&e, &secrets);
+        let listed = tokio::time::timeout(
+            TIMEOUT,
+            store
+                .list(Some(&ObjectPath::from(prefix.as_str())))
+                .try_collect::<Vec<_>>(),
+        )
+        .await
+        .map_err(|_| format!("{uri}: listing timed out"))?
+        .map_err(|e| blank(format!("{uri}: {e}")))?;
+        let mut total = 0u64;
+        for meta in listed {
+            let key = meta.location.as_ref();
+            let Some(file) = key.get(prefix.len()..).map(|f| f.trim_start_matches('/')) else {
+                continue;
+            };
+            if file.contains('/') || file.starts_with('.') || file.is_empty() {
+                continue;
+            }
+            total = total.saturating_add(meta.size);
+            if total > self.max_bytes {
+                return Err(format!(
+                    "artifacts pass model_cache_max_bytes = {}",
+                    self.max_bytes
+                ));
+            }
+            let got = tokio::time::timeout(TIMEOUT, async {
+                store.get(&meta.location).await?.bytes().await
+            })
+            .await
+            .map_err(|_| format!("{uri}/{file}: download timed out"))?
+            .map_err(|e| blank(format!("{uri}/{file}: {e}")))?;
+            if got.len() as u64 != meta.size {
+                return Err(format!("{uri}/{file}: changed while it was read"));
+            }
+            std::fs::write(stage.join(file), &got).map_err(|e| e.to_string())?;
+        }
+        Ok(())
     }
 
     async fn json(&self, base: &str, path: &str, query: &[(&str, &str)]) -> Result<Value, String> {
