@@ -6,7 +6,8 @@
 //! included, through the tracking server's artifact proxy, or from the bucket for `s3://`
 //! URIs), the others removed; the generated `config.toml` is the model's own with
 //! `version_policy = { specific = [...] }` and its `[traffic] weights` keyed by version numbers
-//! (aliases resolved; an alias that is gone drops out; no weights: all to `champion`). Registry errors keep the generated directory as it was.
+//! (aliases resolved; an alias that is gone drops out; no weights: all to `champion`). Registry
+//! errors keep the generated directory as it was.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
