@@ -89,6 +89,8 @@ pub async fn run(
         config.shutdown.timeout(),
     ));
     let traffic = crate::rollout::TrafficControl::new(registry.clone(), metrics.clone());
+    // Rollouts declared by config.toml `[rollout]` (issue 16): started on the source's clock.
+    let declared = tokio::spawn(traffic.clone().follow_declared());
     let admin = Arc::new(Admin::new(manager.clone(), traffic, &config)?);
 
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -228,6 +230,7 @@ pub async fn run(
     tokio::time::sleep(drain.drain_delay()).await;
     tracing::info!("no longer accepting connections; finishing requests in flight");
     let _ = stop_tx.send(true);
+    declared.abort();
     let servers = async {
         let (h, g, m) = tokio::join!(http, grpc, metrics_server);
         h??;

@@ -7,7 +7,7 @@ mod common;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use common::seaweed::{Seaweed, ACCESS_KEY, SECRET_KEY};
 use common::traffic::{infer, perturbed, traffic_policy, TOKEN};
@@ -17,6 +17,9 @@ use serde_json::Value;
 
 const POLL_SECS: f64 = 0.3;
 const LIMIT: Duration = Duration::from_secs(60);
+/// What a version's download and load may take on top of one poll interval, on a loaded
+/// (shared, debug-build) machine: "serves within one poll" is asserted as poll + this.
+const LOAD_ALLOWANCE: Duration = Duration::from_secs(10);
 
 fn mlp_bytes() -> Vec<u8> {
     std::fs::read(bundled_models().join("mlp/1/model.onnx")).unwrap()
@@ -181,11 +184,15 @@ async fn a_version_added_under_load_serves_with_no_failed_request() {
             })
         })
         .collect();
-    put_version(&weed, 2, true).await;
+    put_version(&weed, 2, false).await;
+    // The version is complete from the moment its marker is up: from then on it must answer
+    // within one poll interval plus the time a load takes.
+    let deadline = Instant::now() + Duration::from_secs_f64(POLL_SECS) + LOAD_ALLOWANCE;
+    weed.put("mlp/2/ready", Vec::new()).await;
     let c = reqwest::Client::new();
     poll_until(
-        LIMIT,
-        "version 2 never answered",
+        deadline.saturating_duration_since(Instant::now()),
+        "version 2 did not answer within one poll (+ load allowance) of its ready marker",
         || async {
             infer(&c, &server, None, None)
                 .await
@@ -409,4 +416,78 @@ async fn predict_scores_a_model_in_the_bucket_as_the_same_model_on_disk() {
     );
     assert_eq!(a.lines().count(), 301, "a header and 300 rows: {a:.200}");
     assert_eq!(a, b, "the bucket's iris scores as the directory's");
+}
+
+/// mlp's rollout step as `traffic` reports it (0: none yet).
+async fn rollout_step(server: &TestServer) -> u64 {
+    traffic_policy(server).await["rollout"]["step"]
+        .as_u64()
+        .unwrap_or(0)
+}
+
+#[tokio::test]
+async fn a_declared_rollout_is_at_the_same_step_on_two_replicas_started_apart() {
+    let weed = weed_or_skip!();
+    seed(&weed, "").await;
+    put_version(&weed, 2, true).await;
+    let (ca, cb) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let a = server_on(&weed, ca.path()).start().await;
+    poll_until(
+        LIMIT,
+        "version 2 never loaded",
+        || versions(&a),
+        |v| v == "1:READY,2:READY",
+    )
+    .await;
+    // Too few requests to judge: the steps end on the clock alone.
+    let config = "max_batch_size = 64\nversion_policy = \"all\"\n[rollout]\ncandidate = 2\nstable = 1\nsteps = [5, 10, 20, 40, 60, 80]\nstep_duration_s = 3\nmin_requests = 1000000\n";
+    weed.put("mlp/config.toml", config.as_bytes().to_vec())
+        .await;
+    poll_until(
+        LIMIT,
+        "a never reached step 2",
+        || rollout_step(&a),
+        |s| *s >= 2,
+    )
+    .await;
+    // b starts seconds after a began: on its own clock it would be at step 1.
+    let b = server_on(&weed, cb.path()).start().await;
+    let first = poll_until(
+        LIMIT,
+        "b never started the rollout",
+        || rollout_step(&b),
+        |s| *s > 0,
+    )
+    .await;
+    assert!(
+        first >= 2,
+        "b started at step {first}, not at the schedule's"
+    );
+    let p = traffic_policy(&b).await;
+    assert_eq!(p["rollout"]["state"], "running", "{p}");
+    assert_eq!(
+        p["rollout"]["start_unix_s"],
+        traffic_policy(&a).await["rollout"]["start_unix_s"]
+    );
+    // The same step at the same moment: b read between two equal readings of a.
+    let mut agreed = 0;
+    for _ in 0..200 {
+        let (a1, sb, a2) = (
+            rollout_step(&a).await,
+            rollout_step(&b).await,
+            rollout_step(&a).await,
+        );
+        if a1 == a2 {
+            assert_eq!(sb, a1, "a at step {a1}, b at step {sb}");
+            agreed += 1;
+            if agreed >= 5 {
+                break;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        agreed >= 5,
+        "a's step never held still across a reading of b"
+    );
 }

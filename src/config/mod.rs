@@ -26,6 +26,7 @@ pub use server::{
 };
 pub use tls::{TlsConfig, TlsPort};
 pub use tracing::TracingConfig;
+pub use traffic::RolloutSection;
 pub use version_policy::VersionPolicy;
 pub use warmup::{WarmupConfig, WarmupInput};
 

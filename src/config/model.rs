@@ -128,6 +128,8 @@ pub struct ModelConfig {
     /// `[traffic]`: weights and shadow applied when the model loads (see `policy::traffic`).
     /// Not part of what a version is built from: changing it never reloads a version.
     pub traffic: Option<TrafficPolicy>,
+    /// `[rollout]`: a rollout the source declares (see `config::traffic::RolloutSection`).
+    pub rollout: Option<super::traffic::RolloutSection>,
     /// `[[output]] label_filename`: output name → a file name inside the model directory.
     pub label_files: std::collections::BTreeMap<String, String>,
     /// `[drift]`: monitoring against the version's reference (`super::drift`); off when absent.
@@ -139,6 +141,7 @@ impl ModelConfig {
     pub fn same_versions_as(&self, other: &ModelConfig) -> bool {
         let strip = |c: &ModelConfig| ModelConfig {
             traffic: None,
+            rollout: None,
             ..c.clone()
         };
         strip(self) == strip(other)
@@ -201,6 +204,7 @@ pub(super) struct RawModelConfig {
     pub(super) graph_optimization_level: Option<GraphOptimizationLevel>,
     traffic: Option<RawTraffic>,
     drift: Option<super::drift::RawDrift>,
+    rollout: Option<super::traffic::RolloutSection>,
     /// Free-form annotations, ignored by the server.
     #[serde(default)]
     #[allow(dead_code)]
@@ -315,6 +319,10 @@ impl ModelConfig {
             };
         let (device, onnxruntime) = onnxruntime_keys(&raw)?;
         let traffic = raw.traffic.map(RawTraffic::validate).transpose()?;
+        let rollout = raw
+            .rollout
+            .map(super::traffic::RolloutSection::validate)
+            .transpose()?;
         let mut label_files = std::collections::BTreeMap::new();
         for t in &raw.output {
             if let Some(f) = &t.label_filename {
@@ -364,6 +372,7 @@ impl ModelConfig {
                 .drift
                 .map(super::drift::RawDrift::validate)
                 .transpose()?,
+            rollout,
         })
     }
 }

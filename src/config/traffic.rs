@@ -62,6 +62,46 @@ impl RawTraffic {
     }
 }
 
+/// `[rollout]` of a model config: a progressive rollout the model's source declares, started by
+/// the server when the section appears or changes (`rollout::declared`). Its steps run on a
+/// wall-clock schedule from `start` (unix seconds), else from the time the source declared it
+/// (the config file's modification time; an S3 object's Last-Modified; the MLflow alias move),
+/// so every replica reading the same source is at the same step at the same time.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RolloutSection {
+    /// A version number (from MLflow: the alias `challenger`, resolved by the source).
+    pub candidate: toml::Value,
+    pub stable: Option<toml::Value>,
+    pub steps: Vec<i64>,
+    pub step_duration_s: f64,
+    pub max_error_rate_increase: Option<f64>,
+    pub max_p99_ratio: Option<f64>,
+    pub min_requests: Option<i64>,
+    /// PSI limit on the candidate's predictions against the stable's (both under `[drift]`).
+    pub max_prediction_drift: Option<f64>,
+    pub start: Option<f64>,
+}
+
+impl RolloutSection {
+    pub(super) fn validate(self) -> Result<RolloutSection, String> {
+        if let Some(s) = self.start {
+            if !(s.is_finite() && (0.0..=1e11).contains(&s)) {
+                return Err(format!("rollout.start must be unix seconds, got {s}"));
+            }
+        }
+        Ok(self)
+    }
+
+    /// A version given as a number or a string, as text.
+    pub fn version_text(v: &toml::Value) -> String {
+        match v {
+            toml::Value::String(s) => s.clone(),
+            other => other.to_string(),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use crate::config::ModelConfig;

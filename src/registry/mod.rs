@@ -119,6 +119,15 @@ pub struct ModelEntry {
     /// The `[traffic]` of `config.toml` last applied: a reload applies the file's policy again
     /// only when it changed, so a policy set through the admin API survives reloads.
     pub file_traffic: Option<TrafficPolicy>,
+    /// The `[rollout]` of `config.toml` last read, and when its source declared it.
+    pub file_rollout: Option<DeclaredRollout>,
+}
+
+/// A rollout a model's config declares, with the wall-clock time its schedule starts from.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DeclaredRollout {
+    pub section: crate::config::RolloutSection,
+    pub declared_at: std::time::SystemTime,
 }
 
 impl ModelEntry {

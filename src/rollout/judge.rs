@@ -1,7 +1,7 @@
 //! What a progressive rollout is asked to do, and the verdict on one step: pure functions over
 //! the candidate's and the stable version's windowed counts, unit-tested without a server.
 
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use crate::error::clip;
 use crate::policy::window::WindowSnapshot;
@@ -25,6 +25,10 @@ pub struct RolloutSpec {
     /// PSI limit on the candidate's predictions against the stable's in the same step (both
     /// versions monitored by `[drift]` with the same output bins); `None`: not judged.
     pub max_prediction_drift: Option<f64>,
+    /// A rollout the source declared runs on a wall-clock schedule from this time: step k
+    /// from `start + k * step_duration`, the same on every replica; a step then ends on time
+    /// (too few requests do not extend it; a breach still rolls back).
+    pub start: Option<SystemTime>,
 }
 
 pub const DEFAULT_MAX_ERROR_RATE_INCREASE: f64 = 0.01;
@@ -115,8 +119,18 @@ impl RolloutRequest {
             max_p99_ratio: Some(max_p99_ratio),
             min_requests: min_requests as u64,
             max_prediction_drift: self.max_prediction_drift,
+            start: None,
         })
     }
+}
+
+/// On a wall-clock schedule from `start`: the 0-based step due at `now` (step 0 while `now` is
+/// before `start`: replicas' clocks differ a little), `None` once all `steps` are over.
+pub fn step_at(start: SystemTime, now: SystemTime, step: Duration, steps: usize) -> Option<usize> {
+    let elapsed = now.duration_since(start).unwrap_or(Duration::ZERO);
+    // step_duration is at least 0.1 s (validated); the cast saturates.
+    let i = (elapsed.as_secs_f64() / step.as_secs_f64().max(1e-3)) as usize;
+    (i < steps).then_some(i)
 }
 
 /// The judgement on a step's window so far.
@@ -204,6 +218,29 @@ mod tests {
             w.record(false, latency);
         }
         w.snapshot()
+    }
+
+    #[test]
+    fn a_declared_schedule_is_a_function_of_the_wall_clock() {
+        let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        let at = |s: f64| {
+            step_at(
+                t0,
+                t0 + Duration::from_secs_f64(s),
+                Duration::from_secs(2),
+                3,
+            )
+        };
+        assert_eq!(at(0.0), Some(0));
+        assert_eq!(at(1.9), Some(0));
+        assert_eq!(at(2.0), Some(1));
+        assert_eq!(at(5.9), Some(2));
+        assert_eq!(at(6.0), None);
+        // A replica whose clock is a little behind the source's is at the first step.
+        assert_eq!(
+            step_at(t0, t0 - Duration::from_secs(1), Duration::from_secs(2), 3),
+            Some(0)
+        );
     }
 
     #[test]

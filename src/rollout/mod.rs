@@ -7,6 +7,7 @@
 //! for a check and a publish, never across an await: a rollout step, an abort and an admin PUT
 //! cannot interleave.
 
+mod declared;
 pub mod judge;
 mod task;
 
@@ -203,10 +204,29 @@ impl TrafficControl {
         model: &str,
         request: &RolloutRequest,
     ) -> Result<RolloutStatus, TrafficError> {
-        let spec = request.validate().map_err(TrafficError::Invalid)?;
+        self.start_rollout_at(model, request, None)
+    }
+
+    /// [`Self::start_rollout`] on a wall-clock schedule from `start` when given (a rollout the
+    /// source declared: every replica at the same step at the same time).
+    pub fn start_rollout_at(
+        self: &Arc<Self>,
+        model: &str,
+        request: &RolloutRequest,
+        start: Option<std::time::SystemTime>,
+    ) -> Result<RolloutStatus, TrafficError> {
+        let mut spec = request.validate().map_err(TrafficError::Invalid)?;
+        spec.start = start;
+        let index = start
+            .map(|s| {
+                let n = spec.steps.len();
+                judge::step_at(s, std::time::SystemTime::now(), spec.step_duration, n)
+                    .unwrap_or(n.saturating_sub(1))
+            })
+            .unwrap_or(0);
         let first = *spec
             .steps
-            .first()
+            .get(index)
             .ok_or_else(|| TrafficError::Invalid("steps: give at least one step".into()))?;
         let mut rollouts = self.lock();
         refuse_while_running(&rollouts, model)?;
@@ -241,7 +261,7 @@ impl TrafficControl {
             },
             stable,
             state: RolloutState::Running,
-            step: 1,
+            step: index + 1,
             percent: first,
             reason: None,
             candidate_window: None,

@@ -3,9 +3,9 @@
 //! longer the task's own (aborted, or replaced by a newer one).
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
-use super::judge::{judge, judge_drift, RolloutSpec, Verdict};
+use super::judge::{judge, judge_drift, step_at, RolloutSpec, Verdict};
 use super::{RolloutState, TrafficControl};
 use crate::drift::profile::FeatureProfile;
 use crate::drift::{prediction_drift, Monitor};
@@ -172,7 +172,18 @@ pub(super) async fn run(
     // The stable's predictions of its latest step that had any (the drift limit's reference).
     let mut drift_baseline: Option<OutputCounts> = None;
     let mut step = 0;
+    // On a declared schedule, the step the wall clock says (a replica that starts late joins
+    // the others at theirs; one that starts after the end promotes at once).
+    let due_step = |now: SystemTime| {
+        spec.start
+            .map(|s| step_at(s, now, spec.step_duration, spec.steps.len()))
+    };
     'steps: while step < spec.steps.len() {
+        match due_step(SystemTime::now()) {
+            Some(None) => break,
+            Some(Some(i)) => step = step.max(i),
+            None => {}
+        }
         if !control.advance(&model, id, step) {
             return;
         }
@@ -221,8 +232,15 @@ pub(super) async fn run(
                 let reference = drift_baseline.as_deref().unwrap_or(&[]);
                 verdict = judge_drift(&spec, prediction_drift(reference, &c));
             }
-            let due = started.elapsed() >= spec.step_duration;
+            let due = match due_step(SystemTime::now()) {
+                Some(now) => now != Some(step),
+                None => started.elapsed() >= spec.step_duration,
+            };
             let note = match &verdict {
+                Verdict::Wait(why) if due && spec.start.is_some() => Some(format!(
+                    "step {} ended on schedule unjudged: {why}",
+                    step + 1
+                )),
                 Verdict::Wait(why) if due => Some(format!("step {} extended: {why}", step + 1)),
                 _ => None,
             };
@@ -233,6 +251,10 @@ pub(super) async fn run(
                 Verdict::Breach(why) => {
                     let reason = format!("step {} ({percent}%): {why}", step + 1);
                     return control.finish(&model, id, RolloutState::RolledBack, reason);
+                }
+                Verdict::Wait(_) if due && spec.start.is_some() => {
+                    step += 1;
+                    continue 'steps;
                 }
                 Verdict::Pass if due => {
                     if swin.requests() >= spec.min_requests {

@@ -200,6 +200,7 @@ mod tests {
                 })
             }),
             file_traffic: None,
+            file_rollout: None,
         }
     }
 

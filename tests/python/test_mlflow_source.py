@@ -201,3 +201,27 @@ def test_deleting_challenger_stops_its_traffic(mlflow_url):
         assert "champion=1" in reason, reason
     finally:
         _stop(server.process)
+
+
+def rollout(server, model: str):
+    return get(server, f"/v2/models/{model}/traffic")["rollout"]
+
+
+def test_moving_challenger_starts_the_configured_rollout(mlflow_url):
+    registry(mlflow_url, "fraud_ro", ["log", False], ["log", True], ["alias", "champion", 1])
+    # Too few requests to judge in this test: the steps would only end on the clock.
+    server = serve(mlflow_url, "fraud_ro", "[rollout]\nsteps = [10, 50]\nstep_duration_s = 600\nmin_requests = 1000000")
+    try:
+        assert rollout(server, "fraud_ro") is None
+        assert weights(server, "fraud_ro") == {"1": 100}
+        registry(mlflow_url, "fraud_ro", ["alias", "challenger", 2])
+        r = wait_for("challenger's move never started a rollout", lambda: rollout(server, "fraud_ro"),
+                     lambda r: r is not None)
+        assert (r["candidate"], r["stable"], r["state"], r["step"], r["percent"]) == ("2", "1", "running", 1, 10), r
+        assert r["start_unix_s"] is not None and abs(r["start_unix_s"] - time.time()) < LIMIT_S, r
+        assert weights(server, "fraud_ro") == {"1": 90, "2": 10}
+        seen = [infer(server, "fraud_ro") for _ in range(200)]
+        assert seen.count("2") > 0 and seen.count("1") > 120, seen
+    finally:
+        _stop(server.process)
+    assert "panicked" not in read_log(server.log_path)

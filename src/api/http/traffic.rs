@@ -238,6 +238,10 @@ pub fn rollout_json(s: &RolloutStatus) -> Value {
         "max_p99_ratio": s.spec.max_p99_ratio,
         "min_requests": s.spec.min_requests,
         "max_prediction_drift": s.spec.max_prediction_drift,
+        // A rollout the source declared: the wall-clock start of its schedule.
+        "start_unix_s": s.spec.start
+            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+            .map(|d| d.as_secs_f64()),
         "reason": s.reason,
         "window": {
             "candidate": window_json(&s.candidate_window),

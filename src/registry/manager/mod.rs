@@ -171,6 +171,7 @@ impl ModelManager {
                         last_failure: None,
                         traffic: None,
                         file_traffic: None,
+                        file_rollout: None,
                     },
                 );
             }

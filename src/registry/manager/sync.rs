@@ -3,9 +3,10 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::time::{Duration, SystemTime};
 
-use super::super::repository::{self, ModelDir};
-use super::super::{loader, ModelEntry, ModelVersion, VersionState};
+use super::super::repository::{self, ModelDir, CONFIG_FILE};
+use super::super::{loader, DeclaredRollout, ModelEntry, ModelVersion, VersionState};
 use super::ModelManager;
 use crate::metrics::Metrics;
 use crate::policy::traffic::TrafficPolicy;
@@ -57,6 +58,12 @@ pub(super) fn note_source(
 }
 
 /// Each registry model's aliases, versions and last sync (or error) on its rows.
+/// A file's modification time: when the source declared what it says (an S3 object's mirrored
+/// file carries the object's Last-Modified).
+fn modified(path: &std::path::Path) -> Option<SystemTime> {
+    std::fs::metadata(path).and_then(|m| m.modified()).ok()
+}
+
 pub(super) fn note_registry(rows: &mut [super::IndexRow], notes: &BTreeMap<String, String>) {
     for row in rows.iter_mut() {
         if let Some(note) = notes.get(&row.name) {
@@ -159,12 +166,20 @@ impl ModelManager {
         let last_failure = (!failures.is_empty()).then(|| failures.join("; "));
         // Our copy of the old entry must go before waiting for retired versions to stop.
         drop(current);
+        let declared = config.rollout.clone().map(|section| DeclaredRollout {
+            declared_at: section
+                .start
+                .map(|s| SystemTime::UNIX_EPOCH + Duration::from_secs_f64(s))
+                .or_else(|| modified(&dir.path.join(CONFIG_FILE)))
+                .unwrap_or_else(SystemTime::now),
+            section,
+        });
         let retired = self.publish(
             &name,
             versions,
             None,
             last_failure.clone(),
-            Some(config.traffic.clone()),
+            Some((config.traffic.clone(), declared)),
         );
         self.wait_stopped(retired).await;
         if any_new_ready {
@@ -204,8 +219,12 @@ impl ModelManager {
         versions: BTreeMap<u64, VersionState>,
         error: Option<String>,
         last_failure: Option<String>,
-        file_traffic: Option<Option<TrafficPolicy>>,
+        file: Option<(Option<TrafficPolicy>, Option<DeclaredRollout>)>,
     ) -> Vec<Arc<ModelVersion>> {
+        let (file_traffic, file_rollout) = match file {
+            Some((t, r)) => (Some(t), Some(r)),
+            None => (None, None),
+        };
         let before = self.registry.snapshot().models.get(name).cloned();
         for (v, s) in &versions {
             let ready = i64::from(matches!(s, VersionState::Ready(_)));
@@ -223,6 +242,7 @@ impl ModelManager {
             last_failure,
             traffic: None,
             file_traffic: None,
+            file_rollout: None,
         };
         self.registry.publish(|table| {
             let mut entry = entry.clone();
@@ -242,6 +262,11 @@ impl ModelManager {
                 }
                 (None, None) => {}
             }
+            entry.file_rollout = match (&file_rollout, current) {
+                (Some(r), _) => r.clone(),
+                (None, Some(cur)) => cur.file_rollout.clone(),
+                (None, None) => None,
+            };
             table.models.insert(name.to_owned(), entry);
         });
         retired(before, &versions, &self.metrics)

@@ -49,6 +49,11 @@ impl ObjectSource {
             if written != obj.size {
                 return Err(("changed", format!("read {written} of {} bytes", obj.size)));
             }
+            if let Some(t) = obj.modified {
+                // Best effort: without it a `[rollout]` starts from the download time.
+                let _ = file.set_modified(t);
+            }
+            drop(file);
             std::fs::rename(&part, cache.blob_path(&name)).map_err(io)
         };
         let result = match tokio::time::timeout(GET_TIMEOUT, download).await {

@@ -3,10 +3,11 @@
 //! a generated directory (`<model_cache_dir>/mlflow/<model>`) that the scan reads instead
 //! (`repository::Repository::with_mirror`). Each sync asks the registry for the model's aliases;
 //! the versions behind them are downloaded once (the `onnx` flavour's files, external data
-//! included, through the tracking server's artifact proxy), the others removed; the generated
-//! `config.toml` is the model's own with `version_policy = { specific = [...] }` and its
-//! `[traffic] weights` keyed by version numbers (aliases resolved; an alias that is gone drops
-//! out; no weights: all to `champion`). Registry errors keep the generated directory as it was.
+//! included, through the tracking server's artifact proxy, or from the bucket for `s3://`
+//! URIs), the others removed; the generated `config.toml` is the model's own with
+//! `version_policy = { specific = [...] }` and its `[traffic] weights` keyed by version numbers
+//! (aliases resolved; an alias that is gone drops out; no weights: all to `champion`). Registry
+//! errors keep the generated directory as it was.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -16,6 +17,7 @@ use std::time::{Duration, SystemTime};
 use serde_json::Value;
 
 use super::super::repository::{valid_model_name, CONFIG_FILE, MODEL_FILE};
+use super::mlflow_config::generated_config;
 use crate::metrics::Metrics;
 
 const SOURCE: &str = "mlflow";
@@ -168,9 +170,16 @@ impl MlflowSource {
             )
             .await?;
         let uri = uri["artifact_uri"].as_str().unwrap_or_default().to_owned();
+        let stage = dir.join(format!(".stage-{v}"));
+        let _ = std::fs::remove_dir_all(&stage);
+        std::fs::create_dir_all(&stage).map_err(|e| e.to_string())?;
+        if uri.starts_with("s3://") {
+            self.download_from_bucket(&uri, &stage).await?;
+            return self.finish_download(v, &stage, dir);
+        }
         let Some(path) = uri.strip_prefix("mlflow-artifacts:") else {
             return Err(format!(
-                "version {v}: artifact URI {uri:?}: only mlflow-artifacts: (the tracking server's artifact proxy) is supported"
+                "version {v}: artifact URI {uri:?}: only mlflow-artifacts: (the tracking server's artifact proxy) and s3:// are supported"
             ));
         };
         let path = path.trim_matches('/');
@@ -181,9 +190,6 @@ impl MlflowSource {
                 &[("path", path)],
             )
             .await?;
-        let stage = dir.join(format!(".stage-{v}"));
-        let _ = std::fs::remove_dir_all(&stage);
-        std::fs::create_dir_all(&stage).map_err(|e| e.to_string())?;
         let mut total = 0u64;
         for f in listed["files"].as_array().into_iter().flatten() {
             let (Some(file), false) = (f["path"].as_str(), f["is_dir"].as_bool().unwrap_or(false))
@@ -201,6 +207,11 @@ impl MlflowSource {
                 .await?;
             std::fs::write(stage.join(file), bytes).map_err(|e| e.to_string())?;
         }
+        self.finish_download(v, &stage, dir)
+    }
+
+    /// The staged version with its `onnx` flavour's file as `model.onnx`, renamed in.
+    fn finish_download(&self, v: u64, stage: &Path, dir: &Path) -> Result<(), String> {
         let mlmodel = std::fs::read_to_string(stage.join("MLmodel")).unwrap_or_default();
         let Some(data) = onnx_data(&mlmodel) else {
             return Err(format!("version {v}: its MLmodel has no onnx flavour"));
@@ -209,7 +220,55 @@ impl MlflowSource {
             std::fs::rename(stage.join(&data), stage.join(MODEL_FILE))
                 .map_err(|e| format!("version {v}: {data}: {e}"))?;
         }
-        std::fs::rename(&stage, dir.join(&version)).map_err(|e| e.to_string())
+        std::fs::rename(stage, dir.join(v.to_string())).map_err(|e| e.to_string())
+    }
+
+    /// The files directly under an `s3://bucket/prefix` artifact URI into `stage`, through
+    /// object_store with the environment's credentials (`AWS_ENDPOINT_URL`, keys, IRSA, ...),
+    /// counted against the cache bound.
+    async fn download_from_bucket(&self, uri: &str, stage: &Path) -> Result<(), String> {
+        use futures_util::TryStreamExt;
+        use object_store::{path::Path as ObjectPath, ObjectStore};
+        let (bucket, prefix) = super::parse_url(uri).ok_or("not an s3:// URL")??;
+        let (store, secrets) = super::build_store(uri, &bucket, &BTreeMap::new())?;
+        let blank = |e: String| super::fetch::scrub(&e, &secrets);
+        let listed = tokio::time::timeout(
+            TIMEOUT,
+            store
+                .list(Some(&ObjectPath::from(prefix.as_str())))
+                .try_collect::<Vec<_>>(),
+        )
+        .await
+        .map_err(|_| format!("{uri}: listing timed out"))?
+        .map_err(|e| blank(format!("{uri}: {e}")))?;
+        let mut total = 0u64;
+        for meta in listed {
+            let key = meta.location.as_ref();
+            let Some(file) = key.get(prefix.len()..).map(|f| f.trim_start_matches('/')) else {
+                continue;
+            };
+            if file.contains('/') || file.starts_with('.') || file.is_empty() {
+                continue;
+            }
+            total = total.saturating_add(meta.size);
+            if total > self.max_bytes {
+                return Err(format!(
+                    "artifacts pass model_cache_max_bytes = {}",
+                    self.max_bytes
+                ));
+            }
+            let got = tokio::time::timeout(TIMEOUT, async {
+                store.get(&meta.location).await?.bytes().await
+            })
+            .await
+            .map_err(|_| format!("{uri}/{file}: download timed out"))?
+            .map_err(|e| blank(format!("{uri}/{file}: {e}")))?;
+            if got.len() as u64 != meta.size {
+                return Err(format!("{uri}/{file}: changed while it was read"));
+            }
+            std::fs::write(stage.join(file), &got).map_err(|e| e.to_string())?;
+        }
+        Ok(())
     }
 
     async fn json(&self, base: &str, path: &str, query: &[(&str, &str)]) -> Result<Value, String> {
@@ -286,113 +345,9 @@ fn onnx_data(mlmodel: &str) -> Option<String> {
     None
 }
 
-/// The model's config without `[source]`, its versions fixed, its weights by version number.
-fn generated_config(
-    table: &toml::Table,
-    aliases: &BTreeMap<String, u64>,
-    versions: &[u64],
-) -> Result<String, String> {
-    if versions.is_empty() {
-        return Err("no alias points at a version (set champion)".into());
-    }
-    let mut out = table.clone();
-    out.remove("source");
-    let specific: Vec<toml::Value> = versions
-        .iter()
-        .map(|v| toml::Value::Integer(*v as i64))
-        .collect();
-    let mut policy = toml::Table::new();
-    policy.insert("specific".into(), toml::Value::Array(specific));
-    out.insert("version_policy".into(), toml::Value::Table(policy));
-    let mut traffic = out
-        .remove("traffic")
-        .and_then(|t| t.as_table().cloned())
-        .unwrap_or_default();
-    let named = traffic
-        .remove("weights")
-        .and_then(|w| w.as_table().cloned());
-    let mut weights: BTreeMap<u64, i64> = BTreeMap::new();
-    match named {
-        Some(named) => {
-            for (key, w) in named {
-                let w = w
-                    .as_integer()
-                    .ok_or(format!("traffic.weights.{key}: not an integer"))?;
-                let v = key
-                    .parse::<u64>()
-                    .ok()
-                    .or_else(|| aliases.get(&key).copied());
-                if let Some(v) = v.filter(|v| versions.contains(v)) {
-                    *weights.entry(v).or_default() += w;
-                }
-            }
-        }
-        None => {
-            if let Some(v) = aliases.get("champion") {
-                weights.insert(*v, 100);
-            }
-        }
-    }
-    if weights.values().any(|w| *w > 0) {
-        let table: toml::Table = weights
-            .into_iter()
-            .map(|(v, w)| (v.to_string(), toml::Value::Integer(w)))
-            .collect();
-        traffic.insert("weights".into(), toml::Value::Table(table));
-    }
-    if !traffic.is_empty() {
-        out.insert("traffic".into(), toml::Value::Table(traffic));
-    }
-    toml::to_string(&out).map_err(|e| e.to_string())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn aliases(pairs: &[(&str, u64)]) -> BTreeMap<String, u64> {
-        pairs.iter().map(|(a, v)| (a.to_string(), *v)).collect()
-    }
-
-    #[test]
-    fn weights_by_alias_resolve_to_version_numbers() {
-        let table: toml::Table = "max_batch_size = 8\n[source]\nmlflow = \"http://m\"\nregistered_model = \"f\"\n[traffic]\nweights = { champion = 90, challenger = 10 }".parse().unwrap();
-        let text = generated_config(
-            &table,
-            &aliases(&[("champion", 1), ("challenger", 2)]),
-            &[1, 2],
-        )
-        .unwrap();
-        let cfg = crate::config::ModelConfig::parse(&text, "f").unwrap();
-        assert_eq!(
-            cfg.traffic.unwrap().weights,
-            BTreeMap::from([(1, 90), (2, 10)])
-        );
-        assert!(!text.contains("source"));
-        let text = generated_config(
-            &table,
-            &aliases(&[("champion", 2), ("challenger", 2)]),
-            &[2],
-        )
-        .unwrap();
-        let cfg = crate::config::ModelConfig::parse(&text, "f").unwrap();
-        assert_eq!(cfg.traffic.unwrap().weights, BTreeMap::from([(2, 100)]));
-    }
-
-    #[test]
-    fn without_weights_the_champion_takes_all_traffic() {
-        let table: toml::Table = "[source]\nmlflow = \"http://m\"\nregistered_model = \"f\""
-            .parse()
-            .unwrap();
-        let text = generated_config(
-            &table,
-            &aliases(&[("champion", 3), ("challenger", 4)]),
-            &[3, 4],
-        )
-        .unwrap();
-        let cfg = crate::config::ModelConfig::parse(&text, "f").unwrap();
-        assert_eq!(cfg.traffic.unwrap().weights, BTreeMap::from([(3, 100)]));
-    }
 
     #[test]
     fn the_onnx_flavours_file_is_found() {

@@ -11,6 +11,7 @@ mod cache;
 mod fetch;
 pub mod location;
 pub mod mlflow;
+mod mlflow_config;
 pub mod plan;
 
 use std::collections::BTreeMap;
@@ -90,49 +91,8 @@ impl ObjectSource {
         metrics: Arc<Metrics>,
     ) -> Result<ObjectSource, String> {
         let (bucket, prefix) = parse_url(repo).ok_or("not an s3:// URL")??;
-        let mut secrets: Vec<String> = [
-            "AWS_ACCESS_KEY_ID",
-            "AWS_SECRET_ACCESS_KEY",
-            "AWS_SESSION_TOKEN",
-        ]
-        .iter()
-        .filter_map(|k| std::env::var(k).ok())
-        .collect();
-        let mut builder = AmazonS3Builder::from_env()
-            .with_bucket_name(&bucket)
-            .with_retry(RetryConfig {
-                max_retries: 3,
-                retry_timeout: Duration::from_secs(15),
-                ..Default::default()
-            });
-        if let Ok(endpoint) = std::env::var("AWS_ENDPOINT_URL_S3") {
-            builder = builder.with_endpoint(endpoint);
-        }
-        for (key, value) in options {
-            let parsed: AmazonS3ConfigKey = key.parse().map_err(|_| {
-                format!("model_repository_options: {key:?} is not an S3 setting of object_store")
-            })?;
-            if ["secret", "key_id", "token"]
-                .iter()
-                .any(|w| key.contains(w))
-            {
-                secrets.push(value.clone());
-            }
-            builder = builder.with_config(parsed, value);
-        }
-        secrets.retain(|v| v.len() >= 4);
-        // An endpoint named explicitly as http:// (MinIO, SeaweedFS in a cluster) is meant.
-        let plain = builder
-            .get_config_value(&AmazonS3ConfigKey::Endpoint)
-            .is_some_and(|e| e.starts_with("http://"));
-        if plain {
-            builder = builder.with_allow_http(true);
-        }
-        let scrub = |e: String| scrub(&e, &secrets);
-        let store = builder
-            .build()
-            .map_err(|e| scrub(format!("model_repository {repo}: {e}")))?;
-        let cache = Cache::open(cache_dir).map_err(|e| scrub(e.to_string()))?;
+        let (store, secrets) = build_store(&format!("model_repository {repo}"), &bucket, options)?;
+        let cache = Cache::open(cache_dir).map_err(|e| scrub(&e.to_string(), &secrets))?;
         Ok(ObjectSource {
             store: Arc::new(store),
             prefix,
@@ -148,7 +108,60 @@ impl ObjectSource {
             secrets,
         })
     }
+}
 
+/// The store of `bucket` from the environment and `options` (see [`ObjectSource::open`]), and
+/// the credential values to blank out of messages. `what` names it in errors.
+pub(super) fn build_store(
+    what: &str,
+    bucket: &str,
+    options: &BTreeMap<String, String>,
+) -> Result<(object_store::aws::AmazonS3, Vec<String>), String> {
+    let mut secrets: Vec<String> = [
+        "AWS_ACCESS_KEY_ID",
+        "AWS_SECRET_ACCESS_KEY",
+        "AWS_SESSION_TOKEN",
+    ]
+    .iter()
+    .filter_map(|k| std::env::var(k).ok())
+    .collect();
+    let mut builder = AmazonS3Builder::from_env()
+        .with_bucket_name(bucket)
+        .with_retry(RetryConfig {
+            max_retries: 3,
+            retry_timeout: Duration::from_secs(15),
+            ..Default::default()
+        });
+    if let Ok(endpoint) = std::env::var("AWS_ENDPOINT_URL_S3") {
+        builder = builder.with_endpoint(endpoint);
+    }
+    for (key, value) in options {
+        let parsed: AmazonS3ConfigKey = key.parse().map_err(|_| {
+            format!("model_repository_options: {key:?} is not an S3 setting of object_store")
+        })?;
+        if ["secret", "key_id", "token"]
+            .iter()
+            .any(|w| key.contains(w))
+        {
+            secrets.push(value.clone());
+        }
+        builder = builder.with_config(parsed, value);
+    }
+    secrets.retain(|v| v.len() >= 4);
+    // An endpoint named explicitly as http:// (MinIO, SeaweedFS in a cluster) is meant.
+    let plain = builder
+        .get_config_value(&AmazonS3ConfigKey::Endpoint)
+        .is_some_and(|e| e.starts_with("http://"));
+    if plain {
+        builder = builder.with_allow_http(true);
+    }
+    let store = builder
+        .build()
+        .map_err(|e| scrub(&format!("{what}: {e}"), &secrets))?;
+    Ok((store, secrets))
+}
+
+impl ObjectSource {
     /// The mirrored repository: what `repository::scan` reads.
     pub fn tree(&self) -> &Path {
         &self.tree
@@ -246,10 +259,14 @@ impl ObjectSource {
                 let etag = m.e_tag.unwrap_or_else(|| {
                     format!("lm{}", m.last_modified.timestamp_nanos_opt().unwrap_or(0))
                 });
+                let modified = u64::try_from(m.last_modified.timestamp_millis())
+                    .ok()
+                    .map(|ms| SystemTime::UNIX_EPOCH + Duration::from_millis(ms));
                 Some(Listed {
                     key,
                     etag,
                     size: m.size,
+                    modified,
                 })
             })
             .collect())

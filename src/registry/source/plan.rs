@@ -19,6 +19,8 @@ pub struct Listed {
     pub key: String,
     pub etag: String,
     pub size: u64,
+    /// Last-Modified: the mirrored file's modification time (a `[rollout]`'s clock starts there).
+    pub modified: Option<std::time::SystemTime>,
 }
 
 impl Listed {
@@ -158,6 +160,7 @@ mod tests {
             key: "k".into(),
             etag: etag.into(),
             size,
+            modified: None,
         };
         let mut b = Budget::default();
         assert!(b.take([f("a", 60)].iter(), 100).is_ok());
@@ -171,6 +174,7 @@ mod tests {
             key: key.into(),
             etag: format!("\"{}\"", key.len()),
             size: 10,
+            modified: None,
         }
     }
 
@@ -220,6 +224,7 @@ mod tests {
             key: "k".into(),
             etag: "\"ab/../c-3\"".into(),
             size: 7,
+            modified: None,
         };
         assert_eq!(o.blob_name(), "abc-3-7");
     }
