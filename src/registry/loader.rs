@@ -14,7 +14,7 @@ use super::ModelVersion;
 use crate::backend::BackendError;
 use crate::batching::{BatchPolicy, Batcher, BatcherConfig};
 use crate::config::ModelConfig;
-use crate::drift::{Monitor, Profile, Slot};
+use crate::drift::{Monitor, Profile};
 use crate::metrics::{Metrics, VersionStats};
 use crate::policy::admission::Admission;
 
@@ -125,16 +125,7 @@ pub async fn load_version(
     .map_err(LoadError::Threads)?;
     let drift = match &config.drift {
         Some(d) => {
-            let slots = |specs: &[super::TensorSpec]| -> Vec<Slot> {
-                specs
-                    .iter()
-                    .map(|t| Slot {
-                        name: t.name.clone(),
-                        dtype: t.dtype,
-                        dims: t.dims.clone(),
-                    })
-                    .collect()
-            };
+            let slots = super::TensorSpec::drift_slots;
             let (inputs, outputs) = (slots(&signature.inputs), slots(&signature.outputs));
             let monitor = Monitor::new(
                 name,

@@ -38,6 +38,20 @@ pub struct TensorSpec {
     pub dims: Vec<i64>,
 }
 
+impl TensorSpec {
+    /// The tensors as the drift monitor lays out its features.
+    pub fn drift_slots(specs: &[TensorSpec]) -> Vec<crate::drift::Slot> {
+        specs
+            .iter()
+            .map(|t| crate::drift::Slot {
+                name: t.name.clone(),
+                dtype: t.dtype,
+                dims: t.dims.clone(),
+            })
+            .collect()
+    }
+}
+
 /// What clients must send and will get back, in the graph's order.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Signature {

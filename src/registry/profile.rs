@@ -9,7 +9,7 @@ use super::loader::{load_version, PROFILE_FILE};
 use crate::config::ModelConfig;
 use crate::dataio::{Reader, Values};
 use crate::drift::profile::Role;
-use crate::drift::{layout, Profile, ProfileBuilder, Slot};
+use crate::drift::{layout, Profile, ProfileBuilder};
 use crate::metrics::Metrics;
 use crate::tensor::{DataType, Tensor};
 
@@ -53,16 +53,7 @@ pub async fn build_profile(
     let mv = load_version(&name, version, root, &file, &config, metrics)
         .await
         .map_err(|e| e.to_string())?;
-    let slots = |specs: &[super::TensorSpec]| -> Vec<Slot> {
-        specs
-            .iter()
-            .map(|t| Slot {
-                name: t.name.clone(),
-                dtype: t.dtype,
-                dims: t.dims.clone(),
-            })
-            .collect()
-    };
+    let slots = super::TensorSpec::drift_slots;
     let (inputs, outputs) = (slots(&mv.signature.inputs), slots(&mv.signature.outputs));
     if inputs.len() != 1 {
         return Err(format!(
