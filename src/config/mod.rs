@@ -21,8 +21,8 @@ pub use drift::DriftConfig;
 pub use model::{BackendKind, BatchingConfig, ModelConfig, QueuePolicy, TensorConfig};
 pub use onnxruntime::{Device, GraphOptimizationLevel, OnnxRuntimeConfig, OnnxRuntimeOptions};
 pub use server::{
-    default_admin_token_file, LogFormat, ModelControlMode, ServerConfig, ShutdownConfig,
-    DEFAULT_MAX_REQUEST_BYTES, DEFAULT_MODEL_CACHE_MAX_BYTES,
+    default_admin_token_file, object_repository, LogFormat, ModelControlMode, ServerConfig,
+    ShutdownConfig, DEFAULT_MAX_REQUEST_BYTES, DEFAULT_MODEL_CACHE_MAX_BYTES,
 };
 pub use tls::{TlsConfig, TlsPort};
 pub use tracing::TracingConfig;

@@ -15,6 +15,11 @@ pub const DEFAULT_MAX_REQUEST_BYTES: usize = 64 * 1024 * 1024;
 /// decoded tensors are about as large again, so this bounds request memory near 2 GiB.
 pub const DEFAULT_MAX_INFLIGHT_BYTES: usize = 1024 * 1024 * 1024;
 
+/// A model repository's location when it is on object storage (`s3://`), for `serve` and `predict`.
+pub fn object_repository(location: &std::path::Path) -> Option<&str> {
+    location.to_str().filter(|r| r.starts_with("s3://"))
+}
+
 /// The default bound of the local cache of a bucket's or a registry's files (10 GiB).
 pub const DEFAULT_MODEL_CACHE_MAX_BYTES: u64 = 10 * 1024 * 1024 * 1024;
 
@@ -234,9 +239,7 @@ impl ServerConfig {
 
     /// `model_repository` when it is on object storage (`s3://`).
     pub fn object_repository(&self) -> Option<&str> {
-        self.model_repository
-            .to_str()
-            .filter(|r| r.starts_with("s3://"))
+        object_repository(&self.model_repository)
     }
 
     pub fn validate(&self) -> Result<(), ConfigError> {

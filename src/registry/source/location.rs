@@ -37,14 +37,9 @@ pub struct Opened {
 }
 
 impl Location<'_> {
-    /// The repository on object storage, when it is there.
-    fn object_url(&self) -> Option<&str> {
-        self.repository.to_str().filter(|r| r.starts_with("s3://"))
-    }
-
     /// Opens the repository; nothing is listed or downloaded yet (the manager's first sync does).
     pub fn open(&self, metrics: &Arc<Metrics>) -> Result<Opened, String> {
-        let source = match self.object_url() {
+        let source = match crate::config::object_repository(self.repository) {
             Some(url) => Some(Arc::new(ObjectSource::open(
                 url,
                 self.options,
